@@ -1,0 +1,5 @@
+"""``python -m edgevcf`` runs the CLI."""
+
+from edgevcf.cli import main
+
+main()

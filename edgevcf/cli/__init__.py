@@ -1,0 +1,93 @@
+"""The ``edgevcf`` command line: parse, call the library, print. The one error boundary.
+
+Subcommands are loaded lazily (click's LazyGroup pattern) so ``edgevcf --help`` imports no
+heavy backend. Library errors (:class:`~edgevcf.errors.EdgeVCFError`) become ``Error: ...`` and
+``hint: ...`` on stderr with the error's exit code; ``--debug`` shows the traceback instead.
+Any other exception is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import sys
+from typing import Any
+
+import click
+
+from edgevcf import __version__
+from edgevcf.errors import EdgeVCFError
+
+#: name -> "module:attribute" of each top-level command, imported only when used.
+LAZY_COMMANDS: dict[str, str] = {
+    "data": "edgevcf.cli.data:data",
+}
+
+
+class LazyGroup(click.Group):
+    """A click group whose subcommands are imported on first use."""
+
+    def __init__(
+        self, *args: Any, lazy_commands: dict[str, str] | None = None, **kwargs: Any
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        self.lazy_commands = dict(lazy_commands or {})
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *self.lazy_commands})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in self.lazy_commands:
+            module_name, attr = self.lazy_commands[cmd_name].split(":")
+            return getattr(importlib.import_module(module_name), attr)  # type: ignore[no-any-return]
+        return super().get_command(ctx, cmd_name)
+
+
+class RootGroup(LazyGroup):
+    """Root group: turns library errors into a clean message and exit code."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except EdgeVCFError as exc:
+            if ctx.params.get("debug"):
+                raise
+            click.echo(f"Error: {exc.message}", err=True)
+            if exc.hint:
+                click.echo(f"hint: {exc.hint}", err=True)
+            ctx.exit(exc.exit_code)
+
+
+@click.group(
+    cls=RootGroup,
+    lazy_commands=LAZY_COMMANDS,
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+)
+@click.version_option(__version__, "--version", prog_name="edgevcf")
+@click.option(
+    "--debug", is_flag=True, help="Show tracebacks and debug logs instead of short error messages."
+)
+@click.option("-q", "--quiet", is_flag=True, help="No progress bars and no informational logs.")
+def cli(debug: bool, quiet: bool) -> None:
+    """edgevcf: deploy a fresh vertebral-fracture classifier to edge hardware and prove it works.
+
+    \b
+    Typical flow:
+      edgevcf data synth --out data/ --patients 200 --fast   # built-in synthetic radiographs
+      edgevcf data check data/manifest.csv                    # counts, leakage, unreadable files
+    """
+    from edgevcf import progress
+
+    progress.set_enabled(not quiet)
+    level = logging.DEBUG if debug else (logging.WARNING if quiet else logging.INFO)
+    logging.basicConfig(
+        level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry point."""
+    cli.main(args=argv, prog_name="edgevcf")
+
+
+__all__ = ["cli", "main"]

@@ -1,0 +1,1 @@
+"""Reading, preprocessing and synthesising radiographs."""

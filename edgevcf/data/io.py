@@ -1,0 +1,730 @@
+"""Read one radiograph (DICOM, PNG, TIFF, JPEG) into a display-ready float32 array.
+
+Every model, the training loop and every deployed runtime see images through :func:`read_image`,
+so this is the one place where stored values become "what a radiologist would see": for DICOM the
+grey-scale pipeline of PS3.3 C.11 (Modality LUT -> VOI LUT -> Presentation/MONOCHROME1 inversion),
+for ordinary image files a fixed scaling by bit depth. The output is always a 2-D float32 array in
+which larger means brighter (bone bright), so a classifier never has to know which vendor or which
+photometric interpretation produced its input.
+
+Anything that cannot be shown faithfully as one grey-scale picture (colour, several frames, an
+undecodable transfer syntax, a truncated file, non-finite values) is refused with a
+:class:`~edgevcf.errors.DataError` that says why: a wrong image must never become a score.
+
+No patient-identifying attribute leaves this module: :class:`ImageMeta` holds acquisition facts
+only, so it can be logged, written into reports and bundles without de-identification.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import os
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pydicom
+import pydicom.uid
+from PIL import Image, ImageOps, UnidentifiedImageError
+from pydicom.datadict import dictionary_has_tag
+from pydicom.dataset import Dataset
+from pydicom.pixels import get_decoder
+
+from edgevcf.errors import DataError
+
+logger = logging.getLogger(__name__)
+
+#: Largest image (rows x cols) accepted from any format. A 43 x 43 cm detector at 0.05 mm is
+#: 74 M pixels; anything beyond this is a decompression bomb or not a radiograph.
+MAX_PIXELS: int = 100_000_000
+
+ModalityLUTKind = Literal["rescale", "lut_sequence", "none"]
+VOIKind = Literal[
+    "lut_sequence",
+    "window:LINEAR",
+    "window:LINEAR_EXACT",
+    "window:SIGMOID",
+    "full_range",
+    "bit_depth",
+    "none",
+]
+
+_SUPPORTED_FORMATS_HINT = (
+    "edgevcf reads single-frame greyscale DICOM (CR/DX/SC...) and greyscale PNG, TIFF or JPEG "
+    "(8 or 16 bit)."
+)
+_GREYSCALE_HINT = (
+    "The classifier needs a greyscale radiograph: export the original single-frame "
+    "MONOCHROME1/MONOCHROME2 image from the PACS or modality, not a screenshot or colour rendering."
+)
+_IMAGE_MAGIC: tuple[tuple[bytes, str], ...] = (
+    (b"\x89PNG\r\n\x1a\n", "PNG"),
+    (b"II*\x00", "TIFF"),
+    (b"MM\x00*", "TIFF"),
+    (b"\xff\xd8\xff", "JPEG"),
+    (b"GIF8", "GIF"),
+)
+_COLOUR_PHOTOMETRICS = ("RGB", "PALETTE COLOR", "ARGB", "CMYK", "HSV")
+_VOI_FUNCTIONS = ("LINEAR", "LINEAR_EXACT", "SIGMOID")
+
+# Pillow modes we can turn into grey levels, with (bits_stored, bits_allocated).
+_PIL_GREY_MODES: dict[str, tuple[int | None, int]] = {
+    "1": (1, 1),
+    "L": (8, 8),
+    "I;16": (16, 16),
+    "I;16L": (16, 16),
+    "I;16B": (16, 16),
+    "I;16N": (16, 16),
+    "I": (16, 32),
+    "F": (None, 32),
+}
+_PIL_COLOUR_MODES = frozenset(
+    {"RGB", "RGBA", "RGBX", "RGBa", "P", "PA", "LA", "La", "CMYK", "YCbCr", "LAB", "HSV"}
+)
+
+
+@dataclass(frozen=True)
+class ImageMeta:
+    """Acquisition facts about one image, free of patient identifiers.
+
+    Kept deliberately small: it travels into manifests, reports and bundles, so it must never
+    carry a name, ID, date, institution or UID (those would make every report a PHI leak).
+
+    Attributes:
+        source_format: ``"dicom"`` or the lower-cased Pillow format name (``"png"``, ``"tiff"``,
+            ``"jpeg"``, ...).
+        rows: Image height in pixels.
+        cols: Image width in pixels.
+        photometric: DICOM Photometric Interpretation (``"MONOCHROME1"`` / ``"MONOCHROME2"``);
+            always ``"MONOCHROME2"`` for Pillow images.
+        bits_stored: Significant bits per pixel (DICOM Bits Stored; 1, 8 or 16 for Pillow
+            integer images; ``None`` for float images).
+        bits_allocated: Container bits per pixel.
+        pixel_spacing_mm: ``(row, col)`` spacing in mm, or ``None`` when absent or invalid.
+        spacing_source: ``"ImagerPixelSpacing"``, ``"PixelSpacing"`` or ``None``.
+        modality: DICOM Modality (``"CR"``, ``"DX"``, ...), ``None`` for Pillow images.
+        view_position: DICOM View Position (``"LL"``, ``"AP"``, ...).
+        body_part: DICOM Body Part Examined.
+        manufacturer: DICOM Manufacturer (device maker, not the site).
+        transfer_syntax: Name of the DICOM transfer syntax the pixels were stored with.
+        modality_lut: Which Modality LUT stage was applied.
+        voi: Which VOI stage produced the [0, 1] output; ``"bit_depth"`` (value / (2**bits - 1))
+            and ``"none"`` (float pass-through) are used for Pillow images.
+        inverted: Whether ``1 - x`` was applied so that bone is bright.
+    """
+
+    source_format: str
+    rows: int
+    cols: int
+    photometric: str
+    bits_stored: int | None
+    bits_allocated: int | None
+    pixel_spacing_mm: tuple[float, float] | None
+    spacing_source: str | None
+    modality: str | None
+    view_position: str | None
+    body_part: str | None
+    manufacturer: str | None
+    transfer_syntax: str | None
+    modality_lut: ModalityLUTKind
+    voi: VOIKind
+    inverted: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return a JSON-serialisable dict (tuples become lists)."""
+        out = dataclasses.asdict(self)
+        if self.pixel_spacing_mm is not None:
+            out["pixel_spacing_mm"] = list(self.pixel_spacing_mm)
+        return out
+
+
+def read_image(path: str | os.PathLike[str]) -> tuple[np.ndarray, ImageMeta]:
+    """Read a radiograph as a 2-D float32 array where larger means brighter.
+
+    The format is decided by content, not by file extension, because PACS exports are often
+    named ``IM0001`` or carry a wrong suffix: a ``DICM`` marker at byte 128 means DICOM; otherwise
+    Pillow is asked to identify the file; if it cannot, a preamble-less DICOM is tried.
+
+    Args:
+        path: File to read.
+
+    Returns:
+        ``(image, meta)``: image is C-contiguous float32 of shape ``(rows, cols)`` in display
+        orientation (DICOM output in [0, 1]; integer Pillow images in [0, 1]; float TIFFs as
+        stored), meta describes how it was obtained.
+
+    Raises:
+        DataError: The file is missing, unreadable, or refused (colour, multi-frame, truncated,
+            undecodable, empty, too large, non-finite values, ...). The message says why.
+    """
+    p = Path(os.fspath(path))
+    head = _read_head(p)
+    if len(head) >= 132 and head[128:132] == b"DICM":
+        return _read_dicom(p, forced=False)
+    pillow_result = _read_pillow(p)
+    if pillow_result is not None:
+        return pillow_result
+    for magic, fmt in _IMAGE_MAGIC:
+        if head.startswith(magic):
+            # An image signature Pillow cannot parse: say so rather than "not DICOM".
+            raise DataError(
+                f"{p}: corrupt or unsupported {fmt} file (Pillow cannot parse its header)",
+                hint="The file is damaged or uses an unusual variant; re-export it.",
+            )
+    return _read_dicom(p, forced=True)
+
+
+# --------------------------------------------------------------------------------------------
+# shared helpers
+
+
+def _read_head(p: Path) -> bytes:
+    """Return the first 132 bytes, turning file-system problems into DataError."""
+    try:
+        with p.open("rb") as fh:
+            head = fh.read(132)
+    except FileNotFoundError as exc:
+        raise DataError(f"{p}: file not found", hint="Check the path (and the manifest).") from exc
+    except IsADirectoryError as exc:
+        raise DataError(
+            f"{p}: is a directory, not an image file",
+            hint="Point to one image file; a DICOM series folder is not read as a whole.",
+        ) from exc
+    except PermissionError as exc:
+        raise DataError(f"{p}: permission denied", hint="Check the file's permissions.") from exc
+    except OSError as exc:
+        raise DataError(f"{p}: cannot open file ({exc})") from exc
+    if not head:
+        raise DataError(f"{p}: file is empty (0 bytes)", hint="Re-export or re-copy the image.")
+    return head
+
+
+def _check_size(p: Path, rows: int, cols: int) -> None:
+    """Refuse empty and absurdly large images before any pixel is decoded."""
+    if rows <= 0 or cols <= 0:
+        raise DataError(f"{p}: zero-size image ({rows} x {cols} pixels)")
+    if rows * cols > MAX_PIXELS:
+        raise DataError(
+            f"{p}: image too large ({rows} x {cols} = {rows * cols} pixels > {MAX_PIXELS})",
+            hint="Refused as a possible decompression bomb; downsample the image first.",
+        )
+
+
+def _check_finite(p: Path, arr: np.ndarray, stage: str) -> None:
+    """Refuse NaN/inf: they would silently poison normalisation and the model's score."""
+    if not np.isfinite(arr).all():
+        n_bad = int(arr.size - np.count_nonzero(np.isfinite(arr)))
+        raise DataError(
+            f"{p}: {n_bad} non-finite (NaN/inf) pixel value(s) {stage}",
+            hint="Check Rescale Slope/Intercept and the LUTs, or the exporting software.",
+        )
+
+
+# --------------------------------------------------------------------------------------------
+# DICOM
+
+
+def _read_dicom(p: Path, *, forced: bool) -> tuple[np.ndarray, ImageMeta]:
+    """Run the PS3.3 grey-scale pipeline on a single-frame DICOM image.
+
+    Order: refuse what cannot be one grey-scale picture -> decode -> Modality LUT -> VOI ->
+    inversion. Inversion rule: invert (``1 - x``) when Photometric Interpretation is MONOCHROME1
+    *or* Presentation LUT Shape is INVERSE, and only once when both hold. PS3.3 C.8.11.6.1.2
+    requires INVERSE together with MONOCHROME1 for DX images, i.e. the two attributes describe
+    the same single inversion, so XOR-ing them would display bone dark. MONOCHROME1 with an
+    IDENTITY shape is still inverted (the photometric interpretation defines what the stored
+    values mean). A Presentation LUT *Sequence* (rare in image objects) is not applied.
+
+    Args:
+        p: File to read.
+        forced: Whether the file had no ``DICM`` marker (read with pydicom's ``force=True``, and
+            accepted only if it looks like a data set).
+    """
+    try:
+        ds = pydicom.dcmread(p, force=forced)
+    except MemoryError:
+        raise
+    except Exception as exc:  # pydicom raises many types on damaged input; all mean "unreadable"
+        if forced:
+            raise DataError(
+                f"{p}: not a DICOM file or a supported image format", hint=_SUPPORTED_FORMATS_HINT
+            ) from exc
+        raise DataError(
+            f"{p}: unreadable DICOM file ({type(exc).__name__}: {exc})",
+            hint="The file may be truncated or damaged; re-export it.",
+        ) from exc
+    if forced and not _looks_like_dicom(ds):
+        raise DataError(
+            f"{p}: not a DICOM file or a supported image format", hint=_SUPPORTED_FORMATS_HINT
+        )
+
+    _refuse_unsupported_dicom(p, ds)
+    rows, cols = int(ds.Rows), int(ds.Columns)
+    _check_size(p, rows, cols)
+    tsyntax = _transfer_syntax(p, ds)
+    _check_decoder(p, tsyntax)
+
+    stored = _decode_pixels(p, ds, tsyntax)
+    if stored.ndim != 2 or stored.shape != (rows, cols):
+        raise DataError(
+            f"{p}: decoded pixel array has shape {stored.shape}, expected ({rows}, {cols})",
+            hint="Only single-frame greyscale images are supported.",
+        )
+
+    modality_out, modality_kind = _modality_lut(p, stored, ds, tsyntax)
+    _check_finite(p, modality_out, "after the Modality LUT / rescale")
+    shown, voi_kind = _voi(p, modality_out, ds, tsyntax)
+
+    photometric = str(ds.PhotometricInterpretation).strip().upper()
+    shape = str(ds.get("PresentationLUTShape") or "").strip().upper()
+    inverted = photometric == "MONOCHROME1" or shape == "INVERSE"
+    if inverted:
+        shown = 1.0 - shown
+    _check_finite(p, shown, "after the VOI LUT / windowing")
+
+    spacing, spacing_source = _pixel_spacing(ds)
+    meta = ImageMeta(
+        source_format="dicom",
+        rows=rows,
+        cols=cols,
+        photometric=photometric,
+        bits_stored=_opt_int(ds.get("BitsStored")),
+        bits_allocated=_opt_int(ds.get("BitsAllocated")),
+        pixel_spacing_mm=spacing,
+        spacing_source=spacing_source,
+        modality=_opt_str(ds.get("Modality")),
+        view_position=_opt_str(ds.get("ViewPosition")),
+        body_part=_opt_str(ds.get("BodyPartExamined")),
+        manufacturer=_opt_str(ds.get("Manufacturer")),
+        transfer_syntax=tsyntax.name,
+        modality_lut=modality_kind,
+        voi=voi_kind,
+        inverted=inverted,
+    )
+    return np.ascontiguousarray(shown, dtype=np.float32), meta
+
+
+def _looks_like_dicom(ds: Dataset) -> bool:
+    """Tell a preamble-less DICOM from arbitrary bytes that pydicom's force read "parsed".
+
+    Forced reading of a text file yields elements with random tags; a real data set has at least
+    one standard tag outside the command/meta groups.
+    """
+    try:
+        tags = list(ds.keys())
+    except Exception:  # garbage may fail lazily while iterating
+        return False
+    return any(tag.group >= 0x0008 and dictionary_has_tag(tag) for tag in tags)
+
+
+def _refuse_unsupported_dicom(p: Path, ds: Dataset) -> None:
+    """Refuse what cannot be shown as one grey-scale picture, before decoding any pixel."""
+    if "PixelData" not in ds:
+        if "FloatPixelData" in ds or "DoubleFloatPixelData" in ds:
+            raise DataError(
+                f"{p}: float pixel data (a parametric map) is not a radiograph",
+                hint=_GREYSCALE_HINT,
+            )
+        raise DataError(
+            f"{p}: DICOM file has no Pixel Data (not an image object, or the file is truncated)",
+            hint="Pass the image instances of the study, not SR/RT/presentation-state objects.",
+        )
+    for keyword in ("Rows", "Columns", "BitsAllocated", "PhotometricInterpretation"):
+        if ds.get(keyword) in (None, ""):
+            raise DataError(
+                f"{p}: DICOM image lacks the required attribute {keyword}",
+                hint="The file is damaged or was written by non-conformant software.",
+            )
+    photometric = str(ds.PhotometricInterpretation).strip().upper()
+    samples = _opt_int(ds.get("SamplesPerPixel")) or 1
+    if samples != 1 or photometric in _COLOUR_PHOTOMETRICS or photometric.startswith("YBR"):
+        raise DataError(
+            f"{p}: colour image (Photometric Interpretation {photometric}, "
+            f"{samples} sample(s) per pixel) is refused",
+            hint=_GREYSCALE_HINT,
+        )
+    if photometric not in ("MONOCHROME1", "MONOCHROME2"):
+        raise DataError(
+            f"{p}: unsupported Photometric Interpretation {photometric!r}", hint=_GREYSCALE_HINT
+        )
+    frames = _opt_int(ds.get("NumberOfFrames")) or 1
+    if frames > 1:
+        raise DataError(
+            f"{p}: multi-frame image ({frames} frames) is refused; one radiograph is one frame",
+            hint="Export the single projection image you want classified as its own file.",
+        )
+
+
+def _transfer_syntax(p: Path, ds: Dataset) -> pydicom.uid.UID:
+    """Return the transfer syntax, inferring it for files written without a File Meta header."""
+    tsyntax = ds.file_meta.get("TransferSyntaxUID") if hasattr(ds, "file_meta") else None
+    if not tsyntax:
+        implicit, little = ds.original_encoding
+        if implicit is None or little is None:
+            raise DataError(f"{p}: cannot determine the DICOM transfer syntax")
+        if implicit:
+            tsyntax = pydicom.uid.ImplicitVRLittleEndian
+        elif little:
+            tsyntax = pydicom.uid.ExplicitVRLittleEndian
+        else:
+            tsyntax = pydicom.uid.ExplicitVRBigEndian
+        # pydicom needs it to decode; this only touches our in-memory copy.
+        ds.file_meta.TransferSyntaxUID = tsyntax
+        logger.debug("%s: no Transfer Syntax UID in file meta; inferred %s", p, tsyntax.name)
+    tsyntax = pydicom.uid.UID(str(tsyntax))
+    if not tsyntax.is_transfer_syntax:
+        raise DataError(
+            f"{p}: unknown or private transfer syntax {tsyntax}",
+            hint="Ask the exporting system for an uncompressed (Explicit VR Little Endian) copy.",
+        )
+    return tsyntax
+
+
+def _decoder_hint(tsyntax: pydicom.uid.UID, missing: Sequence[str] = ()) -> str:
+    """Name the package(s) that would let pydicom decode this transfer syntax."""
+    if tsyntax in pydicom.uid.JPEG2000TransferSyntaxes:
+        hint = "Install a JPEG 2000 decoder: pip install pylibjpeg pylibjpeg-openjpeg"
+    elif tsyntax in pydicom.uid.JPEGLSTransferSyntaxes:
+        hint = "Install a JPEG-LS decoder: pip install pylibjpeg pylibjpeg-libjpeg (or pyjpegls)"
+    elif tsyntax in pydicom.uid.JPEGTransferSyntaxes:
+        hint = "Install a JPEG decoder: pip install pylibjpeg pylibjpeg-libjpeg"
+    elif tsyntax in pydicom.uid.RLETransferSyntaxes:
+        hint = "Install an RLE decoder: pip install numpy (or pylibjpeg pylibjpeg-rle)"
+    else:
+        hint = "Ask the exporting system for an uncompressed (Explicit VR Little Endian) copy"
+    if missing:
+        hint += " (pydicom's plugins: " + "; ".join(missing) + ")"
+    return hint + "."
+
+
+def _check_decoder(p: Path, tsyntax: pydicom.uid.UID) -> None:
+    """Refuse compressed pixel data up front when no installed plugin can decode it."""
+    if not tsyntax.is_compressed:
+        return
+    try:
+        decoder = get_decoder(tsyntax)
+    except NotImplementedError as exc:
+        raise DataError(
+            f"{p}: pixel data in transfer syntax {tsyntax.name!r} cannot be decoded by pydicom",
+            hint=_decoder_hint(tsyntax),
+        ) from exc
+    if not decoder.is_available:
+        raise DataError(
+            f"{p}: cannot decode {tsyntax.name!r} pixel data: no decoder plugin installed",
+            hint=_decoder_hint(tsyntax, decoder.missing_dependencies),
+        )
+
+
+def _decode_pixels(p: Path, ds: Dataset, tsyntax: pydicom.uid.UID) -> np.ndarray:
+    """Decode stored values, classifying pydicom's failures into a reason a user can act on."""
+    try:
+        return np.asarray(ds.pixel_array)
+    except MemoryError:
+        raise
+    except Exception as exc:  # decoders raise ValueError/RuntimeError/AttributeError/...
+        text = str(exc)
+        if "less than expected" in text or "truncat" in text.lower():
+            raise DataError(
+                f"{p}: truncated file: pixel data is shorter than Rows x Columns x Bits "
+                f"Allocated requires ({text.splitlines()[0]})",
+                hint="The transfer was interrupted or the file is damaged; re-export it.",
+            ) from exc
+        if tsyntax.is_compressed:
+            raise DataError(
+                f"{p}: cannot decode {tsyntax.name!r} pixel data: {' '.join(text.split())}",
+                hint=_decoder_hint(tsyntax),
+            ) from exc
+        raise DataError(
+            f"{p}: cannot decode pixel data ({type(exc).__name__}: {text.splitlines()[0]})",
+            hint="The file is damaged or its group 0028 attributes are inconsistent.",
+        ) from exc
+
+
+def _lut_table(p: Path, item: Dataset, tsyntax: pydicom.uid.UID) -> tuple[np.ndarray, int, int]:
+    """Return ``(table, first_mapped_value, bits_per_entry)`` of a Modality/VOI LUT item.
+
+    LUT Data may arrive as a list (VR US) or as raw bytes (VR OW, in the data set's byte order);
+    8-bit entries may be packed one per byte.
+    """
+    try:
+        descriptor = [int(v) for v in item.LUTDescriptor]
+        n_entries = descriptor[0] or 65536
+        first_map = descriptor[1]
+        bits = descriptor[2]
+        value = item["LUTData"].value
+    except (AttributeError, KeyError, IndexError, TypeError, ValueError) as exc:
+        raise DataError(f"{p}: malformed LUT (LUT Descriptor / LUT Data): {exc}") from exc
+    if not 1 <= bits <= 16:
+        raise DataError(f"{p}: LUT with {bits} bits per entry is not supported (1..16)")
+    if isinstance(value, bytes | bytearray):
+        if bits <= 8 and len(value) == n_entries:
+            table = np.frombuffer(value, dtype=np.uint8)
+        else:
+            dtype = "<u2" if tsyntax.is_little_endian else ">u2"
+            table = np.frombuffer(value[: 2 * (len(value) // 2)], dtype=dtype)
+    elif isinstance(value, int | float):
+        table = np.asarray([value])
+    else:
+        table = np.asarray(list(value))
+    if table.size < n_entries:
+        raise DataError(
+            f"{p}: LUT Data has {table.size} entries, its descriptor promises {n_entries}"
+        )
+    return table[:n_entries].astype(np.float64), first_map, bits
+
+
+def _apply_lut(values: np.ndarray, table: np.ndarray, first_map: int) -> np.ndarray:
+    """Map values through a LUT: below the first mapped value -> first entry, above -> last."""
+    index = np.clip(np.floor(values - first_map), 0, table.size - 1).astype(np.intp)
+    return table[index]
+
+
+def _modality_lut(
+    p: Path, stored: np.ndarray, ds: Dataset, tsyntax: pydicom.uid.UID
+) -> tuple[np.ndarray, ModalityLUTKind]:
+    """Stored values -> modality values (PS3.3 C.11.1), in float64.
+
+    Follows :func:`pydicom.pixels.apply_modality_lut`: a Modality LUT Sequence wins; rescale is
+    applied only when both Rescale Slope and Intercept are present.
+    """
+    values = stored.astype(np.float64)
+    seq = ds.get("ModalityLUTSequence")
+    if seq:
+        table, first_map, _ = _lut_table(p, seq[0], tsyntax)
+        return _apply_lut(values, table, first_map), "lut_sequence"
+    slope, intercept = ds.get("RescaleSlope"), ds.get("RescaleIntercept")
+    if slope not in (None, "") and intercept not in (None, ""):
+        with np.errstate(over="ignore", invalid="ignore"):  # overflow is refused by the caller
+            return values * float(slope) + float(intercept), "rescale"
+    return values, "none"
+
+
+def _first_float(value: Any) -> float | None:
+    """First value of a possibly multi-valued DS element, or None when empty."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, str | bytes) or not isinstance(value, Sequence):
+        return float(value)
+    return float(value[0]) if len(value) else None
+
+
+def _voi(
+    p: Path, values: np.ndarray, ds: Dataset, tsyntax: pydicom.uid.UID
+) -> tuple[np.ndarray, VOIKind]:
+    """Modality values -> [0, 1] (PS3.3 C.11.2), choosing the first VOI transform offered.
+
+    A VOI LUT Sequence wins over a window (as pydicom's ``apply_voi_lut`` does). An invalid window
+    (width 0 is a common "not set" value) falls back to the full range with a warning, and the
+    fallback is visible in ``ImageMeta.voi``.
+    """
+    seq = ds.get("VOILUTSequence")
+    if seq and seq[0].get("LUTDescriptor") is not None and seq[0].get("LUTData") is not None:
+        table, first_map, bits = _lut_table(p, seq[0], tsyntax)
+        out = _apply_lut(values, table, first_map) / float(2**bits - 1)
+        if out.max(initial=0.0) > 1.0:
+            logger.warning("%s: VOI LUT entries exceed %d bits; clipped", p, bits)
+            out = np.minimum(out, 1.0)
+        return out, "lut_sequence"
+
+    center = _first_float(ds.get("WindowCenter"))
+    width = _first_float(ds.get("WindowWidth"))
+    if center is not None and width is not None:
+        function = str(ds.get("VOILUTFunction") or "LINEAR").strip().upper()
+        if function not in _VOI_FUNCTIONS:
+            raise DataError(
+                f"{p}: unsupported VOI LUT Function {function!r} (LINEAR, LINEAR_EXACT, SIGMOID)",
+            )
+        # PS3.3: width >= 1 for LINEAR, > 0 for LINEAR_EXACT and SIGMOID.
+        width_ok = width >= 1.0 if function == "LINEAR" else width > 0.0
+        if math.isfinite(center) and math.isfinite(width) and width_ok:
+            kind: VOIKind = f"window:{function}"  # type: ignore[assignment]
+            return _window(values, center, width, function), kind
+        logger.warning(
+            "%s: invalid window (center %s, width %s, %s); using the full range instead",
+            p,
+            center,
+            width,
+            function,
+        )
+    return _full_range(values), "full_range"
+
+
+def _window(values: np.ndarray, center: float, width: float, function: str) -> np.ndarray:
+    """Apply a DICOM window (PS3.3 C.11.2.1.2 / C.11.2.1.3) with output range [0, 1].
+
+    Args:
+        values: Modality values (any real dtype; computed in float64).
+        center: Window Center.
+        width: Window Width (>= 1 for LINEAR, > 0 otherwise).
+        function: VOI LUT Function: ``"LINEAR"``, ``"LINEAR_EXACT"`` or ``"SIGMOID"``.
+
+    Returns:
+        float64 array in [0, 1].
+    """
+    x = np.asarray(values, dtype=np.float64)
+    if function == "SIGMOID":
+        with np.errstate(over="ignore"):
+            return 1.0 / (1.0 + np.exp(-4.0 * (x - center) / width))
+    if function == "LINEAR":
+        c, w = center - 0.5, width - 1.0
+    elif function == "LINEAR_EXACT":
+        c, w = center, width
+    else:
+        raise ValueError(f"unknown VOI LUT function {function!r}")
+    low, high = c - w / 2.0, c + w / 2.0
+    if w == 0.0:  # LINEAR with width 1: a hard threshold
+        return np.where(x > high, 1.0, 0.0)
+    out = (x - c) / w + 0.5
+    out[x <= low] = 0.0
+    out[x > high] = 1.0
+    return out
+
+
+def _full_range(values: np.ndarray) -> np.ndarray:
+    """Linear min-max to [0, 1] when no VOI is given; a constant image becomes zeros."""
+    lo, hi = float(values.min()), float(values.max())
+    if hi > lo:
+        return (values - lo) / (hi - lo)
+    return np.zeros_like(values, dtype=np.float64)
+
+
+def _pixel_spacing(ds: Dataset) -> tuple[tuple[float, float] | None, str | None]:
+    """Imager Pixel Spacing (detector plane, what projection X-ray declares) else Pixel Spacing.
+
+    Vendors write ``0.000`` or garbage when uncalibrated; such values become None rather than a
+    wrong millimetre scale.
+    """
+    for keyword in ("ImagerPixelSpacing", "PixelSpacing"):
+        value = ds.get(keyword)
+        if value is None or isinstance(value, str | bytes) or not isinstance(value, Sequence):
+            continue
+        try:
+            pair = (float(value[0]), float(value[1]))
+        except (IndexError, TypeError, ValueError):
+            continue
+        if all(math.isfinite(v) and v > 0 for v in pair):
+            return pair, keyword
+    return None, None
+
+
+def _opt_str(value: Any) -> str | None:
+    """Stripped string or None for missing/empty DICOM values."""
+    if value is None:
+        return None
+    text = str(value).strip()
+    return text or None
+
+
+def _opt_int(value: Any) -> int | None:
+    """Integer or None for missing/empty/garbled DICOM values."""
+    if value is None or value == "":
+        return None
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+# --------------------------------------------------------------------------------------------
+# Pillow (PNG, TIFF, JPEG, ...)
+
+
+def _read_pillow(p: Path) -> tuple[np.ndarray, ImageMeta] | None:
+    """Read a greyscale image with Pillow; None when Pillow does not recognise the file."""
+    try:
+        with warnings.catch_warnings():
+            # We enforce our own MAX_PIXELS below; Pillow's warning would only be noise.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            img = Image.open(p)
+    except UnidentifiedImageError:
+        return None
+    except Image.DecompressionBombError as exc:
+        raise DataError(
+            f"{p}: image too large ({exc})", hint="Refused as a possible decompression bomb."
+        ) from exc
+    except MemoryError:
+        raise
+    except Exception as exc:  # Pillow raises OSError/SyntaxError/ValueError/struct.error...
+        raise DataError(
+            f"{p}: corrupt image header ({type(exc).__name__}: {exc})",
+            hint="The file is damaged; re-export it.",
+        ) from exc
+    with img:
+        fmt = (img.format or "unknown").lower()
+        cols, rows = img.size
+        _check_size(p, rows, cols)
+        n_frames = int(getattr(img, "n_frames", 1) or 1)
+        if n_frames > 1:
+            raise DataError(
+                f"{p}: multi-page or animated {fmt.upper()} ({n_frames} frames) is refused",
+                hint="Save the one radiograph to classify as a single-page file.",
+            )
+        mode = img.mode
+        if mode in _PIL_COLOUR_MODES:
+            raise DataError(
+                f"{p}: colour image (Pillow mode {mode}) is refused", hint=_GREYSCALE_HINT
+            )
+        if mode not in _PIL_GREY_MODES:
+            raise DataError(
+                f"{p}: unsupported pixel mode {mode!r}",
+                hint="Save as 8- or 16-bit unsigned greyscale (or 32-bit float TIFF).",
+            )
+        try:
+            img.load()
+            # EXIF Orientation (phone/camera JPEGs): hand out the picture as it is displayed.
+            pixels = np.array(ImageOps.exif_transpose(img))
+        except MemoryError:
+            raise
+        except Exception as exc:  # truncated data: OSError, SyntaxError, ValueError, zlib...
+            raise DataError(
+                f"{p}: cannot decode image data, truncated or corrupt file "
+                f"({type(exc).__name__}: {exc})",
+                hint="The transfer was interrupted or the file is damaged; re-export it.",
+            ) from exc
+
+    bits_stored, bits_allocated = _PIL_GREY_MODES[mode]
+    if pixels.ndim != 2:
+        raise DataError(f"{p}: expected a 2-D greyscale image, got shape {pixels.shape}")
+    voi: VOIKind = "bit_depth"
+    if mode == "F":
+        out = pixels.astype(np.float32)
+        _check_finite(p, out, "in the float image")
+        voi = "none"
+    elif mode == "1":
+        out = pixels.astype(np.float32)
+    elif mode == "I":
+        lo, hi = int(pixels.min()), int(pixels.max())
+        if lo < 0 or hi > 65535:
+            raise DataError(
+                f"{p}: 32-bit integer image with values {lo}..{hi} outside 0..65535 is refused",
+                hint="Save as unsigned 16-bit greyscale.",
+            )
+        out = (pixels.astype(np.float64) / 65535.0).astype(np.float32)
+    else:  # "L" and the "I;16" family: full scale of the container
+        full_scale = 255.0 if mode == "L" else 65535.0
+        out = (pixels.astype(np.float64) / full_scale).astype(np.float32)
+
+    meta = ImageMeta(
+        source_format=fmt,
+        rows=int(out.shape[0]),
+        cols=int(out.shape[1]),
+        photometric="MONOCHROME2",
+        bits_stored=bits_stored,
+        bits_allocated=bits_allocated,
+        pixel_spacing_mm=None,
+        spacing_source=None,
+        modality=None,
+        view_position=None,
+        body_part=None,
+        manufacturer=None,
+        transfer_syntax=None,
+        modality_lut="none",
+        voi=voi,
+        inverted=False,
+    )
+    return np.ascontiguousarray(out, dtype=np.float32), meta

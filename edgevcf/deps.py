@@ -1,0 +1,85 @@
+"""Probes for optional backends without importing them.
+
+``find_spec`` answers "is it installed?" in microseconds and imports nothing, which keeps
+``import edgevcf`` and ``edgevcf --help`` light. ``require`` turns a missing package into a
+:class:`BackendUnavailableError` whose hint names the pip extra that brings it.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+from dataclasses import dataclass
+from types import ModuleType
+
+from edgevcf.errors import BackendUnavailableError
+
+
+@dataclass(frozen=True)
+class Backend:
+    """An optional dependency: its import name and how a user gets it."""
+
+    module: str
+    pip_name: str
+    hint: str
+
+
+_JETPACK_HINT = (
+    "TensorRT comes with JetPack on a Jetson (python3-libnvinfer); on an x86 workstation "
+    "with a supported NVIDIA GPU: pip install tensorrt"
+)
+
+BACKENDS: dict[str, Backend] = {
+    "torch": Backend("torch", "torch", "pip install 'edgevcf[train]'"),
+    "torchvision": Backend("torchvision", "torchvision", "pip install 'edgevcf[train]'"),
+    "scipy": Backend("scipy", "scipy", "pip install 'edgevcf[synth]'"),
+    "onnx": Backend("onnx", "onnx", "pip install 'edgevcf[export]'"),
+    "onnxruntime": Backend("onnxruntime", "onnxruntime", "pip install 'edgevcf[onnxruntime]'"),
+    "openvino": Backend("openvino", "openvino", "pip install 'edgevcf[openvino]'"),
+    "nncf": Backend("nncf", "nncf", "pip install 'edgevcf[openvino]'"),
+    "litert": Backend("ai_edge_litert", "ai-edge-litert", "pip install 'edgevcf[litert]'"),
+    "litert_torch": Backend("litert_torch", "litert-torch", "pip install 'edgevcf[mobile]'"),
+    "tensorrt": Backend("tensorrt", "tensorrt", _JETPACK_HINT),
+}
+
+
+def _backend(name: str) -> Backend:
+    try:
+        return BACKENDS[name]
+    except KeyError:
+        raise ValueError(f"unknown backend {name!r}; known: {', '.join(BACKENDS)}") from None
+
+
+def available(name: str) -> bool:
+    """Whether the backend can be imported here (checked without importing it)."""
+    try:
+        return importlib.util.find_spec(_backend(name).module) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def missing(*names: str) -> list[str]:
+    """The subset of ``names`` that is not installed."""
+    return [n for n in names if not available(n)]
+
+
+def require(name: str, purpose: str | None = None) -> ModuleType:
+    """Import an optional backend or raise a :class:`BackendUnavailableError` with a hint.
+
+    Args:
+        name: Key of :data:`BACKENDS`.
+        purpose: What the caller needs it for, to make the message say why.
+    """
+    backend = _backend(name)
+    why = f" (needed for {purpose})" if purpose else ""
+    if not available(name):
+        raise BackendUnavailableError(
+            f"{backend.pip_name} is not installed{why}", hint=backend.hint
+        )
+    try:
+        return importlib.import_module(backend.module)
+    except ImportError as exc:  # installed but broken (ABI mismatch, missing shared library)
+        raise BackendUnavailableError(
+            f"{backend.pip_name} is installed but failed to import{why}: {exc}",
+            hint=backend.hint,
+        ) from exc
