@@ -17,6 +17,7 @@ Order, and why:
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Literal
 
@@ -65,10 +66,25 @@ class Preprocess:
     version: int = SPEC_VERSION
 
     def __post_init__(self) -> None:
+        # Specs arrive from JSON written by people: check types before values, so a wrong type
+        # is a ConfigError naming the field, never a TypeError deep inside apply().
+        problems = _type_problems(self)
+        if problems:
+            raise ConfigError("invalid preprocessing spec: " + "; ".join(problems))
         # Tuples survive JSON as lists; normalise so equality and hashing work.
         object.__setattr__(self, "mean", tuple(float(m) for m in self.mean))
         object.__setattr__(self, "std", tuple(float(s) for s in self.std))
-        problems = []
+        if not all(
+            math.isfinite(x)
+            for x in (
+                *self.mean,
+                *self.std,
+                self.clip_low_pct,
+                self.clip_high_pct,
+                self.clahe_clip_limit,
+            )
+        ):
+            problems.append("mean, std, percentiles and clahe_clip_limit must be finite numbers")
         if not 16 <= self.input_size <= 4096:
             problems.append(f"input_size must be in 16..4096, got {self.input_size}")
         if self.channels not in (1, 3):
@@ -179,6 +195,34 @@ class Preprocess:
             if images
             else np.empty((0, *self.shape), dtype=np.float32)
         )
+
+
+def _is_int(x: object) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def _is_number(x: object) -> bool:
+    return isinstance(x, int | float) and not isinstance(x, bool)
+
+
+def _type_problems(spec: Preprocess) -> list[str]:
+    """Type errors of a spec (JSON gives strings, nulls and floats where ints belong)."""
+    problems = []
+    for name in ("input_size", "channels", "clahe_tiles", "version"):
+        if not _is_int(getattr(spec, name)):
+            problems.append(f"{name} must be an integer, got {getattr(spec, name)!r}")
+    for name in ("clip_low_pct", "clip_high_pct", "clahe_clip_limit"):
+        if not _is_number(getattr(spec, name)):
+            problems.append(f"{name} must be a number, got {getattr(spec, name)!r}")
+    if not isinstance(spec.clahe, bool):
+        problems.append(f"clahe must be true or false, got {spec.clahe!r}")
+    if not isinstance(spec.resample, str):
+        problems.append(f"resample must be a string, got {spec.resample!r}")
+    for name in ("mean", "std"):
+        value = getattr(spec, name)
+        if not isinstance(value, list | tuple) or not all(_is_number(x) for x in value):
+            problems.append(f"{name} must be a list of numbers, got {value!r}")
+    return problems
 
 
 def _pil_filters() -> dict[str, int]:

@@ -211,6 +211,9 @@ def _render_vertebra(
         us, r = D * rng.uniform(0.4, 0.7), vert.schmorl * m
         top = top + 0.8 * np.sqrt(np.clip(r * r - (u - us) ** 2, 0, None))
 
+    # The anterior wall is concave (a "waist" at mid-height), the posterior wall nearly straight.
+    waist = cfg.extra.get("waist_mm", 1.5) * m * np.sin(np.pi * np.clip(v / hp, 0.0, 1.0))
+    u = u - waist * (1.0 - ud)
     t = 2.0 * u / D - 1.0
     in_ap = np.abs(t) < 1.0
     w_out = W * np.clip(1.0 - np.abs(t) ** _SUPER, 0, None) ** (1.0 / _SUPER)
@@ -259,8 +262,10 @@ def _render_vertebra(
     if f is not None and f.osteophyte_mm > 0:  # old: anterior spurs at both corners
         o = f.osteophyte_mm * m
         for vc in (float(g["da_top"]) + 0.5 * m, hp - float(g["da_bot"]) - 0.5 * m):
-            r = np.sqrt(((u + o / 2) / (o / 2)) ** 2 + ((v - vc) / (o / 2.5)) ** 2)
-            path += _D_CORT * 0.3 * W * 0.3 * _dome(r)
+            r = np.sqrt(
+                ((u + o / 2 - 0.08 * D) / (o / 2 + 0.08 * D)) ** 2 + ((v - vc) / (o / 3)) ** 2
+            )
+            path += _D_CORT * 0.1 * W * _dome(r)
 
     # Posterior elements (pedicles, articular mass, spinous process), relative to the wall.
     hp0 = g["hp"]
@@ -310,7 +315,7 @@ def render(cfg: SynthConfig, patient: Patient, view: View, seed: int, image: int
     frames = [_Frame((fr.corner[0] + off[0], fr.corner[1] + off[1]), fr.theta) for fr in frames]
 
     spine_x = frames[i_t12].corner[0]
-    _soft_tissue(canvas, patient, spine_x, m, rng)
+    _soft_tissue(canvas, patient, spine_x, patient.vertebrae[i_t12].depth * m, m, rng)
     _lung(canvas, frames[i_t12], patient, view, m, rng)
     _bowel_gas(canvas, frames, patient, m, view.gas_seed)
     for vert, fr in zip(patient.vertebrae, frames, strict=True):
@@ -349,15 +354,25 @@ def render(cfg: SynthConfig, patient: Patient, view: View, seed: int, image: int
 
 
 def _soft_tissue(
-    canvas: _Canvas, patient: Patient, spine_x: float, m: float, rng: np.random.Generator
+    canvas: _Canvas,
+    patient: Patient,
+    spine_x: float,
+    depth: float,
+    m: float,
+    rng: np.random.Generator,
 ) -> None:
-    """Lateral path through the trunk: an ellipse whose back lies behind the spinous processes."""
+    """Lateral path through the trunk: an ellipse in the axial plane around the spine.
+
+    The back skin lies 6-9 cm behind the posterior wall of the bodies (spinous processes, erector
+    muscles), the abdominal wall 6-12 cm in front of them; both grow with girth.
+    """
     wb = patient.soft_tissue_cm * 10.0
-    db = wb * rng.uniform(0.65, 0.85)
-    back = spine_x + (rng.uniform(95, 130) + 0.3 * (wb - 250)) * m
-    xc = back - db / 2 * m
+    extra = wb - 250.0
+    back = spine_x + (rng.uniform(60, 90) + 0.3 * extra) * m
+    front = spine_x - depth - (rng.uniform(60, 120) + 0.6 * extra) * m
+    xc, half = (back + front) / 2, (back - front) / 2
     xs = (np.arange(canvas.w, dtype=np.float32) + 0.5) * canvas.px
-    rel = (xs - xc) / (db / 2 * m)
+    rel = (xs - xc) / half
     profile = wb * np.sqrt(np.clip(1 - rel**2, 0, None))
     canvas.L += (_MU_SOFT * profile)[None, :].astype(np.float32)
 
@@ -389,17 +404,32 @@ def _bowel_gas(
     x_post = frames[i1].corner[0]
     depth = patient.vertebrae[i1].depth * m
     y_top, y_bot = frames[i1].corner[1], frames[i3].corner[1] + 35 * m
-    for _ in range(int(rng.integers(2, 12))):
+    for _ in range(int(rng.integers(2, 10))):
         cx = rng.uniform(x_post - depth - 70 * m, x_post - 0.2 * depth)
         cy = rng.uniform(y_top, y_bot)
-        a, b = rng.uniform(5, 25) * m, rng.uniform(4, 15) * m
-        b_ = canvas.box(cx - a, cx + a, cy - b, cy + b)
+        size = rng.uniform(8, 30) * m
+        b_ = canvas.box(cx - 1.6 * size, cx + 1.6 * size, cy - 1.2 * size, cy + 1.2 * size)
         if b_ is None:
             continue
         rs, cs, X, Y = b_
-        r = np.sqrt(((X - cx) / a) ** 2 + ((Y - cy) / b) ** 2)
-        mottle = 0.6 + 0.4 * _sigmoid(rng.standard_normal(r.shape).astype(np.float32) * 2)
-        canvas.L[rs, cs] -= (_MU_SOFT * rng.uniform(10, 45) * _dome(r) * mottle).astype(np.float32)
+        # A pocket is a few overlapping rotated lobes; its content is mottled at the 2-4 mm scale.
+        gas = np.zeros(np.broadcast_shapes(X.shape, Y.shape), dtype=np.float32)
+        for _lobe in range(int(rng.integers(1, 4))):
+            lx, ly = cx + rng.normal(0, 0.4 * size), cy + rng.normal(0, 0.3 * size)
+            a, b, ang = (
+                size * rng.uniform(0.4, 1.0),
+                size * rng.uniform(0.25, 0.6),
+                rng.uniform(0, np.pi),
+            )
+            ca, sa = np.cos(ang), np.sin(ang)
+            r = np.sqrt(
+                (((X - lx) * ca + (Y - ly) * sa) / a) ** 2
+                + ((-(X - lx) * sa + (Y - ly) * ca) / b) ** 2
+            )
+            gas = np.maximum(gas, _dome(r).astype(np.float32))
+        mottle = _gaussian(rng.standard_normal(gas.shape).astype(np.float32), 3.0 * m / canvas.px)
+        mottle = 0.65 + 0.35 * np.tanh(mottle / max(float(mottle.std()), 1e-6))
+        canvas.L[rs, cs] -= (_MU_SOFT * rng.uniform(10, 40) * gas * mottle).astype(np.float32)
 
 
 def _ribs(
