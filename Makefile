@@ -11,8 +11,8 @@ PIP_QUIET ?= -q
 
 help:
 	@echo "make demo   - create .venv, install, generate a synthetic dataset, check it, write a preview"
-	@echo "make test   - install dev extras and run ruff + pytest"
-	@echo "make lint   - ruff check"
+	@echo "make test   - install dev extras and run ruff, mypy and pytest"
+	@echo "make lint   - ruff check and mypy"
 	@echo "make clean  - remove $(DEMO_OUT) and caches (keeps .venv)"
 
 $(BIN)/python:
@@ -40,9 +40,11 @@ demo: install
 
 lint: install-dev
 	$(BIN)/ruff check edgevcf tests benchmarks
+	$(BIN)/mypy edgevcf
 
 test: install-dev
 	$(BIN)/ruff check edgevcf tests benchmarks
+	$(BIN)/mypy edgevcf
 	$(BIN)/python -m pytest -q
 
 clean:

@@ -39,7 +39,8 @@ class LazyGroup(click.Group):
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         if cmd_name in self.lazy_commands:
             module_name, attr = self.lazy_commands[cmd_name].split(":")
-            return getattr(importlib.import_module(module_name), attr)  # type: ignore[no-any-return]
+            command: click.Command = getattr(importlib.import_module(module_name), attr)
+            return command
         return super().get_command(ctx, cmd_name)
 
 

@@ -260,7 +260,7 @@ def generate(
         seconds,
         manifest.counts(),
     )
-    log.info(
+    log.debug(
         "wrote %d images of %d patients to %s in %.1f s (%.1f img/s)",
         result.images,
         patients,

@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 if TYPE_CHECKING:
+    from pydicom.uid import UID
+
     from edgevcf.data.synth.anatomy import Patient, View
     from edgevcf.data.synth.render import Rendered
 
@@ -42,10 +44,10 @@ def write_png(path: Path, rendered: Rendered, bits: int) -> None:
     Image.fromarray(v16).save(path, format="PNG", compress_level=1)
 
 
-def _uid(*parts: object) -> str:
+def _uid(*parts: object) -> UID:
     from pydicom.uid import generate_uid
 
-    return str(generate_uid(entropy_srcs=["edgevcf-synth", *(str(p) for p in parts)]))
+    return generate_uid(entropy_srcs=["edgevcf-synth", *(str(p) for p in parts)])
 
 
 def write_dicom(
@@ -60,7 +62,7 @@ def write_dicom(
 ) -> None:
     """A valid DX (MONOCHROME2) or CR (MONOCHROME1, rescaled) object that pydicom reads back."""
     from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian
+    from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, UID, ExplicitVRLittleEndian
 
     site = patient.site
     top = (1 << bits) - 1
@@ -78,7 +80,7 @@ def write_dicom(
     rng = np.random.default_rng([seed, patient.index, image + 1, 99])
     year, month, day = (int(rng.integers(a, b)) for a, b in ((2013, 2025), (1, 13), (1, 29)))
     study_date = f"{year}{month:02d}{day:02d}"
-    sop_class = _SOP_CLASS[site.modality]
+    sop_class = UID(_SOP_CLASS[site.modality])
     study_uid = _uid(seed, patient.patient_id, "study", image)
     series_uid = _uid(seed, patient.patient_id, "series", image)
     sop_uid = _uid(seed, patient.patient_id, "sop", image)
