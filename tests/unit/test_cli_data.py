@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import importlib
 import json
 import subprocess
 import sys
-import types
 from pathlib import Path
 
 import numpy as np
@@ -17,30 +15,6 @@ from PIL import Image
 from edgevcf.cli import cli
 from edgevcf.data.manifest import Manifest
 from edgevcf.errors import ConfigError, DataError
-
-
-@pytest.fixture
-def image_reader(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The real ``edgevcf.data.io`` when present, else a Pillow stand-in with its contract."""
-    try:
-        importlib.import_module("edgevcf.data.io")
-    except ModuleNotFoundError as exc:
-        if exc.name != "edgevcf.data.io":
-            raise
-        module = types.ModuleType("edgevcf.data.io")
-
-        def read_image(path: str | Path) -> tuple[np.ndarray, dict[str, str]]:
-            from PIL import UnidentifiedImageError
-
-            try:
-                with Image.open(path) as img:
-                    img.load()
-                    return np.asarray(img, dtype=np.float32), {}
-            except (UnidentifiedImageError, OSError) as err:
-                raise DataError(f"cannot decode {path}: {err}") from err
-
-        module.read_image = read_image  # type: ignore[attr-defined]
-        monkeypatch.setitem(sys.modules, "edgevcf.data.io", module)
 
 
 def run(*args: str | Path) -> Result:
@@ -151,7 +125,6 @@ def test_bad_manifest_error_names_row(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------- check
 
 
-@pytest.mark.usefixtures("image_reader")
 def test_check_clean_dataset(tmp_path: Path) -> None:
     manifest = write_dataset(tmp_path, n_patients=12)
     assert run("data", "split", manifest).exit_code == 0
@@ -172,7 +145,6 @@ def test_check_unassigned_no_read(tmp_path: Path) -> None:
     assert "not read" in result.output
 
 
-@pytest.mark.usefixtures("image_reader")
 def test_check_lists_every_unreadable_file(tmp_path: Path) -> None:
     manifest = write_dataset(tmp_path, n_patients=10, garbage=(1, 4, 7))
     (tmp_path / "img" / "p09_ap.png").unlink()
@@ -196,7 +168,6 @@ def test_check_leakage_fails_with_hint(tmp_path: Path) -> None:
     assert "re-split with `edgevcf data split`" in result.stderr
 
 
-@pytest.mark.usefixtures("image_reader")
 def test_check_json(tmp_path: Path) -> None:
     manifest = write_dataset(tmp_path, n_patients=6, garbage=(2,))
     result = run("data", "check", manifest, "--json")

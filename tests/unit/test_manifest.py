@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import importlib
-import sys
-import types
 from pathlib import Path
 
 import numpy as np
@@ -34,35 +31,6 @@ def write_png(path: Path, value: int = 100) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(np.full((8, 6), value, dtype=np.uint8)).save(path)
     return path
-
-
-@pytest.fixture
-def image_reader(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Use the real ``edgevcf.data.io`` when present; otherwise a Pillow stand-in.
-
-    ``edgevcf.data.io`` is written in parallel; the stand-in follows its contract (float32
-    array + meta, DataError for anything it cannot decode) so these tests use real files either
-    way and start exercising the real reader as soon as it lands.
-    """
-    try:
-        importlib.import_module("edgevcf.data.io")
-    except ModuleNotFoundError as exc:
-        if exc.name != "edgevcf.data.io":
-            raise
-        module = types.ModuleType("edgevcf.data.io")
-
-        def read_image(path: str | Path) -> tuple[np.ndarray, dict[str, str]]:
-            from PIL import UnidentifiedImageError
-
-            try:
-                with Image.open(path) as img:
-                    img.load()
-                    return np.asarray(img, dtype=np.float32), {}
-            except (UnidentifiedImageError, OSError) as err:
-                raise DataError(f"cannot decode {path}: {err}") from err
-
-        module.read_image = read_image  # type: ignore[attr-defined]
-        monkeypatch.setitem(sys.modules, "edgevcf.data.io", module)
 
 
 def make_manifest(n_patients: int, images_per_patient: int = 1, pos_every: int = 3) -> Manifest:
@@ -435,7 +403,6 @@ def test_sha256_file(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------- check_files
 
 
-@pytest.mark.usefixtures("image_reader")
 def test_check_files_collects_every_failure(tmp_path: Path) -> None:
     write_png(tmp_path / "img" / "ok1.png")
     write_png(tmp_path / "img" / "ok2.png", 200)
@@ -465,7 +432,6 @@ def test_check_files_collects_every_failure(tmp_path: Path) -> None:
     assert all(reason for reason in reasons.values())
 
 
-@pytest.mark.usefixtures("image_reader")
 def test_check_files_all_readable(tmp_path: Path) -> None:
     write_png(tmp_path / "a.png")
     assert check_files(Manifest([Study("a.png", "P1", 0)], root=tmp_path)) == []
