@@ -33,6 +33,8 @@ BACKENDS: dict[str, Backend] = {
     "torch": Backend("torch", "torch", "pip install 'edgevcf[train]'"),
     "torchvision": Backend("torchvision", "torchvision", "pip install 'edgevcf[train]'"),
     "scipy": Backend("scipy", "scipy", "pip install 'edgevcf[synth]'"),
+    "matplotlib": Backend("matplotlib", "matplotlib", "pip install 'edgevcf[report]'"),
+    "safetensors": Backend("safetensors", "safetensors", "pip install 'edgevcf[train]'"),
     "onnx": Backend("onnx", "onnx", "pip install 'edgevcf[export]'"),
     "onnxruntime": Backend("onnxruntime", "onnxruntime", "pip install 'edgevcf[onnxruntime]'"),
     "openvino": Backend("openvino", "openvino", "pip install 'edgevcf[openvino]'"),

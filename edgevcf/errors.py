@@ -83,3 +83,9 @@ class CompileError(EdgeVCFError):
     """A target compiler (TensorRT builder, OpenVINO compile) failed."""
 
     exit_code = 11
+
+
+class CheckpointError(EdgeVCFError):
+    """A checkpoint is unreadable, truncated, or does not fit the architecture it claims."""
+
+    exit_code = 12

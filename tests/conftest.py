@@ -122,3 +122,9 @@ def synth_fast_dataset(tmp_path_factory: pytest.TempPathFactory) -> SynthResult:
         return generate(out_dir, 24, cfg=SynthConfig.fast(), seed=11, workers=1, preview=True)
     finally:
         progress.set_enabled(was_enabled)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _isolated_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Keep the suite's preprocessed-image cache out of the user's ~/.cache/edgevcf."""
+    os.environ["EDGEVCF_CACHE"] = str(tmp_path_factory.mktemp("edgevcf_cache"))

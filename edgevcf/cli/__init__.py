@@ -21,6 +21,9 @@ from edgevcf.errors import EdgeVCFError
 #: name -> "module:attribute" of each top-level command, imported only when used.
 LAZY_COMMANDS: dict[str, str] = {
     "data": "edgevcf.cli.data:data",
+    "train": "edgevcf.cli.model:train",
+    "evaluate": "edgevcf.cli.model:evaluate",
+    "import-checkpoint": "edgevcf.cli.model:import_checkpoint",
 }
 
 

@@ -500,3 +500,47 @@ def test_apply_batch_reports_the_bad_image() -> None:
     spec = Preprocess(input_size=32)
     with pytest.raises(DataError):
         spec.apply_batch([np.ones((10, 10)), np.full((10, 10), np.nan)])
+
+
+# ----------------------------------------------------------------------- crop to the exposed field
+
+
+def test_exposed_field_finds_the_collimated_field_of_synthetic_films(synth_fast_dataset) -> None:
+    import json
+
+    from edgevcf.data.io import read_image
+    from edgevcf.data.preprocess import exposed_field
+
+    for line in synth_fast_dataset.annotations.read_text().splitlines():
+        ann = json.loads(line)
+        img, _ = read_image(synth_fast_dataset.out_dir / ann["path"])
+        r0, r1, c0, c1 = exposed_field(img)
+        fr0, fc0, fr1, fc1 = ann["field_box"]
+        # Inside the field, by at most a few pixels of margin.
+        assert 0 <= r0 - fr0 <= 6 and 0 <= fr1 - r1 <= 6, ann["path"]
+        assert 0 <= c0 - fc0 <= 6 and 0 <= fc1 - c1 <= 6, ann["path"]
+
+
+def test_exposed_field_leaves_unshuttered_and_flat_images_whole() -> None:
+    from edgevcf.data.preprocess import exposed_field
+
+    rng = np.random.default_rng(0)
+    busy = rng.random((300, 200)).astype(np.float32)
+    assert exposed_field(busy) == (0, 300, 0, 200)
+    assert exposed_field(np.ones((300, 200), np.float32)) == (0, 300, 0, 200)
+    tiny_field = np.ones((300, 200), np.float32)
+    tiny_field[140:160, 90:110] = rng.random((20, 20))  # under a quarter: not trusted
+    assert exposed_field(tiny_field) == (0, 300, 0, 200)
+
+
+def test_crop_to_field_is_part_of_the_spec_and_changes_only_shuttered_images() -> None:
+    rng = np.random.default_rng(1)
+    img = np.full((400, 300), 0.98, np.float32)
+    img[50:350, 40:260] = rng.random((300, 220))
+    cropped = Preprocess(crop_to_field=True, input_size=64).to_unit(img)
+    plain = Preprocess(input_size=64).to_unit(img)
+    assert not np.array_equal(cropped, plain)
+    spec = Preprocess(crop_to_field=True)
+    assert Preprocess.from_json(spec.to_json()) == spec
+    with pytest.raises(ConfigError, match="crop_to_field"):
+        Preprocess(crop_to_field="yes")  # type: ignore[arg-type]
