@@ -36,6 +36,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+#: Training images whose batch statistics become the BN running statistics before validation.
+BN_RECALIBRATION_IMAGES = 320
+
 
 @dataclass
 class TrainConfig:
@@ -146,6 +149,45 @@ def normalise(units: torch.Tensor, spec: Preprocess) -> torch.Tensor:
     mean = torch.tensor(spec.mean, dtype=torch.float32, device=units.device).view(1, -1, 1, 1)
     std = torch.tensor(spec.std, dtype=torch.float32, device=units.device).view(1, -1, 1, 1)
     return (units.unsqueeze(1) - mean) / std
+
+
+def recalibrate_bn(
+    model: nn.Module,
+    units: np.ndarray,
+    spec: Preprocess,
+    *,
+    device: torch.device | str = "cpu",
+    images: int = BN_RECALIBRATION_IMAGES,
+    batch_size: int = 32,
+) -> None:
+    """Re-estimate batch-norm running statistics as exact averages over training images.
+
+    torchvision's MobileNetV3 (momentum 0.01) and MNASNet (0.0003) update their running
+    statistics so slowly that after a short run they still describe the random initialisation:
+    the eval-mode network then outputs near-constant logits (~1e-9 apart) and validation AUC is
+    meaningless. Averaging fresh statistics (momentum None) over un-augmented training images
+    fixes that without touching the weights; the layers' own momentum is restored afterwards.
+    """
+    import torch
+
+    bns = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    if not bns:
+        return
+    saved = [m.momentum for m in bns]
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None
+    was_training = model.training
+    model.train()
+    n = min(len(units), images)
+    with torch.no_grad():
+        for i in range(0, n, batch_size):
+            x = torch.from_numpy(np.asarray(units[i : i + batch_size], dtype=np.float32)).to(device)
+            if len(x) > 1:
+                model(normalise(x, spec))
+    for m, mom in zip(bns, saved, strict=True):
+        m.momentum = mom
+    model.train(was_training)
 
 
 def predict(
@@ -284,6 +326,7 @@ def train(
             seen += len(idx)
         if not is_main:
             continue
+        recalibrate_bn(_unwrap(model), tr.units, prep, device=device)
         probs = predict(_unwrap(model), va.units, prep, device=str(device))
         val_auc = metrics.auc(va.labels, probs)
         history.append(

@@ -225,3 +225,29 @@ def test_torchrun_ddp_with_gloo_on_cpu(synth_fast_dataset, tmp_path: Path) -> No
     assert meta.arch == "mobilenet_v3_small"
     hist = json.loads((tmp_path / "ddp" / "history.json").read_text())
     assert len(hist["history"]) == 1
+
+
+def test_bn_recalibration_revives_eval_mode_outputs() -> None:
+    """Slow BN momentum leaves eval-mode logits ~1e-9 apart; recalibration fixes that."""
+    from edgevcf.models import build_model, get_spec
+    from edgevcf.train import normalise, recalibrate_bn
+
+    torch.manual_seed(0)
+    model = build_model("mnasnet0_5")  # BN momentum 0.0003: the worst case
+    spec = get_spec("mnasnet0_5").default_preprocess(input_size=64)
+    units = np.random.default_rng(0).random((64, 64, 64)).astype(np.float32)
+    x = normalise(torch.from_numpy(units[:16]), spec)
+    model.train()
+    with torch.no_grad():
+        for _ in range(3):  # a few training-mode steps, as after a short run
+            model(x)
+    model.eval()
+    with torch.no_grad():
+        before = model(x).std().item()
+    recalibrate_bn(model, units, spec)
+    with torch.no_grad():
+        after = model(x).std().item()
+    assert not model.training
+    assert after > 1000 * before
+    momenta = {m.momentum for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)}
+    assert None not in momenta  # the layers' own momentum is restored
