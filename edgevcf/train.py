@@ -137,7 +137,7 @@ def augment(units: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     contrast, bright = u(0.85, 1.15)[:, None, None], u(-0.08, 0.08)[:, None, None]
     gamma = u(0.8, 1.25)[:, None, None]
     x = ((x - 0.5) * contrast + 0.5 + bright).clamp(0, 1) ** gamma
-    sigma = u(0.0, 0.03)[:, None, None]
+    sigma = u(0.0, 0.015)[:, None, None]
     noise = torch.randn(x.shape, generator=gen, device="cpu").to(dev)
     return (x + sigma * noise).clamp(0, 1)
 

@@ -250,15 +250,16 @@ def _render_vertebra(
         gain += (
             0.5 * np.clip(1.0 - np.abs(d_top) / (1.2 * m), 0, 1) * (np.abs(u - D / 2) < 0.35 * D)
         )
-    dens = dens * (1.0 + gain)
-
     trab = np.where(inside & ~ep_top & ~ep_bot, w_in, 0.0)
-    path += _D_TRAB * dens * trab
+    # Gains raise the linear attenuation of the cancellous bone as a whole (mineral + marrow):
+    # "+10-30 % attenuation" of a condensation band is of the tissue, not of its mineral alone.
+    mu_trab = _MU_SOFT + _D_TRAB * dens
+    path += (_D_TRAB * dens + gain * mu_trab) * trab
     path += _D_CORT * np.where(inside, wall, 0.0)
     path += _D_CORT * ep_scale * np.where(ep_top | ep_bot, w_out, 0.0)
     if f is not None and f.vacuum_cleft:  # old: gas in a non-united cleft
         cleft = ((u - 0.4 * D) / (0.3 * D)) ** 2 + ((d_top - 0.3 * hp) / (1.2 * m)) ** 2
-        path -= np.where(inside & (cleft < 1), (_D_TRAB * dens + _MU_SOFT) * 0.5 * w_in, 0.0)
+        path -= np.where(inside & (cleft < 1), mu_trab * 0.5 * w_in, 0.0)
     if f is not None and f.osteophyte_mm > 0:  # old: anterior spurs at both corners
         o = f.osteophyte_mm * m
         for vc in (float(g["da_top"]) + 0.5 * m, hp - float(g["da_bot"]) - 0.5 * m):
