@@ -1,9 +1,10 @@
 """Images of a manifest split, preprocessed once and cached (``to_unit`` form, float16).
 
 Training runs many epochs over the same images; decoding a DICOM and preprocessing it each time
-would dominate a CPU epoch. The cache key is the manifest fingerprint (with file hashes), the
-split and the preprocessing spec, so a changed image, label or spec never reuses stale arrays.
-Unreadable images are skipped with their reasons (never crashing a long run).
+would dominate a CPU epoch. The cache key is the manifest fingerprint, each image's size and
+modification time, the split and the preprocessing spec, so a changed image, label or spec
+never reuses stale arrays. Unreadable images are skipped with their reasons (never crashing a
+long run).
 """
 
 from __future__ import annotations
@@ -47,6 +48,22 @@ class SplitData:
         return int(self.labels.sum())
 
 
+def _file_stamps(manifest: Manifest) -> str:
+    """Size and modification time of every image: a changed file changes the cache key.
+
+    Cheaper than hashing contents (a site's full-size DICOMs are tens of gigabytes), and what
+    build tools trust for the same purpose.
+    """
+    parts = []
+    for s in manifest.studies:
+        try:
+            st = s.resolve(manifest.root).stat()
+            parts.append(f"{s.path}:{st.st_size}:{st.st_mtime_ns}")
+        except OSError:
+            parts.append(f"{s.path}:missing")
+    return "\n".join(parts)
+
+
 def load_split(
     manifest: Manifest,
     split: str | None,
@@ -64,7 +81,7 @@ def load_split(
             hint="assign splits with `edgevcf data split`",
         )
     key = hashlib.sha256(
-        "\n".join([sub.fingerprint(include_file_hashes=True), str(split), spec.to_json()]).encode()
+        "\n".join([sub.fingerprint(), str(split), spec.to_json(), _file_stamps(sub)]).encode()
     ).hexdigest()[:24]
     path = (cache_dir or cache_root() / "preprocessed") / f"{key}.npz"
     if cache and path.is_file():

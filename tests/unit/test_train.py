@@ -251,3 +251,27 @@ def test_bn_recalibration_revives_eval_mode_outputs() -> None:
     assert after > 1000 * before
     momenta = {m.momentum for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)}
     assert None not in momenta  # the layers' own momentum is restored
+
+
+def test_preprocessed_cache_is_reused_and_invalidated_by_a_changed_image(
+    synth_fast_dataset, tmp_path: Path
+) -> None:
+    import os
+
+    from edgevcf.dataset import load_split
+    from edgevcf.models import get_spec
+
+    data = tmp_path / "data"
+    shutil.copytree(synth_fast_dataset.out_dir, data)
+    m = Manifest.load(data / "manifest.csv")
+    spec = get_spec("mobilenet_v3_small").default_preprocess(input_size=64)
+    cache = tmp_path / "cache"
+    first = load_split(m, "val", spec, cache_dir=cache)
+    assert len(list(cache.iterdir())) == 1
+    again = load_split(m, "val", spec, cache_dir=cache)
+    np.testing.assert_array_equal(first.units, again.units)
+    assert len(list(cache.iterdir())) == 1  # reused
+    victim = data / m.by_split("val").studies[0].path
+    os.utime(victim, ns=(0, 0))  # a re-exported image: new stamp, new key
+    load_split(m, "val", spec, cache_dir=cache)
+    assert len(list(cache.iterdir())) == 2
