@@ -242,11 +242,12 @@ def _sample_fracture(cfg: SynthConfig, rng: np.random.Generator, level: str, age
     )
     if age == "fresh":
         # Conspicuity falls with difficulty; each sign may also be radiographically occult.
-        k = _lerp(1.8, 0.55, cfg.difficulty) * rng.uniform(0.5, 1.2)
+        k = _lerp(3.0, 0.55, cfg.difficulty) * rng.uniform(0.6, 1.2)
+        widen = _lerp(2.0, 1.0, cfg.difficulty)  # below 0.5 difficulty: wider than the literature
         p_occult = _lerp(0.05, 0.4, cfg.difficulty)
         if rng.random() > p_occult:
             frac.band_gain = float(rng.uniform(*cfg.fresh_band_gain) * k)
-            frac.band_width_mm = float(rng.uniform(*cfg.fresh_band_width_mm))
+            frac.band_width_mm = float(rng.uniform(*cfg.fresh_band_width_mm) * max(1.0, widen))
             frac.band_depth_mm = float(rng.uniform(*cfg.fresh_band_depth_mm))
         if rng.random() > p_occult:
             frac.step_mm = float(rng.uniform(*cfg.fresh_step_mm) * k)

@@ -457,7 +457,7 @@ def _ribs(
             solid = 2 * np.sqrt(np.clip(r * r - d * d, 0, None))
             inner = 2 * np.sqrt(np.clip((r - 0.6 * m) ** 2 - d * d, 0, None))
             taper = np.clip(s / (10 * m), 0, 1) * np.clip((length - s) / (25 * m), 0, 1)
-            obliq = rng.uniform(0.5, 0.9)
+            obliq = rng.uniform(0.25, 0.5)  # ribs 11-12 are faint over the bodies
             canvas.L[rs, cs] += (
                 obliq * taper * (_D_CORT * (solid - inner) + 0.004 * inner)
             ).astype(np.float32)
