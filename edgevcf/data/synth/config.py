@@ -13,7 +13,7 @@ near chance (it would need pretrained weights or a higher resolution); 1.0 is ha
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, fields, replace
 from typing import Any, Literal
 
 from edgevcf.errors import ConfigError
@@ -124,6 +124,7 @@ class SynthConfig:
     lordosis_deg: tuple[float, float] = (10.0, 20.0)  # over L1-L3
     cortex_mm: float = 0.35
     endplate_mm: float = 0.5
+    waist_mm: float = 1.5  # anterior-wall concavity of the vertebral body at mid-height
     bone_density_mg_cm3: tuple[float, float] = (60.0, 180.0)
     soft_tissue_cm: tuple[float, float] = (25.0, 40.0)
     rotation_prob: float = 0.25  # axial rotation -> double endplate contour
@@ -146,7 +147,6 @@ class SynthConfig:
     label_noise: float = 0.07
     images_per_patient: tuple[float, ...] = (0.72, 0.22, 0.06)  # P(1), P(2), P(3)
     difficulty: float = 0.0
-    extra: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         problems = []
@@ -178,11 +178,9 @@ class SynthConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-friendly form (recorded next to the data for reproducibility)."""
-        d = asdict(self)
-        d.pop("extra")
-        return d
+        return asdict(self)
 
     @classmethod
     def field_names(cls) -> list[str]:
         """Names of all settings."""
-        return [f.name for f in fields(cls) if f.name != "extra"]
+        return [f.name for f in fields(cls)]

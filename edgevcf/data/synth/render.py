@@ -212,7 +212,7 @@ def _render_vertebra(
         top = top + 0.8 * np.sqrt(np.clip(r * r - (u - us) ** 2, 0, None))
 
     # The anterior wall is concave (a "waist" at mid-height), the posterior wall nearly straight.
-    waist = cfg.extra.get("waist_mm", 1.5) * m * np.sin(np.pi * np.clip(v / hp, 0.0, 1.0))
+    waist = cfg.waist_mm * m * np.sin(np.pi * np.clip(v / hp, 0.0, 1.0))
     u = u - waist * (1.0 - ud)
     t = 2.0 * u / D - 1.0
     in_ap = np.abs(t) < 1.0
@@ -263,10 +263,10 @@ def _render_vertebra(
     if f is not None and f.osteophyte_mm > 0:  # old: anterior spurs at both corners
         o = f.osteophyte_mm * m
         for vc in (float(g["da_top"]) + 0.5 * m, hp - float(g["da_bot"]) - 0.5 * m):
-            r = np.sqrt(
+            spur = np.sqrt(
                 ((u + o / 2 - 0.08 * D) / (o / 2 + 0.08 * D)) ** 2 + ((v - vc) / (o / 3)) ** 2
             )
-            path += _D_CORT * 0.1 * W * _dome(r)
+            path += _D_CORT * 0.1 * W * _dome(spur)
 
     # Posterior elements (pedicles, articular mass, spinous process), relative to the wall.
     hp0 = g["hp"]
@@ -470,6 +470,17 @@ def _field_box(canvas: _Canvas, fx: float, fy: float, view: View) -> tuple[int, 
     return r0, c0, r1, c1
 
 
+def _broad_blur(img: np.ndarray, px: float, *, block_mm: float, sigma_mm: float) -> np.ndarray:
+    """A Gaussian blur tens of millimetres wide, done cheaply: block-mean, blur, upsample."""
+    from scipy.ndimage import zoom
+
+    k = max(1, round(block_mm / px))
+    hh, ww = (img.shape[0] // k) * k, (img.shape[1] // k) * k
+    small = img[:hh, :ww].reshape(hh // k, k, ww // k, k).mean(axis=(1, 3))
+    small = _gaussian(small, sigma_mm / (k * px))
+    return zoom(small, (img.shape[0] / small.shape[0], img.shape[1] / small.shape[1]), order=1)
+
+
 def _detector(
     canvas: _Canvas,
     field: tuple[int, int, int, int],
@@ -492,13 +503,7 @@ def _detector(
     if view.grid:
         cols = np.arange(L.shape[1], dtype=np.float32)
         primary *= (1.0 + 0.03 * np.cos(2 * np.pi * cols / rng.uniform(2.2, 3.5)))[None, :]
-    k = max(1, round(8.0 / px))  # scatter: a very blurred copy of the primary
-    hh, ww = (L.shape[0] // k) * k, (L.shape[1] // k) * k
-    small = primary[:hh, :ww].reshape(hh // k, k, ww // k, k).mean(axis=(1, 3))
-    small = _gaussian(small, 40.0 / (k * px))
-    from scipy.ndimage import zoom
-
-    scatter = zoom(small, (L.shape[0] / small.shape[0], L.shape[1] / small.shape[1]), order=1)
+    scatter = _broad_blur(primary, px, block_mm=8.0, sigma_mm=40.0)  # a very blurred primary
     signal = _gaussian(primary + view.scatter * scatter, view.blur_px)
     noise = rng.standard_normal(signal.shape, dtype=np.float32)
     counts = signal + np.sqrt(np.clip(signal, 0, None)) * noise
@@ -506,12 +511,9 @@ def _detector(
     p = -np.log(np.clip(counts, 0.5, None) / i0)
     # Dynamic-range compression, as DR consoles do: subtract most of a broad local average so
     # bone detail is not lost between the thick abdomen and the thin back.
-    k2 = max(1, round(4.0 / px))
-    hh, ww = (p.shape[0] // k2) * k2, (p.shape[1] // k2) * k2
-    psm = np.where(inside, p, l_ref)[:hh, :ww].reshape(hh // k2, k2, ww // k2, k2).mean(axis=(1, 3))
-    psm = _gaussian(psm, 30.0 / (k2 * px))
-    psm = zoom(psm, (p.shape[0] / psm.shape[0], p.shape[1] / psm.shape[1]), order=1)
-    p = p - view.compression * psm
+    p = p - view.compression * _broad_blur(
+        np.where(inside, p, l_ref), px, block_mm=4.0, sigma_mm=30.0
+    )
     # Window on the patient, not on the air in front of a thin abdomen.
     lf = canvas.L[r0:r1, c0:c1]
     tissue = lf > 0.5 * float(np.median(lf))
