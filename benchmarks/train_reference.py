@@ -70,6 +70,7 @@ def main() -> None:
         minutes = (time.perf_counter() - t) / 60
         row = {
             "arch": arch,
+            "epochs": args.epochs,
             "train_minutes": round(minutes, 1),
             "best_epoch": run.best_epoch,
             "checkpoint": str(run.checkpoint),
@@ -85,7 +86,28 @@ def main() -> None:
             row["test"]["auc"]["auc"],
             minutes,
         )
-    write_tables(rows, args)
+    write_tables(merge_rows(rows, args), args)
+
+
+def merge_rows(rows: list[dict], args: argparse.Namespace) -> list[dict]:
+    """Keep earlier backbones' rows measured on the same dataset, so backbones can be trained
+    in separate runs; a row of a different dataset (patients, difficulty, seed) is dropped."""
+    path = args.results / "reference-models.json"
+    if not path.is_file():
+        return rows
+    old = json.loads(path.read_text())
+    if (old.get("patients"), old.get("difficulty"), old.get("seed")) != (
+        args.patients,
+        args.difficulty,
+        args.seed,
+    ):
+        return rows
+    new = {r["arch"] for r in rows}
+    kept = [
+        {"epochs": old.get("epochs"), **r} for r in old.get("models", []) if r["arch"] not in new
+    ]
+    order = {a: i for i, a in enumerate(STUDY_BACKBONES)}
+    return sorted(kept + rows, key=lambda r: order.get(r["arch"], len(order)))
 
 
 def write_tables(rows: list[dict], args: argparse.Namespace) -> None:
@@ -95,12 +117,12 @@ def write_tables(rows: list[dict], args: argparse.Namespace) -> None:
         "# Reference models on the standard synthetic task",
         "",
         f"Dataset: {args.patients} synthetic patients (fast mode, seed {args.seed}), difficulty "
-        f"{args.difficulty}; 224 px; {args.epochs} epochs on CPU ({os.cpu_count()} cores, {cpu}). "
+        f"{args.difficulty}; 224 px; trained on CPU ({os.cpu_count()} cores, {cpu}). "
         "Threshold: Youden on the validation split; the test split tuned nothing.",
         "",
         "| backbone | split | n | AUC (95 % CI) | accuracy % | sensitivity % | specificity % "
-        "| F1 | precision % | train min |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| F1 | precision % | epochs (best) | train min |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         for split in ("val", "test"):
@@ -112,10 +134,11 @@ def write_tables(rows: list[dict], args: argparse.Namespace) -> None:
 
             auc_cell = f"{a['auc']:.3f} ({a['ci_low']:.3f}-{a['ci_high']:.3f})"
             minutes = r["train_minutes"] if split == "val" else ""
+            epochs = f"{r['epochs']} ({r['best_epoch']})" if split == "val" else ""
             lines.append(
                 f"| {r['arch']} | {split} | {d['n']} | {auc_cell} | {pct('accuracy')} | "
                 f"{pct('sensitivity')} | {pct('specificity')} | {m['f1']:.3f} | "
-                f"{pct('precision')} | {minutes} |"
+                f"{pct('precision')} | {epochs} | {minutes} |"
             )
     missing = [a for a in STUDY_BACKBONES if a not in {r["arch"] for r in rows}]
     if missing:
@@ -132,7 +155,6 @@ def write_tables(rows: list[dict], args: argparse.Namespace) -> None:
             {
                 "patients": args.patients,
                 "difficulty": args.difficulty,
-                "epochs": args.epochs,
                 "seed": args.seed,
                 "machine": {"cpu": cpu, "cores": os.cpu_count()},
                 "models": rows,

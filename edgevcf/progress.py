@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from typing import TypeVar
 
 T = TypeVar("T")
@@ -44,3 +45,44 @@ def track(
         dynamic_ncols=True,
         leave=False,
     )
+
+
+@contextmanager
+def step(desc: str) -> Iterator[None]:
+    """A long step without a loop to count (a conversion, NNCF, an engine build).
+
+    Shows ``desc ...`` while it runs and ``desc: done in N s`` after, on stderr, with a ticking
+    elapsed-time line so a user can tell a slow step from a hung one.
+    """
+    if not _enabled:
+        yield
+        return
+    import threading
+    import time
+
+    t0 = time.perf_counter()
+    stop = threading.Event()
+    tty = sys.stderr.isatty()
+
+    def tick() -> None:
+        while not stop.wait(1.0):
+            if tty:
+                sys.stderr.write(f"\r{desc} ... {time.perf_counter() - t0:.0f} s")
+                sys.stderr.flush()
+
+    if tty:
+        sys.stderr.write(f"{desc} ...")
+        sys.stderr.flush()
+    thread = threading.Thread(target=tick, daemon=True)
+    thread.start()
+    ok = False
+    try:
+        yield
+        ok = True
+    finally:
+        stop.set()
+        thread.join()
+        state = "done" if ok else "failed"
+        lead = "\r\033[K" if tty else ""
+        sys.stderr.write(f"{lead}{desc}: {state} in {time.perf_counter() - t0:.1f} s\n")
+        sys.stderr.flush()

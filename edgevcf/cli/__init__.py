@@ -24,6 +24,9 @@ LAZY_COMMANDS: dict[str, str] = {
     "train": "edgevcf.cli.model:train",
     "evaluate": "edgevcf.cli.model:evaluate",
     "import-checkpoint": "edgevcf.cli.model:import_checkpoint",
+    "export": "edgevcf.cli.export:export",
+    "targets": "edgevcf.cli.export:targets",
+    "build": "edgevcf.cli.export:build",
 }
 
 
@@ -79,6 +82,11 @@ def cli(debug: bool, quiet: bool) -> None:
     Typical flow:
       edgevcf data synth --out data/ --patients 200 --fast   # built-in synthetic radiographs
       edgevcf data check data/manifest.csv                    # counts, leakage, unreadable files
+      edgevcf train --arch mobilenet_v3_large --data data/manifest.csv --out runs/mnv3
+      edgevcf evaluate runs/mnv3/model.safetensors --data data/manifest.csv --out eval/
+      edgevcf targets                                         # profiles and what runs here
+      edgevcf export --target jetson,openvino,mobile --checkpoint runs/mnv3/model.safetensors \\
+          --calib data/manifest.csv --out bundles/
     """
     from edgevcf import progress
 

@@ -1,0 +1,259 @@
+"""``edgevcf export``, ``edgevcf targets`` and ``edgevcf build``: thin wrappers over the targets."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+
+from edgevcf.errors import AccuracyGateError, ConfigError
+
+
+def _mb(n: int) -> str:
+    return f"{n / 1e6:.1f}"
+
+
+def _auc(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:.3f}"
+
+
+def summary_table(results: list[Any]) -> str:
+    """The end-of-export table: size, AUC FP32 -> deployed with paired ΔAUC CI, flips, gate."""
+    rows = [
+        "| bundle | target | precision | size MB (FP32 ONNX) | AUC FP32 -> deployed "
+        "| ΔAUC (95 % CI) | flip rate | gate | export s |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        d = r.delta_auc
+        delta = f"{d['diff']:+.3f} ({d['ci_low']:+.3f} to {d['ci_high']:+.3f})" if d else "n/a"
+        gate = {True: "pass", False: "FAIL", None: "n/a"}[r.gate_passed]
+        rows.append(
+            f"| {r.bundle} | {r.profile} | {r.precision} | {_mb(r.size_bytes)} "
+            f"({_mb(r.fp32_size_bytes)}) | {_auc(r.fp32_auc)} -> {_auc(r.auc)} | {delta} "
+            f"| {100 * r.flip_rate:.1f} % | {gate} | {r.seconds:.0f} |"
+        )
+    return "\n".join(rows)
+
+
+@click.command("export")
+@click.option(
+    "--target",
+    "targets",
+    required=True,
+    help="Profile name, alias or PROFILE.toml; several separated by commas "
+    "(e.g. openvino,mobile,jetson). See `edgevcf targets`.",
+)
+@click.option(
+    "--checkpoint",
+    type=click.Path(dir_okay=False, path_type=Path),
+    required=True,
+    help="The FP32 checkpoint (.safetensors from `edgevcf train` or `import-checkpoint`).",
+)
+@click.option(
+    "--calib",
+    "data",
+    type=click.Path(dir_okay=False, path_type=Path),
+    required=True,
+    help="Data manifest with splits: calibration images come from 'train', the export-time "
+    "accuracy check and golden vectors from 'val'. 'test' is left for `edgevcf bench`.",
+)
+@click.option(
+    "--onnx",
+    "onnx_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Use this FP32 ONNX instead of exporting the checkpoint's network (parity-checked).",
+)
+@click.option(
+    "--precision",
+    type=click.Choice(["int8", "fp16", "fp32"]),
+    default=None,
+    help="Override the profile's precision.",
+)
+@click.option("--input-size", type=click.IntRange(32, 2048), default=None, help="Override.")
+@click.option(
+    "--samples", type=click.IntRange(min=1), default=None, help="Calibration images (override)."
+)
+@click.option(
+    "--grey-input",
+    is_flag=True,
+    default=None,
+    help="Deployed graph takes one-channel unit images (replication + mean/std in the graph).",
+)
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("bundles"),
+    show_default=True,
+    help="Bundle folder; with several targets, a parent folder with one bundle per profile.",
+)
+@click.option("--force", is_flag=True, help="Replace existing bundle folders.")
+@click.option(
+    "--build-engine",
+    is_flag=True,
+    help="jetson: also build the TensorRT engine (where tensorrt imports: on the device).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the results as JSON on stdout.")
+def export(
+    targets: str,
+    checkpoint: Path,
+    data: Path,
+    onnx_path: Path | None,
+    precision: str | None,
+    input_size: int | None,
+    samples: int | None,
+    grey_input: bool | None,
+    out: Path,
+    force: bool,
+    build_engine: bool,
+    as_json: bool,
+) -> None:
+    """Export, calibrate, quantize and compile a checkpoint into verified deployment bundles.
+
+    Each bundle is one folder: the model file(s), manifest.json (input, preprocessing,
+    threshold, metrics, versions, sha256 of every file) and golden vectors for `edgevcf verify`.
+    Exit code 4 when a bundle fails its profile's accuracy gate (it is still written, marked).
+
+    \b
+    Examples:
+      edgevcf export --target jetson --checkpoint runs/mnv3/model.safetensors \\
+          --calib data/manifest.csv --out bundles/jetson
+      edgevcf export --target openvino,mobile,onnx-cpu --checkpoint ... --calib ... --out bundles/
+    """
+    import json
+
+    from edgevcf.profiles import load_profile
+    from edgevcf.targets import get_target
+
+    names = [t.strip() for t in targets.split(",") if t.strip()]
+    if not names:
+        raise ConfigError("--target is empty", hint="e.g. --target jetson")
+    profiles = [
+        load_profile(n).with_overrides(
+            precision=precision, input_size=input_size, samples=samples, grey_input=grey_input
+        )
+        for n in names
+    ]
+    if len({p.name for p in profiles}) != len(profiles):
+        raise ConfigError("the same profile is named twice in --target")
+    if build_engine and not any(p.target == "jetson" for p in profiles):
+        raise ConfigError("--build-engine applies to jetson profiles only")
+    for p in profiles:  # fail on a missing backend before an hour of work on the others
+        get_target(p.target).check_available(p)
+    results = []
+    for p in profiles:
+        dest = out if len(profiles) == 1 else out / p.name
+        res = get_target(p.target).export(
+            checkpoint, p, data, dest, onnx_path=onnx_path, force=force
+        )
+        if build_engine and p.target == "jetson":
+            from edgevcf.targets.jetson import build_bundle_engine
+
+            build_bundle_engine(dest, force=True)
+        results.append(res)
+    if as_json:
+        click.echo(
+            json.dumps(
+                [
+                    {
+                        "bundle": str(r.bundle),
+                        "profile": r.profile,
+                        "target": r.target,
+                        "precision": r.precision,
+                        "size_bytes": r.size_bytes,
+                        "fp32_onnx_bytes": r.fp32_size_bytes,
+                        "fp32_auc": r.fp32_auc,
+                        "auc": r.auc,
+                        "delta_auc": r.delta_auc,
+                        "flip_rate": r.flip_rate,
+                        "gate_passed": r.gate_passed,
+                        "seconds": round(r.seconds, 1),
+                        "notes": r.notes,
+                    }
+                    for r in results
+                ],
+                indent=2,
+            )
+        )
+    else:
+        click.echo(summary_table(results))
+        click.echo("AUCs on the tuning (val) split vs PyTorch FP32; confirm with `edgevcf bench`.")
+        for r in results:
+            for note in r.notes:
+                click.echo(f"note ({r.profile}): {note}")
+    failed = [r.profile for r in results if r.gate_passed is False]
+    if failed:
+        raise AccuracyGateError(
+            f"accuracy gate failed for {', '.join(failed)} (bundles written, marked failed)",
+            hint="try --precision fp16, more calibration --samples, or excluded_layers",
+        )
+
+
+@click.command("targets")
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+def targets(as_json: bool) -> None:
+    """List target profiles and whether each can run here (with the install hint if not)."""
+    import json
+
+    from edgevcf.deps import BACKENDS, available
+    from edgevcf.profiles import builtin_profiles
+
+    needs = {
+        "jetson": ("onnx", "onnxruntime"),
+        "openvino": ("onnx", "onnxruntime", "openvino", "nncf"),
+        "mobile": ("onnx", "onnxruntime", "litert", "litert_torch"),
+        "onnx": ("onnx", "onnxruntime"),
+    }
+    rows: list[dict[str, Any]] = []
+    for p in builtin_profiles().values():
+        missing = [b for b in needs[p.target] if not available(b)]
+        if p.target == "jetson":
+            runs = "engine: yes" if available("tensorrt") else "ONNX + build plan (engine: no)"
+        else:
+            runs = "yes" if not missing else "no"
+        hint = "; ".join(sorted({BACKENDS[b].hint for b in missing}))
+        rows.append(
+            {
+                "profile": p.name,
+                "aliases": list(p.aliases),
+                "target": p.target,
+                "precision": p.quantize.precision,
+                "device": p.device,
+                "exports_here": not missing,
+                "runs_here": runs,
+                "install_hint": hint,
+            }
+        )
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    click.echo("| profile | aliases | target | precision | export here | run here | device |")
+    click.echo("|---|---|---|---|---|---|---|")
+    for r in rows:
+        click.echo(
+            f"| {r['profile']} | {', '.join(r['aliases'])} | {r['target']} | {r['precision']} "
+            f"| {'yes' if r['exports_here'] else 'no'} | {r['runs_here']} | {r['device']} |"
+        )
+    for r in rows:
+        if r["install_hint"]:
+            click.echo(f"{r['profile']}: {r['install_hint']}")
+
+
+@click.command("build")
+@click.argument("bundle", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--force", is_flag=True, help="Rebuild an engine the bundle already has.")
+def build(bundle: Path, force: bool) -> None:
+    """Build a jetson bundle's TensorRT engine on this device (needs TensorRT: JetPack).
+
+    Verifies the bundle, builds the engine from its build_plan.json (strongly typed for INT8
+    Q/DQ; workspace, timing cache and DLA settings from the profile), records TensorRT
+    version, GPU/SM and JetPack, and re-seals the bundle with the engine as its default.
+    """
+    from edgevcf.deps import require
+    from edgevcf.targets.jetson import build_bundle_engine
+
+    require("tensorrt", "building a TensorRT engine")
+    path = build_bundle_engine(bundle, force=force)
+    click.echo(f"Built {path}")

@@ -1,0 +1,348 @@
+"""Target profiles: ``targets/*.toml`` (data only) -> frozen dataclasses.
+
+A profile says what one deployment is: the target toolchain, the device, how to export, how to
+quantize, how to benchmark and how much accuracy may be lost. Profiles are data so that a device
+maker can add one without touching code; the loader is strict (unknown keys and wrong types are
+refused naming the file, the table and the valid keys) because a typo such as ``max_auc_dorp``
+silently falling back to a default would move a clinical gate.
+
+The TOML files ship inside the wheel as the package ``edgevcf.profiles_data`` (mapped from the
+top-level ``targets/`` folder), so they are found after a non-editable install too.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from dataclasses import dataclass, field, fields
+from importlib import resources
+from pathlib import Path
+from typing import Any, get_args, get_origin
+
+from edgevcf.errors import ConfigError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
+
+TARGET_NAMES = ("jetson", "openvino", "mobile", "onnx")
+PRECISIONS = ("int8", "fp16", "fp32")
+
+# Target-specific options: name -> (type, default). Owned here so profiles validate without
+# importing a toolchain.
+TARGET_OPTIONS: dict[str, dict[str, tuple[type, Any]]] = {
+    "jetson": {
+        "workspace_mb": (int, 1024),
+        "dla_core": (int, -1),  # -1: GPU only; 0/1: a DLA core with GPU fallback (AGX Orin)
+        "timing_cache": (bool, True),
+        "builder_optimization_level": (int, 3),
+        "jetpack": (str, ""),
+        "sm": (str, ""),
+    },
+    "openvino": {
+        "device": (str, "CPU"),
+        "inference_precision": (str, "f32"),  # f32 | bf16 | f16: set explicitly, never default
+        "performance_hint": (str, "LATENCY"),
+        "model_cache": (bool, True),
+        "preset": (str, "performance"),  # nncf preset: performance | mixed
+        "fast_bias_correction": (bool, True),
+        "subset_size": (int, 300),
+    },
+    "mobile": {
+        "ort_format": (bool, True),
+        "tflite": (bool, True),
+    },
+    "onnx": {
+        "activation_type": (str, "uint8"),  # x86 ORT fuses u8 activations only
+        "per_channel": (bool, True),
+    },
+}
+
+
+@dataclass(frozen=True)
+class ExportSettings:
+    """How the FP32 graph is produced."""
+
+    opset: int = 17
+    input_size: int = 0  # 0: the checkpoint's own input size
+    batch: int = 1
+    grey_input: bool = False  # one-channel unit input; replication and mean/std in the graph
+    parity_atol: float = 1e-3  # max |logit difference| ONNX vs PyTorch on real images
+
+
+@dataclass(frozen=True)
+class QuantizeSettings:
+    """What precision the deployed model computes in and how it gets there."""
+
+    precision: str = "int8"
+    method: str = "ptq"
+    calibration: str = "default"  # a recipe in calibration/
+    samples: int = 0  # 0: the recipe's count
+    excluded_layers: tuple[str, ...] = ()
+    accuracy_fallback: bool = False  # accuracy-aware PTQ when the AUC gate fails (openvino)
+    accuracy_aware: bool = False  # always run accuracy-aware PTQ (openvino)
+
+
+@dataclass(frozen=True)
+class BenchSettings:
+    """How latency is measured on the device."""
+
+    threads: int = 0  # 0: all cores
+    warmup: int = 20
+    iterations: int = 200
+    batch_sizes: tuple[int, ...] = (1, 8)
+    latency_budget_ms: float = 100.0
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    """How much a deployment may differ from the FP32 baseline."""
+
+    max_auc_drop: float = 0.01
+    max_flip_rate: float = 0.02
+
+
+@dataclass(frozen=True)
+class TargetProfile:
+    """One deployment profile (a whole TOML file)."""
+
+    name: str
+    target: str
+    description: str = ""
+    device: str = ""
+    aliases: tuple[str, ...] = ()
+    export: ExportSettings = field(default_factory=ExportSettings)
+    quantize: QuantizeSettings = field(default_factory=QuantizeSettings)
+    options: dict[str, Any] = field(default_factory=dict)
+    bench: BenchSettings = field(default_factory=BenchSettings)
+    tolerance: Tolerance = field(default_factory=Tolerance)
+    source: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form, as recorded in a bundle."""
+        return dataclasses.asdict(self)
+
+    def with_overrides(self, **overrides: Any) -> TargetProfile:
+        """A copy with CLI flags applied: ``precision``, ``input_size``, ``samples``, ``threads``.
+
+        A flag set to None leaves the profile's value.
+        """
+        table_of = {
+            "precision": "quantize",
+            "samples": "quantize",
+            "accuracy_aware": "quantize",
+            "input_size": "export",
+            "grey_input": "export",
+            "threads": "bench",
+        }
+        p = self
+        for key, value in overrides.items():
+            if value is None:
+                continue
+            if key not in table_of:
+                raise ConfigError(f"unknown profile override {key!r}")
+            table = table_of[key]
+            new = _check_table(
+                type(getattr(p, table)),
+                {**dataclasses.asdict(getattr(p, table)), key: value},
+                f"override --{key.replace('_', '-')}",
+                table,
+            )
+            p = dataclasses.replace(p, **{table: new})
+        _check_values(p, "overrides")
+        return p
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", str(tp))
+
+
+def _coerce(value: Any, tp: Any, where: str) -> Any:
+    """Check ``value`` against a field type (TOML gives ints where floats are meant: accepted)."""
+    if isinstance(tp, str):
+        tp = {"int": int, "float": float, "bool": bool, "str": str}.get(tp, tp)
+    origin = get_origin(tp)
+    if origin is tuple:
+        (item,) = get_args(tp)[:1]
+        if not isinstance(value, list | tuple):
+            raise ConfigError(f"{where} must be a list, got {value!r}")
+        return tuple(_coerce(v, item, where) for v in value)
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if tp is int and isinstance(value, bool):
+        raise ConfigError(f"{where} must be an integer, got {value!r}")
+    if isinstance(tp, type) and not isinstance(value, tp):
+        raise ConfigError(f"{where} must be {_type_name(tp)}, got {value!r}")
+    return value
+
+
+def _check_table(cls: type, data: dict[str, Any], source: str, table: str) -> Any:
+    """Build a settings dataclass, refusing unknown keys and wrong types."""
+    import typing
+
+    hints = typing.get_type_hints(cls)
+    known = [f.name for f in fields(cls)]
+    unknown = sorted(set(data) - set(known))
+    if unknown:
+        raise ConfigError(
+            f"{source}: unknown key(s) {', '.join(unknown)} in [{table}]",
+            hint=f"valid keys in [{table}]: {', '.join(known)}",
+        )
+    values = {k: _coerce(v, hints[k], f"{source}: [{table}] {k}") for k, v in data.items()}
+    return cls(**values)
+
+
+def _check_options(target: str, data: dict[str, Any], source: str) -> dict[str, Any]:
+    schema = TARGET_OPTIONS[target]
+    unknown = sorted(set(data) - set(schema))
+    if unknown:
+        raise ConfigError(
+            f"{source}: unknown key(s) {', '.join(unknown)} in [options] for target {target}",
+            hint=f"valid keys in [options] for {target}: {', '.join(schema)}",
+        )
+    out = {k: default for k, (_, default) in schema.items()}
+    for k, v in data.items():
+        out[k] = _coerce(v, schema[k][0], f"{source}: [options] {k}")
+    return out
+
+
+def _check_values(p: TargetProfile, source: str) -> None:
+    """Range checks that types cannot express."""
+    problems = []
+    if p.quantize.precision not in PRECISIONS:
+        problems.append(f"[quantize] precision must be one of {', '.join(PRECISIONS)}")
+    if not 13 <= p.export.opset <= 23:
+        problems.append("[export] opset must be 13..23 (TensorRT needs >= 17 for the jetson)")
+    if p.target == "jetson" and p.export.opset < 17:
+        problems.append("[export] opset must be >= 17 for TensorRT explicit quantisation")
+    if p.export.input_size and not 32 <= p.export.input_size <= 2048:
+        problems.append("[export] input_size must be 0 (checkpoint's) or 32..2048")
+    if p.export.batch < 1:
+        problems.append("[export] batch must be >= 1")
+    if p.quantize.samples < 0:
+        problems.append("[quantize] samples must be >= 0")
+    if p.bench.iterations < 1 or p.bench.warmup < 0 or p.bench.threads < 0:
+        problems.append("[bench] iterations >= 1, warmup >= 0 and threads >= 0 are required")
+    if not p.bench.batch_sizes or min(p.bench.batch_sizes) < 1:
+        problems.append("[bench] batch_sizes must be a non-empty list of positive integers")
+    if p.bench.latency_budget_ms <= 0:
+        problems.append("[bench] latency_budget_ms must be positive")
+    if not 0 <= p.tolerance.max_auc_drop < 0.5:
+        problems.append("[tolerance] max_auc_drop must be in [0, 0.5)")
+    if not 0 <= p.tolerance.max_flip_rate <= 1:
+        problems.append("[tolerance] max_flip_rate must be in [0, 1]")
+    ov_precision = p.options.get("inference_precision")
+    if p.target == "openvino" and ov_precision not in ("f32", "bf16", "f16"):
+        problems.append("[options] inference_precision must be f32, bf16 or f16")
+    if p.target == "onnx" and p.options.get("activation_type") not in ("uint8", "int8"):
+        problems.append("[options] activation_type must be uint8 or int8")
+    if problems:
+        raise ConfigError(f"{source}: " + "; ".join(problems))
+
+
+def parse_profile(data: dict[str, Any], source: str, default_name: str = "") -> TargetProfile:
+    """Validate a profile's TOML tables into a :class:`TargetProfile`."""
+    top = {"name", "target", "description", "device", "aliases"}
+    tables = {
+        "export": ExportSettings,
+        "quantize": QuantizeSettings,
+        "bench": BenchSettings,
+        "tolerance": Tolerance,
+    }
+    unknown = sorted(set(data) - top - set(tables) - {"options"})
+    if unknown:
+        raise ConfigError(
+            f"{source}: unknown key(s) or table(s) {', '.join(unknown)}",
+            hint="valid: " + ", ".join([*sorted(top), *(f"[{t}]" for t in tables), "[options]"]),
+        )
+    target = data.get("target")
+    if target not in TARGET_NAMES:
+        raise ConfigError(
+            f"{source}: target must be one of {', '.join(TARGET_NAMES)}, got {target!r}"
+        )
+    built: dict[str, Any] = {}
+    for name, cls in tables.items():
+        raw = data.get(name, {})
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{source}: [{name}] must be a table")
+        built[name] = _check_table(cls, raw, source, name)
+    options = data.get("options", {})
+    if not isinstance(options, dict):
+        raise ConfigError(f"{source}: [options] must be a table")
+    for key in ("name", "description", "device"):
+        if key in data and not isinstance(data[key], str):
+            raise ConfigError(f"{source}: {key} must be a string")
+    profile = TargetProfile(
+        name=data.get("name", default_name),
+        target=target,
+        description=data.get("description", ""),
+        device=data.get("device", ""),
+        aliases=_coerce(data.get("aliases", []), tuple[str, ...], f"{source}: aliases"),
+        options=_check_options(target, options, source),
+        source=source,
+        **built,
+    )
+    _check_values(profile, source)
+    return profile
+
+
+def load_profile_file(path: str | Path) -> TargetProfile:
+    """Load one profile TOML file."""
+    p = Path(path)
+    try:
+        data = tomllib.loads(p.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"cannot read profile {p}: {exc.strerror or exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{p}: not valid TOML ({exc})") from None
+    return parse_profile(data, str(p), default_name=p.stem)
+
+
+def _bundled_files(package: str, checkout_dir: str) -> list[Path]:
+    """TOML files shipped as ``package``; a source checkout's folder when not installed."""
+    try:
+        root = resources.files(package)
+        found = [Path(str(f)) for f in root.iterdir() if f.name.endswith(".toml")]
+        if found:
+            return sorted(found)
+    except (ModuleNotFoundError, FileNotFoundError, NotADirectoryError):
+        pass
+    folder = Path(__file__).resolve().parent.parent / checkout_dir
+    return sorted(folder.glob("*.toml"))
+
+
+def builtin_profiles() -> dict[str, TargetProfile]:
+    """All shipped profiles by name (aliases not included)."""
+    out: dict[str, TargetProfile] = {}
+    for f in _bundled_files("edgevcf.profiles_data", "targets"):
+        prof = load_profile_file(f)
+        out[prof.name] = prof
+    return out
+
+
+def aliases(profiles: dict[str, TargetProfile] | None = None) -> dict[str, str]:
+    """Short name -> profile name."""
+    profiles = builtin_profiles() if profiles is None else profiles
+    out: dict[str, str] = {}
+    for prof in profiles.values():
+        for a in prof.aliases:
+            if a in out or a in profiles:
+                raise ConfigError(f"alias {a!r} is defined twice ({prof.source})")
+            out[a] = prof.name
+    return out
+
+
+def load_profile(name_or_path: str) -> TargetProfile:
+    """A profile by name, alias or TOML path; unknown names list the valid ones."""
+    if name_or_path.endswith(".toml") or Path(name_or_path).is_file():
+        return load_profile_file(name_or_path)
+    profiles = builtin_profiles()
+    name = aliases(profiles).get(name_or_path, name_or_path)
+    if name not in profiles:
+        valid = sorted([*profiles, *aliases(profiles)])
+        raise ConfigError(
+            f"unknown target {name_or_path!r}",
+            hint=f"choose one of: {', '.join(valid)} (or give a PROFILE.toml path)",
+        )
+    return profiles[name]

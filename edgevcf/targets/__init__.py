@@ -1,0 +1,35 @@
+"""Export toolchains, one module per target, one class each, registered by name.
+
+Targets *make* bundles (they may use torch, nncf, litert-torch); backends *run* them. The
+registry maps names to ``module:Class`` strings so ``import edgevcf.targets`` imports no
+toolchain.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from edgevcf.errors import ConfigError
+from edgevcf.targets.base import Target
+
+TARGETS: dict[str, str] = {
+    "jetson": "edgevcf.targets.jetson:JetsonTarget",
+    "openvino": "edgevcf.targets.openvino:OpenVINOTarget",
+    "mobile": "edgevcf.targets.mobile:MobileTarget",
+    "onnx": "edgevcf.targets.onnx:OnnxTarget",
+}
+
+
+def get_target(name: str) -> Target:
+    """An instance of the target class registered as ``name``."""
+    try:
+        module, cls = TARGETS[name].split(":")
+    except KeyError:
+        raise ConfigError(
+            f"unknown target {name!r}", hint=f"targets: {', '.join(TARGETS)}"
+        ) from None
+    target: Target = getattr(importlib.import_module(module), cls)()
+    return target
+
+
+__all__ = ["TARGETS", "Target", "get_target"]

@@ -1,0 +1,417 @@
+"""Target ABC: checkpoint -> FP32 ONNX (+ parity) -> artefacts -> measured, checksummed bundle.
+
+The shared part lives here so every target is measured the same way: the FP32 reference is
+PyTorch eager on the *tuning* split (the validation split that chose the checkpoint and its
+threshold — never the test split, which stays for ``edgevcf bench`` to confirm), each artefact is
+run with its own backend on the same images, and the comparison is paired (DeLong ΔAUC with CI,
+non-inferiority at the profile's tolerance, decision flips at the bundled threshold).
+
+A target subclass only says how to turn the FP32 ONNX into its artefacts (:meth:`Target.build`)
+and, optionally, how to recover accuracy when the gate fails (:meth:`Target.fallback`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import os
+import platform
+import time
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from edgevcf import __version__, metrics, progress
+from edgevcf.bundle import GOLDEN, Artifact, Golden, staging, write_manifest
+from edgevcf.calibration import CalibrationSet, load_recipe, select
+from edgevcf.data.manifest import Manifest
+from edgevcf.data.preprocess import Preprocess
+from edgevcf.errors import CalibrationError, DataError
+from edgevcf.onnx_export import InputSpec, ParityResult
+from edgevcf.profiles import TargetProfile
+
+if TYPE_CHECKING:
+    from torch import nn
+
+log = logging.getLogger(__name__)
+
+GOLDEN_COUNT = 8
+TUNING_SPLIT = "val"
+EVALUATED_SPLITS = ("val", "test")
+# |logit| tolerance for golden vectors per precision (verify on another machine's runtime).
+GOLDEN_ATOL = {"fp32": 1e-3, "fp16": 5e-2, "int8": 0.25}
+
+
+@dataclass
+class ExportContext:
+    """Everything a target needs to build its artefacts (filled by :meth:`Target.export`)."""
+
+    profile: TargetProfile
+    work: Path  # the staging folder (becomes the bundle)
+    scratch: Path  # files that do not go into the bundle
+    model: nn.Module
+    spec: Preprocess
+    input: InputSpec
+    fp32_onnx: Path  # in scratch
+    calib_inputs: np.ndarray | None  # (N, C, S, S) graph inputs from the training split
+    tuning_inputs: np.ndarray  # (M, C, S, S) graph inputs of the tuning split
+    tuning_labels: np.ndarray
+    threshold: float
+    fp32_probs: np.ndarray  # PyTorch eager P(fresh) on the tuning split
+    notes: list[str] = field(default_factory=list)
+    extra: dict[str, Any] = field(default_factory=dict)  # per-target facts for the manifest
+
+
+@dataclass
+class ArtifactMetrics:
+    """An artefact measured against the FP32 reference on the tuning split."""
+
+    auc: dict[str, Any] | None
+    paired: dict[str, Any] | None
+    flips: dict[str, Any]
+    at_threshold: dict[str, Any] | None
+    max_abs_prob_diff: float
+    gate: dict[str, Any]
+
+
+@dataclass
+class ExportResult:
+    """What an export produced (for the CLI's summary table)."""
+
+    bundle: Path
+    profile: str
+    target: str
+    precision: str
+    size_bytes: int
+    fp32_size_bytes: int
+    fp32_auc: float | None
+    auc: float | None
+    delta_auc: dict[str, Any] | None
+    flip_rate: float
+    gate_passed: bool | None
+    seconds: float
+    notes: list[str]
+    manifest: dict[str, Any]
+
+
+def _sigmoid(z: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-np.clip(np.asarray(z, np.float64), -60, 60)))
+
+
+def measure(
+    labels: np.ndarray,
+    ref_probs: np.ndarray,
+    probs: np.ndarray,
+    threshold: float,
+    profile: TargetProfile,
+) -> ArtifactMetrics:
+    """Paired comparison of an artefact with the FP32 reference on the same cases."""
+    flips = metrics.decision_flips(ref_probs, probs, threshold)
+    tol = profile.tolerance
+    both = 0 < int(labels.sum()) < len(labels)
+    auc = paired = at = None
+    gate: dict[str, Any] = {
+        "max_auc_drop": tol.max_auc_drop,
+        "max_flip_rate": tol.max_flip_rate,
+        "flip_rate": flips.flip_rate.value,
+        "flip_ok": flips.flip_rate.value <= tol.max_flip_rate,
+    }
+    if both:
+        auc = metrics.auc_ci(labels, probs).to_dict()
+        p = metrics.paired_auc_test(labels, ref_probs, probs)
+        paired = p.to_dict()
+        at = metrics.binary_metrics(labels, probs, threshold).to_dict()
+        gate["auc_ok"] = metrics.non_inferior(p, tol.max_auc_drop)
+        gate["passed"] = bool(gate["auc_ok"] and gate["flip_ok"])
+    else:
+        gate["auc_ok"] = None
+        gate["passed"] = None
+        gate["reason"] = "tuning split lacks a class: AUC not measurable"
+    return ArtifactMetrics(
+        auc=auc,
+        paired=paired,
+        flips=flips.to_dict(),
+        at_threshold=at,
+        max_abs_prob_diff=float(np.max(np.abs(probs - ref_probs))) if len(probs) else 0.0,
+        gate=gate,
+    )
+
+
+class Target(ABC):
+    """One export toolchain (jetson, openvino, mobile, onnx)."""
+
+    name: str = ""
+    #: backends this target's artefacts need to be measured here
+    needs: tuple[str, ...] = ("onnx", "onnxruntime")
+
+    # ------------------------------------------------------------ per target
+    @abstractmethod
+    def build(self, ctx: ExportContext) -> list[Artifact]:
+        """Write the target's artefacts into ``ctx.work``; the first is the default one."""
+
+    def measured_artifacts(self, artifacts: list[Artifact]) -> list[Artifact]:
+        """Artefacts that can be run here to measure them (all by default)."""
+        return artifacts
+
+    def fallback(self, ctx: ExportContext, artifacts: list[Artifact]) -> list[Artifact] | None:
+        """Recover accuracy after a failed gate (None: this target has no fallback)."""
+        return None
+
+    def versions(self) -> dict[str, str]:
+        """Versions of the toolchain packages used."""
+        return {}
+
+    # ------------------------------------------------------------ shared flow
+    def check_available(self, profile: TargetProfile) -> None:
+        """Raise BackendUnavailableError naming what is missing (before any work)."""
+        from edgevcf.deps import require
+
+        for name in self.needs:
+            require(name, f"the {self.name} target")
+
+    def export(
+        self,
+        checkpoint: str | os.PathLike[str],
+        profile: TargetProfile,
+        data: str | os.PathLike[str] | Manifest,
+        out: str | os.PathLike[str],
+        *,
+        onnx_path: str | os.PathLike[str] | None = None,
+        force: bool = False,
+    ) -> ExportResult:
+        """Export ``checkpoint`` for this target into the bundle folder ``out``.
+
+        Args:
+            checkpoint: An edgevcf checkpoint (``.safetensors``).
+            profile: The target profile (CLI overrides applied).
+            data: The data manifest (with splits): calibration from train, tuning from val.
+            out: Bundle folder to create.
+            onnx_path: Use this FP32 ONNX instead of exporting the checkpoint's network.
+            force: Replace an existing ``out``.
+        """
+        from edgevcf.bundle import sha256_path
+        from edgevcf.dataset import load_split
+        from edgevcf.models import load_checkpoint
+        from edgevcf.onnx_export import check_onnx_file, check_parity, export_onnx
+        from edgevcf.train import predict
+
+        t0 = time.perf_counter()
+        self.check_available(profile)
+        manifest = data if isinstance(data, Manifest) else Manifest.load(data)
+        model, meta = load_checkpoint(checkpoint)
+        spec = meta.preprocess
+        if profile.export.input_size and profile.export.input_size != spec.input_size:
+            spec = dataclasses.replace(spec, input_size=profile.export.input_size)
+        calib = self._calibration(profile, manifest)
+        tuning = load_split(manifest, TUNING_SPLIT, spec, desc=f"preprocess {TUNING_SPLIT}")
+        if len(tuning) == 0:
+            raise DataError(f"no readable images in the {TUNING_SPLIT!r} split")
+        with staging(out, force=force) as work:
+            scratch = work.parent / f"{work.name}-scratch"
+            scratch.mkdir()
+            try:
+                fp32_onnx = scratch / "model.fp32.onnx"
+                with progress.step(f"{self.name}: export FP32 ONNX"):
+                    if onnx_path is not None:
+                        inp = check_onnx_file(onnx_path, spec)
+                        fp32_onnx.write_bytes(Path(onnx_path).read_bytes())
+                    else:
+                        inp = export_onnx(
+                            model,
+                            spec,
+                            fp32_onnx,
+                            opset=profile.export.opset,
+                            batch=profile.export.batch,
+                            grey_input=profile.export.grey_input,
+                        )
+                x_tune = inp.prepare(tuning.units, spec)
+                parity = check_parity(
+                    fp32_onnx,
+                    model,
+                    x_tune[: max(GOLDEN_COUNT, 16)],
+                    atol=profile.export.parity_atol,
+                    grey_input=inp.kind == "unit",
+                    spec=spec,
+                )
+                x_calib = None
+                if calib is not None:
+                    cal = load_split(
+                        calib.manifest(manifest.root), None, spec, desc="preprocess calibration"
+                    )
+                    if len(cal) < calib.recipe.min_samples:
+                        raise CalibrationError(
+                            f"only {len(cal)} calibration images were readable "
+                            f"(recipe {calib.recipe.name!r} needs {calib.recipe.min_samples})"
+                        )
+                    x_calib = inp.prepare(cal.units, spec)
+                fp32_probs = predict(model, tuning.units, spec)
+                ctx = ExportContext(
+                    profile=profile,
+                    work=work,
+                    scratch=scratch,
+                    model=model,
+                    spec=spec,
+                    input=inp,
+                    fp32_onnx=fp32_onnx,
+                    calib_inputs=x_calib,
+                    tuning_inputs=x_tune,
+                    tuning_labels=tuning.labels,
+                    threshold=meta.threshold,
+                    fp32_probs=fp32_probs,
+                )
+                artifacts = self.build(ctx)
+                measured = self._measure_all(ctx, artifacts)
+                default = artifacts[0]
+                if measured[default.name].gate.get("passed") is False:
+                    fixed = self.fallback(ctx, artifacts)
+                    if fixed is not None:
+                        artifacts = fixed
+                        measured = self._measure_all(ctx, artifacts)
+                        default = artifacts[0]
+                golden = self._golden(ctx, artifacts)
+                golden.save(work / GOLDEN)
+                fp32_size = fp32_onnx.stat().st_size
+                m = self._manifest(
+                    ctx, meta, artifacts, measured, parity, calib, checkpoint, fp32_size
+                )
+                m["checkpoint"]["sha256"] = sha256_path(Path(checkpoint))
+                m["export_seconds"] = round(time.perf_counter() - t0, 1)
+                final = write_manifest(work, m)
+            finally:
+                import shutil
+
+                shutil.rmtree(scratch, ignore_errors=True)
+        dm = measured[default.name]
+        size = sum((Path(out) / f).stat().st_size for f in default.files())
+        return ExportResult(
+            bundle=Path(out),
+            profile=profile.name,
+            target=self.name,
+            precision=default.precision,
+            size_bytes=size,
+            fp32_size_bytes=fp32_size,
+            fp32_auc=(
+                metrics.auc(tuning.labels, fp32_probs) if 0 < tuning.n_pos < len(tuning) else None
+            ),
+            auc=dm.auc["auc"] if dm.auc else None,
+            delta_auc=dm.paired,
+            flip_rate=dm.flips["flip_rate"]["value"],
+            gate_passed=dm.gate.get("passed"),
+            seconds=time.perf_counter() - t0,
+            notes=ctx.notes,
+            manifest=final,
+        )
+
+    def _calibration(self, profile: TargetProfile, manifest: Manifest) -> CalibrationSet | None:
+        if profile.quantize.precision != "int8":
+            return None
+        recipe = load_recipe(profile.quantize.calibration)
+        return select(
+            manifest, recipe, samples=profile.quantize.samples or None, evaluated=EVALUATED_SPLITS
+        )
+
+    def run_artifact(self, ctx: ExportContext, art: Artifact, x: np.ndarray) -> np.ndarray:
+        """Logits of an artefact of this bundle-in-making on graph inputs ``x``."""
+        from edgevcf.backends import open_backend
+
+        return open_backend(art.runtime, ctx.work / art.file, **art.options).run_all(x)
+
+    def _measure_all(
+        self, ctx: ExportContext, artifacts: list[Artifact]
+    ) -> dict[str, ArtifactMetrics]:
+        out = {}
+        for art in progress.track(
+            self.measured_artifacts(artifacts), desc=f"{self.name}: measure", unit="artifact"
+        ):
+            probs = _sigmoid(self.run_artifact(ctx, art, ctx.tuning_inputs)).reshape(-1)
+            out[art.name] = measure(
+                ctx.tuning_labels, ctx.fp32_probs, probs, ctx.threshold, ctx.profile
+            )
+            ctx.extra.setdefault("tuning_probs", {})[art.name] = probs
+        return out
+
+    def _golden(self, ctx: ExportContext, artifacts: list[Artifact]) -> Golden:
+        """A few real tuning inputs, both classes when possible, with FP32 and expected logits."""
+        labels = ctx.tuning_labels
+        pos = np.flatnonzero(labels == 1)[: GOLDEN_COUNT // 2]
+        neg = np.flatnonzero(labels == 0)[: GOLDEN_COUNT - len(pos)]
+        idx = np.sort(np.concatenate([pos, neg]))
+        x = ctx.tuning_inputs[idx]
+        from edgevcf.onnx_export import onnx_logits
+
+        fp32 = onnx_logits(ctx.fp32_onnx, x)
+        expected = {
+            a.name: self.run_artifact(ctx, a, x) for a in self.measured_artifacts(artifacts)
+        }
+        return Golden(x.astype(np.float32), fp32.astype(np.float32), expected)
+
+    def _manifest(
+        self,
+        ctx: ExportContext,
+        meta: Any,
+        artifacts: list[Artifact],
+        measured: dict[str, ArtifactMetrics],
+        parity: ParityResult,
+        calib: CalibrationSet | None,
+        checkpoint: str | os.PathLike[str],
+        fp32_size: int,
+    ) -> dict[str, Any]:
+        from edgevcf.backends import backend_class
+
+        labels = ctx.tuning_labels
+        both = 0 < int(labels.sum()) < len(labels)
+        versions = {"edgevcf": __version__, "python": platform.python_version()}
+        versions.update(self.versions())
+        for rt in {a.runtime for a in artifacts}:
+            # an engine absent here (tensorrt) is recorded when the engine is built
+            with contextlib.suppress(Exception):
+                versions.update(backend_class(rt).versions())
+        default = artifacts[0]
+        return {
+            "target": self.name,
+            "profile": ctx.profile.to_dict(),
+            "precision": default.precision,
+            "backbone": meta.arch,
+            "input": ctx.input.to_dict(),
+            "preprocess": ctx.spec.to_dict(),
+            "classes": ["not_fresh", "fresh"],
+            "output": {"kind": "logit", "positive_class": "fresh", "probability": "sigmoid"},
+            "threshold": {"value": ctx.threshold, "method": meta.threshold_method},
+            "artifacts": {a.name: a.to_dict() for a in artifacts},
+            "default_artifact": default.name,
+            "metrics": {
+                "split": TUNING_SPLIT,
+                "n": len(labels),
+                "n_pos": int(labels.sum()),
+                "reference": "PyTorch eager FP32",
+                "fp32_auc": (metrics.auc_ci(labels, ctx.fp32_probs).to_dict() if both else None),
+                "fp32_at_threshold": (
+                    metrics.binary_metrics(labels, ctx.fp32_probs, ctx.threshold).to_dict()
+                    if both
+                    else None
+                ),
+                "artifacts": {k: dataclasses.asdict(v) for k, v in measured.items()},
+                "parity": parity.to_dict(),
+                "fp32_onnx_bytes": fp32_size,
+            },
+            "calibration": calib.summary() if calib else None,
+            "checkpoint": {
+                "file": Path(checkpoint).name,
+                "arch": meta.arch,
+                "data_fingerprint": meta.data_fingerprint,
+                "threshold_method": meta.threshold_method,
+            },
+            "golden": {
+                "file": GOLDEN,
+                "atol_logit": GOLDEN_ATOL,
+                "tuning_split": TUNING_SPLIT,
+            },
+            "target_facts": {k: v for k, v in ctx.extra.items() if k != "tuning_probs"},
+            "notes": ctx.notes,
+            "versions": versions,
+            "machine": {"platform": platform.platform(), "processor": platform.machine()},
+        }

@@ -1,0 +1,238 @@
+"""onnx-cpu: plain ONNX Runtime on a CPU (FP32 reference, or INT8 u8s8) — and the ONNX Runtime
+quantisation helpers that the jetson and mobile targets share.
+
+Why u8 activations on x86: ONNX Runtime's x86 kernels fuse Q/DQ into integer kernels only for
+unsigned 8-bit activations; signed activations fall back to slow paths (6-7x slower, DESIGN.md).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgevcf import progress
+from edgevcf.bundle import Artifact
+from edgevcf.deps import require
+from edgevcf.errors import QuantizationError
+from edgevcf.targets.base import ExportContext, Target
+
+log = logging.getLogger(__name__)
+
+# Op types whose compute is integer once ONNX Runtime has fused the Q/DQ around them.
+INTEGER_OPS = {
+    "QLinearConv", "ConvInteger", "MatMulInteger", "QLinearMatMul", "QGemm", "QLinearAdd",
+    "QLinearMul", "QLinearGlobalAveragePool", "QLinearAveragePool", "QLinearSigmoid",
+    "QLinearLeakyRelu", "QLinearConcat", "QLinearSoftmax", "DynamicQuantizeMatMul",
+    "MatMulIntegerToFloat", "NhwcQLinearConv", "QLinearReduceMean", "QLinearWhere",
+}  # fmt: skip
+FLOAT_COMPUTE_OPS = {
+    "Conv", "FusedConv", "NchwcConv", "Gemm", "FusedGemm", "MatMul", "FusedMatMul", "Add", "Mul",
+    "Div", "Sub", "GlobalAveragePool", "AveragePool", "ReduceMean", "Sigmoid", "HardSigmoid",
+    "HardSwish", "Relu", "Clip", "FastGelu", "QuickGelu",
+}  # fmt: skip
+
+
+class _Reader:
+    """ONNX Runtime ``CalibrationDataReader`` over preprocessed calibration inputs."""
+
+    def __init__(self, name: str, x: np.ndarray, batch: int) -> None:
+        self.name = name
+        self.batches: Iterator[np.ndarray] = iter(
+            [x[i : i + batch] for i in range(0, len(x) - batch + 1, batch)]
+        )
+        self.total = len(x) // batch
+        self._bar = progress.track(range(self.total), desc="calibrate", unit="batch")
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        batch = next(self.batches, None)
+        if batch is None:
+            for _ in self._bar:  # close the bar
+                pass
+            return None
+        next(self._bar, None)
+        return {self.name: np.ascontiguousarray(batch, np.float32)}
+
+    def rewind(self) -> None:  # pragma: no cover - ORT API
+        raise NotImplementedError
+
+
+def quantize_qdq(
+    fp32: Path,
+    out: Path,
+    calib: np.ndarray,
+    *,
+    activation_type: str,
+    symmetric_activations: bool,
+    per_channel: bool = True,
+    op_types: list[str] | None = None,
+    quantize_bias: bool = True,
+    exclude: tuple[str, ...] = (),
+    static_batch: int = 1,
+) -> Path:
+    """ONNX Runtime ``quantize_static`` in QDQ format (int8 weights, symmetric).
+
+    Args:
+        fp32: The FP32 ONNX.
+        out: Destination.
+        calib: Calibration inputs in the graph's form (N, C, S, S).
+        activation_type: ``"uint8"`` or ``"int8"``.
+        symmetric_activations: Zero point 0 for activations (TensorRT) or not (TFLite spec, x86).
+        per_channel: Per-output-channel weight scales.
+        op_types: Op types to quantize (None: ONNX Runtime's defaults).
+        quantize_bias: Whether biases become int32 initializers with DequantizeLinear.
+        exclude: Node names to keep in float.
+        static_batch: The graph's batch size (0: dynamic; calibrated 16 at a time).
+    """
+    ort = require("onnxruntime", "INT8 quantisation")
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    prep = out.with_name(out.stem + ".prep.onnx")
+    try:
+        quant_pre_process(str(fp32), str(prep), skip_symbolic_shape=False)
+    except Exception as exc:  # pre-processing is an optimisation; quantize the raw graph
+        log.warning("ONNX Runtime quant_pre_process failed (%s); quantizing the raw graph", exc)
+        prep.write_bytes(fp32.read_bytes())
+    name = ort.InferenceSession(str(prep), providers=["CPUExecutionProvider"]).get_inputs()[0].name
+    act = QuantType.QUInt8 if activation_type == "uint8" else QuantType.QInt8
+    try:
+        quantize_static(
+            str(prep),
+            str(out),
+            _Reader(name, calib, static_batch or 16),
+            quant_format=QuantFormat.QDQ,
+            op_types_to_quantize=op_types,
+            per_channel=per_channel,
+            activation_type=act,
+            weight_type=QuantType.QInt8,
+            nodes_to_exclude=list(exclude),
+            calibrate_method=CalibrationMethod.MinMax,
+            extra_options={
+                "ActivationSymmetric": symmetric_activations,
+                "WeightSymmetric": True,
+                "QuantizeBias": quantize_bias,
+            },
+        )
+    except Exception as exc:
+        raise QuantizationError(
+            f"ONNX Runtime quantize_static failed: {type(exc).__name__}: {exc}"[:400]
+        ) from exc
+    finally:
+        prep.unlink(missing_ok=True)
+        for extra in out.parent.glob("augmented_model*.onnx"):
+            extra.unlink(missing_ok=True)
+    return out
+
+
+def op_census(path: Path, scratch: Path) -> dict[str, Any]:
+    """What ONNX Runtime actually computes: op types after its graph optimisations.
+
+    A Q/DQ file computes in integers only if ONNX Runtime fuses the Q/DQ pairs into integer
+    kernels (QLinearConv ...); a Q/DQ pair it cannot fuse leaves the op in float. Counting the
+    optimised graph proves which happened on this CPU.
+    """
+    ort = require("onnxruntime", "the integer-op census")
+    onnx = require("onnx", "the integer-op census")
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+    dumped = scratch / f"{path.stem}.optimized.onnx"
+    so.optimized_model_filepath = str(dumped)
+    ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    ops = [n.op_type for n in onnx.load(str(dumped)).graph.node]
+    dumped.unlink(missing_ok=True)
+    by_op: dict[str, int] = {}
+    for op in ops:
+        by_op[op] = by_op.get(op, 0) + 1
+    return {
+        "runtime": f"onnxruntime {ort.__version__} (CPU, extended optimisations)",
+        "integer_ops": sum(v for k, v in by_op.items() if k in INTEGER_OPS),
+        "float_ops": sum(v for k, v in by_op.items() if k in FLOAT_COMPUTE_OPS),
+        "quantize_ops": by_op.get("QuantizeLinear", 0),
+        "dequantize_ops": by_op.get("DequantizeLinear", 0),
+        "by_op": dict(sorted(by_op.items())),
+    }
+
+
+class OnnxTarget(Target):
+    """ONNX Runtime CPU: FP32 (the reference) or INT8 with u8 activations / s8 weights."""
+
+    name = "onnx"
+    needs = ("onnx", "onnxruntime")
+
+    def build(self, ctx: ExportContext) -> list[Artifact]:
+        opts = ctx.profile.options
+        threads = {"threads": ctx.profile.bench.threads}
+        if ctx.profile.quantize.precision != "int8":
+            dest = ctx.work / "model.fp32.onnx"
+            dest.write_bytes(ctx.fp32_onnx.read_bytes())
+            return [Artifact("model", dest.name, "onnxruntime", "fp32", threads)]
+        assert ctx.calib_inputs is not None
+        dest = ctx.work / "model.int8.onnx"
+        with progress.step("onnx: quantize_static (QDQ)"):
+            quantize_qdq(
+                ctx.fp32_onnx,
+                dest,
+                ctx.calib_inputs,
+                activation_type=str(opts["activation_type"]),
+                symmetric_activations=False,
+                per_channel=bool(opts["per_channel"]),
+                exclude=ctx.profile.quantize.excluded_layers,
+                static_batch=ctx.input.batch,
+            )
+        ctx.extra["integer_check"] = {"model": op_census(dest, ctx.scratch)}
+        return [Artifact("model", dest.name, "onnxruntime", "int8", threads)]
+
+    def versions(self) -> dict[str, str]:
+        import onnx
+        import onnxruntime
+
+        return {"onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__}
+
+
+def qdq_coverage(path: Path) -> dict[str, Any]:
+    """Static proof of what an integer runtime can run in int8: compute ops (Conv, Gemm, MatMul)
+    whose data and weight inputs both come from int8 DequantizeLinear nodes and whose output
+    feeds a QuantizeLinear (a fusable "DQ -> op -> Q" unit), against compute ops left in float.
+
+    Counting ops alone would call a file "INT8" when only its weights are stored in int8 and
+    every convolution still runs in float (weight-only Q/DQ); this needs the activations too.
+    """
+    onnx = require("onnx", "the integer-op census")
+    from onnx import numpy_helper
+
+    model = onnx.load(str(path))
+    inits = {i.name: i for i in model.graph.initializer}
+    producers = {o: n for n in model.graph.node for o in n.output}
+    consumers: dict[str, list[Any]] = {}
+    for n in model.graph.node:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n)
+
+    def int8_dq(name: str) -> bool:
+        node = producers.get(name)
+        if node is None or node.op_type != "DequantizeLinear":
+            return False
+        if len(node.input) > 2 and node.input[2] in inits:
+            zp = numpy_helper.to_array(inits[node.input[2]])
+            return bool(zp.dtype.name in ("int8", "uint8"))
+        return True
+
+    by_op: dict[str, dict[str, int]] = {}
+    for n in model.graph.node:
+        if n.op_type not in ("Conv", "Gemm", "MatMul"):
+            continue
+        ok = all(int8_dq(i) for i in n.input[:2]) and any(
+            c.op_type == "QuantizeLinear" for c in consumers.get(n.output[0], [])
+        )
+        slot = by_op.setdefault(n.op_type, {"int": 0, "float": 0})
+        slot["int" if ok else "float"] += 1
+    return {
+        "method": "static Q/DQ coverage (DQ(int8) -> op -> Q units)",
+        "integer_ops": sum(v["int"] for v in by_op.values()),
+        "float_ops": sum(v["float"] for v in by_op.values()),
+        "by_op": by_op,
+    }

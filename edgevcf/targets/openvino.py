@@ -1,0 +1,190 @@
+"""openvino: OpenVINO IR for Intel CPUs — FP32/FP16, INT8 by NNCF PTQ, and accuracy-aware INT8.
+
+INT8 comes from ``nncf.quantize`` on the calibration set. When the profile asks
+(``accuracy_aware``), or the AUC gate fails and ``accuracy_fallback`` is on,
+``nncf.quantize_with_accuracy_control`` keeps the layers that cost the most AUC in float, with
+``max_drop`` from the profile's tolerance and AUC measured on the *tuning* split — never the test
+split that ``edgevcf bench`` confirms on.
+
+The inference precision is always explicit (``f32`` by default): on AVX-512 BF16 CPUs OpenVINO
+otherwise runs the float parts in bf16 without saying so.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgevcf import progress
+from edgevcf.bundle import Artifact
+from edgevcf.deps import require
+from edgevcf.errors import QuantizationError
+from edgevcf.targets.base import ExportContext, Target
+
+log = logging.getLogger(__name__)
+
+XML = "model.xml"
+
+
+def _items(x: np.ndarray, batch: int) -> list[np.ndarray]:
+    step = batch or 1
+    return [x[i : i + step] for i in range(0, len(x) - step + 1, step)]
+
+
+class OpenVINOTarget(Target):
+    """OpenVINO IR (``model.xml`` + ``model.bin``)."""
+
+    name = "openvino"
+    needs = ("onnx", "onnxruntime", "openvino", "nncf")
+
+    def _options(self, ctx: ExportContext) -> dict[str, Any]:
+        o = ctx.profile.options
+        return {
+            "device": o["device"],
+            "inference_precision": o["inference_precision"],
+            "performance_hint": o["performance_hint"],
+            "model_cache": o["model_cache"],
+            "threads": ctx.profile.bench.threads,
+        }
+
+    def _float_model(self, ctx: ExportContext) -> Any:
+        ov = require("openvino", "OpenVINO export")
+        return ov.convert_model(str(ctx.fp32_onnx))
+
+    def build(self, ctx: ExportContext) -> list[Artifact]:
+        ov = require("openvino", "OpenVINO export")
+        prec = ctx.profile.quantize.precision
+        model = self._float_model(ctx)
+        if prec == "int8":
+            if ctx.profile.quantize.accuracy_aware:
+                model = self._accuracy_aware(ctx, model)
+                ctx.extra["nncf"] = "quantize_with_accuracy_control"
+            else:
+                model = self._ptq(ctx, model)
+                ctx.extra["nncf"] = "quantize"
+        ov.save_model(model, str(ctx.work / XML), compress_to_fp16=prec == "fp16")
+        ctx.extra["integer_check"] = {"model": ir_census(ctx.work / XML)}
+        return [Artifact("model", XML, "openvino", prec, self._options(ctx))]
+
+    def fallback(self, ctx: ExportContext, artifacts: list[Artifact]) -> list[Artifact] | None:
+        q = ctx.profile.quantize
+        if q.precision != "int8" or q.accuracy_aware or not q.accuracy_fallback:
+            return None
+        ov = require("openvino", "OpenVINO export")
+        ctx.notes.append(
+            "nncf.quantize failed the AUC gate on the tuning split; re-quantized with "
+            "nncf.quantize_with_accuracy_control"
+        )
+        model = self._accuracy_aware(ctx, self._float_model(ctx))
+        ctx.extra["nncf"] = "quantize, then quantize_with_accuracy_control (gate failed)"
+        for f in ("model.xml", "model.bin"):
+            (ctx.work / f).unlink(missing_ok=True)
+        ov.save_model(model, str(ctx.work / XML), compress_to_fp16=False)
+        ctx.extra["integer_check"] = {"model": ir_census(ctx.work / XML)}
+        return [Artifact("model", XML, "openvino", "int8", self._options(ctx))]
+
+    def _common(self, ctx: ExportContext) -> dict[str, Any]:
+        nncf = require("nncf", "INT8 quantisation for OpenVINO")
+        q = ctx.profile.quantize
+        assert ctx.calib_inputs is not None
+        preset = (
+            nncf.QuantizationPreset.MIXED
+            if ctx.profile.options["preset"] == "mixed"
+            else nncf.QuantizationPreset.PERFORMANCE
+        )
+        kw: dict[str, Any] = {
+            "preset": preset,
+            "subset_size": len(ctx.calib_inputs),
+            "fast_bias_correction": bool(ctx.profile.options["fast_bias_correction"]),
+        }
+        if q.excluded_layers:
+            kw["ignored_scope"] = nncf.IgnoredScope(names=list(q.excluded_layers))
+        return kw
+
+    def _ptq(self, ctx: ExportContext, model: Any) -> Any:
+        nncf = require("nncf", "INT8 quantisation for OpenVINO")
+        assert ctx.calib_inputs is not None
+        data = nncf.Dataset(_items(ctx.calib_inputs, ctx.input.batch))
+        try:
+            with progress.step("openvino: nncf.quantize"):
+                return nncf.quantize(model, data, **self._common(ctx))
+        except Exception as exc:
+            raise QuantizationError(f"nncf.quantize failed: {type(exc).__name__}: {exc}") from exc
+
+    def _accuracy_aware(self, ctx: ExportContext, model: Any) -> Any:
+        nncf = require("nncf", "accuracy-aware INT8 quantisation")
+        from edgevcf import metrics
+
+        assert ctx.calib_inputs is not None
+        labels = ctx.tuning_labels
+        if not 0 < int(labels.sum()) < len(labels):
+            raise QuantizationError(
+                "accuracy-aware quantisation needs both classes in the tuning split"
+            )
+        step = ctx.input.batch or 1
+        items = [
+            (ctx.tuning_inputs[i : i + step], labels[i : i + step])
+            for i in range(0, len(labels) - step + 1, step)
+        ]
+
+        def validate(compiled: Any, data: Any) -> tuple[float, None]:
+            ys, ss = [], []
+            for x, y in data:
+                out = np.asarray(compiled(x)[0]).reshape(-1)
+                ys.append(y)
+                ss.append(out)
+            y_all, s_all = np.concatenate(ys), np.concatenate(ss)
+            if not 0 < int(y_all.sum()) < len(y_all):
+                return 0.5, None  # a subset with one class carries no AUC information
+            return metrics.auc(y_all, s_all), None
+
+        calib = nncf.Dataset(_items(ctx.calib_inputs, ctx.input.batch))
+        val = nncf.Dataset(items, lambda item: item[0])
+        try:
+            with progress.step("openvino: nncf.quantize_with_accuracy_control"):
+                return nncf.quantize_with_accuracy_control(
+                    model,
+                    calib,
+                    val,
+                    validate,
+                    max_drop=ctx.profile.tolerance.max_auc_drop,
+                    drop_type=nncf.DropType.ABSOLUTE,
+                    **self._common(ctx),
+                )
+        except Exception as exc:
+            raise QuantizationError(
+                f"nncf.quantize_with_accuracy_control failed: {type(exc).__name__}: {exc}"
+            ) from exc
+
+    def versions(self) -> dict[str, str]:
+        import nncf
+        import openvino
+
+        return {"openvino": openvino.get_version(), "nncf": nncf.__version__}
+
+
+def ir_census(xml: Path) -> dict[str, Any]:
+    """Convolutions / MatMuls fed by FakeQuantize (run in int8 by the CPU plugin) vs not."""
+    ov = require("openvino", "the integer-op census")
+    model = ov.Core().read_model(str(xml))
+    compute = ("Convolution", "GroupConvolution", "MatMul")
+    n_int = n_float = 0
+    for op in model.get_ordered_ops():
+        if op.get_type_name() not in compute:
+            continue
+        src = op.input_value(0).get_node()
+        if src.get_type_name() == "FakeQuantize":
+            n_int += 1
+        else:
+            n_float += 1
+    return {
+        "runtime": f"openvino {ov.get_version()}",
+        "integer_ops": n_int,
+        "float_ops": n_float,
+        "fake_quantize": sum(
+            1 for op in model.get_ordered_ops() if op.get_type_name() == "FakeQuantize"
+        ),
+    }

@@ -1,0 +1,183 @@
+"""One contract every target meets, subclassed per target; plus each target's own checks.
+
+Every target's bundle must: verify (checksums, schema), load its artefacts with the torch-free
+backends, reproduce its golden vectors here, record the measured comparison with the FP32
+reference and the calibration fingerprint, and be smaller than FP32 when quantized.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import pytest
+
+from edgevcf.backends import open_backend
+from edgevcf.bundle import Bundle
+from edgevcf.targets import get_target
+from edgevcf.targets.base import ExportResult
+
+_BUNDLES: dict[tuple[str, str], tuple[ExportResult, Bundle]] = {}
+
+
+class TargetContract:
+    """Subclasses set ``profile`` (and ``precision``); the fixture exports once per class."""
+
+    profile: ClassVar[str] = ""
+    precision: ClassVar[str | None] = None
+
+    @pytest.fixture
+    def exported(
+        self, tiny_export: Any, profile_for: Any, tmp_path_factory: pytest.TempPathFactory
+    ) -> tuple[ExportResult, Bundle]:
+        key = (self.profile, str(self.precision))
+        if key not in _BUNDLES:
+            extra = {"precision": self.precision} if self.precision else {}
+            prof = profile_for(self.profile, **extra)
+            out = tmp_path_factory.mktemp("bundles") / f"{self.profile}-{self.precision}"
+            res = get_target(prof.target).export(
+                tiny_export.checkpoint, prof, tiny_export.manifest, out
+            )
+            _BUNDLES[key] = (res, Bundle.load(out))
+        return _BUNDLES[key]
+
+    def test_bundle_verifies_and_describes_itself(self, exported: Any) -> None:
+        _, bundle = exported
+        m = bundle.manifest
+        assert m["schema_version"] == 1
+        assert m["backbone"] == "mobilenet_v3_small"
+        assert m["input"]["shape"][1:] == [3, 64, 64]
+        assert m["preprocess"]["input_size"] == 64
+        assert m["classes"] == ["not_fresh", "fresh"]
+        assert 0 < bundle.threshold < 1
+        assert set(m["files"]) == {
+            str(p.relative_to(bundle.path)) for p in bundle.path.rglob("*") if p.is_file()
+        } - {"manifest.json"}
+        assert m["metrics"]["parity"]["max_abs_logit_diff"] <= 1e-3
+        assert not list(bundle.path.parent.glob(".*partial*")), "staging folder left behind"
+
+    def test_every_artifact_reproduces_its_golden_vectors(self, exported: Any) -> None:
+        _, bundle = exported
+        golden = bundle.golden()
+        assert len(golden.inputs) >= 4
+        assert golden.inputs.shape[1:] == tuple(bundle.input.shape[1:])
+        for name, art in bundle.artifacts.items():
+            backend = open_backend(art.runtime, bundle.path / art.file, **art.options)
+            got = backend.run_all(golden.inputs)
+            np.testing.assert_allclose(got, golden.expected[name], atol=1e-4, rtol=0)
+
+    def test_measured_against_fp32_on_the_tuning_split(self, exported: Any) -> None:
+        res, bundle = exported
+        m = bundle.manifest["metrics"]
+        assert m["split"] == "val"
+        assert m["reference"] == "PyTorch eager FP32"
+        default = bundle.manifest["default_artifact"]
+        art = m["artifacts"][default]
+        assert 0 <= art["flips"]["flip_rate"]["value"] <= 1
+        assert art["gate"]["max_auc_drop"] == 0.01
+        if m["n_pos"] and m["n_pos"] < m["n"]:
+            assert art["paired"]["ci_low"] <= art["paired"]["diff"] <= art["paired"]["ci_high"]
+            assert isinstance(art["gate"]["passed"], bool)
+        assert res.gate_passed == art["gate"]["passed"]
+
+    def test_calibration_is_recorded_when_quantized(self, exported: Any) -> None:
+        res, bundle = exported
+        cal = bundle.manifest["calibration"]
+        if bundle.manifest["precision"] != "int8":
+            assert cal is None
+            return
+        assert cal["recipe"]["split"] == "train"
+        assert cal["n_pos"] > 0 and cal["n_neg"] > 0
+        assert len(cal["fingerprint"]) == 64
+        assert res.size_bytes < 0.5 * res.fp32_size_bytes
+
+
+@pytest.mark.requires_onnxruntime
+class TestOnnxCpuFP32(TargetContract):
+    profile = "onnx-cpu"
+
+    def test_fp32_matches_pytorch(self, exported: Any) -> None:
+        _, bundle = exported
+        art = bundle.manifest["metrics"]["artifacts"]["model"]
+        assert art["max_abs_prob_diff"] < 1e-4
+        assert art["flips"]["flips"] == 0
+
+
+@pytest.mark.requires_onnxruntime
+class TestOnnxCpuINT8(TargetContract):
+    profile = "onnx-cpu"
+    precision = "int8"
+
+    def test_computes_in_integers_here(self, exported: Any) -> None:
+        _, bundle = exported
+        census = bundle.manifest["target_facts"]["integer_check"]["model"]
+        assert census["by_op"].get("QLinearConv", 0) > 0
+        assert census["integer_ops"] > census["float_ops"]
+
+
+@pytest.mark.requires_onnxruntime
+class TestJetson(TargetContract):
+    profile = "jetson"
+
+    def test_qdq_follows_tensorrt_rules_and_plan_is_written(self, exported: Any) -> None:
+        _, bundle = exported
+        facts = bundle.manifest["target_facts"]
+        assert facts["trt_qdq_validation"]["passed"]
+        assert facts["trt_qdq_validation"]["conv_gemm_left_in_float"] == 0
+        plan = json.loads((bundle.path / "build_plan.json").read_text())
+        assert plan["strongly_typed"] and plan["onnx"] == "model.qdq.onnx"
+        assert "--stronglyTyped" in (bundle.path / "trtexec.sh").read_text()
+        from edgevcf.targets.jetson import validate_trt_qdq
+
+        validate_trt_qdq(bundle.path / "model.qdq.onnx")  # re-validate what was shipped
+
+
+@pytest.mark.requires_onnxruntime
+class TestJetsonFP16(TargetContract):
+    profile = "jetson-fp16"
+
+    def test_plan_asks_for_fp16(self, exported: Any) -> None:
+        _, bundle = exported
+        plan = json.loads((bundle.path / "build_plan.json").read_text())
+        assert plan["fp16"] and not plan["strongly_typed"]
+        assert "--fp16" in plan["trtexec"]
+
+
+@pytest.mark.requires_openvino
+class TestOpenVINO(TargetContract):
+    profile = "openvino"
+
+    def test_ir_is_int8_and_precision_explicit(self, exported: Any) -> None:
+        _, bundle = exported
+        art = bundle.artifact()
+        assert art.options["inference_precision"] == "f32"
+        assert (bundle.path / "model.bin").is_file()
+        census = bundle.manifest["target_facts"]["integer_check"]["model"]
+        assert census["fake_quantize"] > 0 and census["integer_ops"] > 0
+
+
+@pytest.mark.requires_litert
+@pytest.mark.requires_onnxruntime
+class TestMobile(TargetContract):
+    profile = "mobile"
+
+    def test_three_files_all_integer(self, exported: Any) -> None:
+        _, bundle = exported
+        assert set(bundle.artifacts) == {"model", "ort", "tflite"}
+        census = bundle.manifest["target_facts"]["integer_check"]
+        assert census["model"]["integer_ops"] > 0
+        assert census["model"]["by_op"]["Conv"]["float"] == 0
+        assert census["tflite"]["integer_ops"] > 0
+        assert census["tflite"]["float_ops"] == 0
+
+
+def test_paths_are_relative_to_the_bundle(tmp_path: Path) -> None:
+    """Guard for the contract above: the file list uses forward slashes and no folders."""
+    from edgevcf.bundle import finalize_manifest
+
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "x.bin").write_bytes(b"1")
+    m = finalize_manifest(tmp_path, {"target": "onnx"})
+    assert list(m["files"]) == ["a/x.bin"]
