@@ -38,9 +38,7 @@ def tiny_export(tmp_path_factory: pytest.TempPathFactory) -> TinyExport:
     was = progress.enabled()
     progress.set_enabled(False)
     try:
-        data = generate(
-            root / "data", 48, cfg=SynthConfig.fast(), seed=5, workers=2, preview=False
-        )
+        data = generate(root / "data", 48, cfg=SynthConfig.fast(), seed=5, workers=2, preview=False)
         run = train(
             data.manifest,
             root / "run",

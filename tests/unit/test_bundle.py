@@ -28,8 +28,12 @@ def _make(out: Path, *, force: bool = False) -> Path:
                 "preprocess": Preprocess(input_size=16).to_dict(),
                 "threshold": {"value": 0.4, "method": "youden"},
                 "artifacts": {
-                    "model": {"file": "model.onnx", "runtime": "onnxruntime",
-                              "precision": "fp32", "options": {}}  # fmt: skip
+                    "model": {
+                        "file": "model.onnx",
+                        "runtime": "onnxruntime",
+                        "precision": "fp32",
+                        "options": {},
+                    }
                 },
                 "default_artifact": "model",
             },
@@ -80,11 +84,11 @@ def test_every_byte_position_of_the_manifest(tmp_path: Path) -> None:
 def test_file_removed_or_added_is_refused(tmp_path: Path) -> None:
     out = _make(tmp_path / "b")
     (out / "extra.bin").write_bytes(b"x")
-    with pytest.raises(BundleError, match="unexpected file extra.bin"):
+    with pytest.raises(BundleError, match=r"unexpected file extra\.bin"):
         Bundle.load(out)
     (out / "extra.bin").unlink()
     (out / "golden.npz").unlink()
-    with pytest.raises(BundleError, match="missing file golden.npz"):
+    with pytest.raises(BundleError, match=r"missing file golden\.npz"):
         Bundle.load(out)
 
 
@@ -103,9 +107,14 @@ def test_schema_version_and_not_a_bundle(tmp_path: Path) -> None:
 
 def test_interrupted_write_leaves_nothing(tmp_path: Path) -> None:
     out = tmp_path / "b"
-    with pytest.raises(RuntimeError), staging(out) as work:
-        (work / "model.onnx").write_bytes(b"half")
-        raise RuntimeError("disk full")
+
+    def interrupted() -> None:
+        with staging(out) as work:
+            (work / "model.onnx").write_bytes(b"half")
+            raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError):
+        interrupted()
     assert not out.exists()
     assert list(tmp_path.iterdir()) == []
 
@@ -117,7 +126,12 @@ def test_existing_output_needs_force(tmp_path: Path) -> None:
     first = Bundle.load(out).id
     _make(out, force=True)
     assert Bundle.load(out).id == first  # same content, same id
-    with pytest.raises(RuntimeError), staging(out, force=True) as work:
-        (work / "x").write_bytes(b"1")
-        raise RuntimeError("interrupted")
+
+    def interrupted() -> None:
+        with staging(out, force=True) as work:
+            (work / "x").write_bytes(b"1")
+            raise RuntimeError("interrupted")
+
+    with pytest.raises(RuntimeError):
+        interrupted()
     assert Bundle.load(out).id == first  # the old bundle survives a failed replace

@@ -115,12 +115,11 @@ def test_package_list_is_complete() -> None:
         import tomllib
     else:  # pragma: no cover
         import tomli as tomllib
-    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"][
-        "packages"
-    ])
+    listed = set(
+        tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]
+    )
     found = {
-        ".".join(p.parent.relative_to(ROOT).parts)
-        for p in (ROOT / "edgevcf").rglob("__init__.py")
+        ".".join(p.parent.relative_to(ROOT).parts) for p in (ROOT / "edgevcf").rglob("__init__.py")
     }
     assert found <= listed
     assert {"edgevcf.profiles_data", "edgevcf.recipes_data"} <= listed
