@@ -27,6 +27,8 @@ LAZY_COMMANDS: dict[str, str] = {
     "export": "edgevcf.cli.export:export",
     "targets": "edgevcf.cli.export:targets",
     "build": "edgevcf.cli.export:build",
+    "predict": "edgevcf.cli.runtime:predict",
+    "verify": "edgevcf.cli.runtime:verify",
 }
 
 

@@ -61,3 +61,28 @@ def small_profile(name: str, **quantize: object) -> TargetProfile:
 def profile_for() -> object:
     """:func:`small_profile`, as a fixture."""
     return small_profile
+
+
+@pytest.fixture(scope="session")
+def export_bundle(tiny_export: TinyExport, tmp_path_factory: pytest.TempPathFactory) -> object:
+    """``export_bundle(profile, precision=None) -> (ExportResult, Bundle)``, exported once per
+    session for each (profile, precision) and shared by all modules (treat as read-only)."""
+    from edgevcf.bundle import Bundle
+    from edgevcf.targets import get_target
+
+    cache: dict[tuple[str, str | None], tuple[object, Bundle]] = {}
+    root = tmp_path_factory.mktemp("bundles")
+
+    def export(profile: str, precision: str | None = None) -> tuple[object, Bundle]:
+        key = (profile, precision)
+        if key not in cache:
+            extra = {"precision": precision} if precision else {}
+            prof = small_profile(profile, **extra)
+            out = root / f"{profile}-{precision}"
+            res = get_target(prof.target).export(
+                tiny_export.checkpoint, prof, tiny_export.manifest, out
+            )
+            cache[key] = (res, Bundle.load(out))
+        return cache[key]
+
+    return export

@@ -16,10 +16,7 @@ import pytest
 
 from edgevcf.backends import open_backend
 from edgevcf.bundle import Bundle
-from edgevcf.targets import get_target
 from edgevcf.targets.base import ExportResult
-
-_BUNDLES: dict[tuple[str, str], tuple[ExportResult, Bundle]] = {}
 
 
 class TargetContract:
@@ -29,19 +26,9 @@ class TargetContract:
     precision: ClassVar[str | None] = None
 
     @pytest.fixture
-    def exported(
-        self, tiny_export: Any, profile_for: Any, tmp_path_factory: pytest.TempPathFactory
-    ) -> tuple[ExportResult, Bundle]:
-        key = (self.profile, str(self.precision))
-        if key not in _BUNDLES:
-            extra = {"precision": self.precision} if self.precision else {}
-            prof = profile_for(self.profile, **extra)
-            out = tmp_path_factory.mktemp("bundles") / f"{self.profile}-{self.precision}"
-            res = get_target(prof.target).export(
-                tiny_export.checkpoint, prof, tiny_export.manifest, out
-            )
-            _BUNDLES[key] = (res, Bundle.load(out))
-        return _BUNDLES[key]
+    def exported(self, export_bundle: Any) -> tuple[ExportResult, Bundle]:
+        result: tuple[ExportResult, Bundle] = export_bundle(self.profile, self.precision)
+        return result
 
     def test_bundle_verifies_and_describes_itself(self, exported: Any) -> None:
         _, bundle = exported

@@ -1,0 +1,180 @@
+"""Export the reference checkpoints to every target runnable here and tabulate what came out.
+
+Per backbone x target: file size (deployed artefact and the FP32 ONNX), AUC FP32 -> deployed on
+the tuning (val) split with the paired DeLong ΔAUC and its 95 % CI, decision flip rate at the
+bundled threshold, the profile's gate, how much of the network computes in integers, and the
+export time. Accuracy on the untouched test split is `edgevcf bench`'s job.
+
+    .venv/bin/python benchmarks/train_reference.py            # the checkpoints (once)
+    .venv/bin/python benchmarks/export_reference.py           # all backbones with a checkpoint
+    .venv/bin/python benchmarks/export_reference.py --archs mobilenet_v3_large --targets jetson
+
+Bundles go to ``~/.cache/edgevcf/reference/bundles/`` (not to git); results to
+``benchmarks/results/<machine>-export.{md,json}`` (rows of earlier runs are kept unless re-run).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import time
+from pathlib import Path
+from typing import Any
+
+from edgevcf.dataset import cache_root
+from edgevcf.models import STUDY_BACKBONES
+from edgevcf.profiles import load_profile
+from edgevcf.targets import get_target
+
+# (label, profile, precision override)
+TARGETS: dict[str, tuple[str, str | None]] = {
+    "onnx-cpu-fp32": ("onnx-cpu", None),
+    "onnx-cpu-int8": ("onnx-cpu", "int8"),
+    "jetson-int8": ("jetson-orin-nano", None),
+    "jetson-fp16": ("jetson-orin-nano-fp16", None),
+    "openvino-fp32": ("intel-cpu", "fp32"),
+    "openvino-int8": ("intel-cpu", None),
+    "openvino-int8-aa": ("intel-cpu-aa", None),
+    "mobile-int8": ("mobile-arm", None),
+}
+
+
+def machine_name() -> str:
+    """``x86_64-2cpu``: architecture and core count (results are per machine)."""
+    return f"{platform.machine()}-{os.cpu_count()}cpu"
+
+
+def _row(arch: str, label: str, res: Any) -> dict[str, Any]:
+    m = res.manifest
+    facts = m.get("target_facts", {})
+    census = facts.get("integer_check", {})
+    arts = m["metrics"]["artifacts"]
+    return {
+        "arch": arch,
+        "target": label,
+        "profile": res.profile,
+        "precision": res.precision,
+        "size_bytes": res.size_bytes,
+        "fp32_onnx_bytes": res.fp32_size_bytes,
+        "fp32_auc": res.fp32_auc,
+        "auc": res.auc,
+        "delta_auc": res.delta_auc,
+        "flip_rate": res.flip_rate,
+        "gate_passed": res.gate_passed,
+        "export_seconds": round(res.seconds, 1),
+        "n_tuning": m["metrics"]["n"],
+        "integer_check": census,
+        "other_artifacts": {
+            k: {"auc": (v["auc"] or {}).get("auc"), "flip_rate": v["flips"]["flip_rate"]["value"]}
+            for k, v in arts.items()
+            if k != m["default_artifact"]
+        },
+        "notes": res.notes,
+        "nncf": facts.get("nncf"),
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--archs", nargs="+", default=None, help="default: those with a checkpoint")
+    ap.add_argument("--targets", nargs="+", default=list(TARGETS), choices=list(TARGETS))
+    ap.add_argument("--root", type=Path, default=cache_root() / "reference")
+    ap.add_argument("--results", type=Path, default=Path(__file__).parent / "results")
+    args = ap.parse_args()
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s")
+
+    data = next((args.root).glob("synth-*/manifest.csv"), None)
+    if data is None:
+        raise SystemExit(f"no reference dataset under {args.root}: run train_reference.py")
+    archs = args.archs or [
+        a for a in STUDY_BACKBONES if (args.root / "runs" / a / "model.safetensors").is_file()
+    ]
+    rows = []
+    for arch in archs:
+        ckpt = args.root / "runs" / arch / "model.safetensors"
+        for label in args.targets:
+            name, precision = TARGETS[label]
+            prof = load_profile(name).with_overrides(precision=precision)
+            out = args.root / "bundles" / arch / label
+            t = time.perf_counter()
+            res = get_target(prof.target).export(ckpt, prof, data, out, force=True)
+            rows.append(_row(arch, label, res))
+            print(
+                f"{arch} {label}: {res.size_bytes / 1e6:.2f} MB, AUC {res.fp32_auc} -> "
+                f"{res.auc}, flips {res.flip_rate:.3f}, gate {res.gate_passed}, "
+                f"{time.perf_counter() - t:.0f} s",
+                flush=True,
+            )
+    write(rows, args)
+
+
+def _merge(rows: list[dict[str, Any]], path: Path) -> list[dict[str, Any]]:
+    if not path.is_file():
+        return rows
+    new = {(r["arch"], r["target"]) for r in rows}
+    old = [r for r in json.loads(path.read_text())["rows"] if (r["arch"], r["target"]) not in new]
+    order = {a: i for i, a in enumerate(STUDY_BACKBONES)}
+    torder = {t: i for i, t in enumerate(TARGETS)}
+    return sorted(old + rows, key=lambda r: (order.get(r["arch"], 9), torder.get(r["target"], 99)))
+
+
+def write(rows: list[dict[str, Any]], args: argparse.Namespace) -> None:
+    """Markdown table + JSON, merged with rows of earlier runs."""
+    base = args.results / f"{machine_name()}-export"
+    rows = _merge(rows, base.with_suffix(".json"))
+    lines = [
+        f"# Export of the reference models ({machine_name()}, {platform.processor() or ''})",
+        "",
+        "AUC on the tuning (val) split, FP32 = PyTorch eager; ΔAUC = paired DeLong, deployed - "
+        "FP32, 95 % CI; flips at the bundled threshold; gate = non-inferiority at 0.01 AUC and "
+        "flip rate <= 2 %. int ops = compute ops running in integers / all compute ops (ORT "
+        "static Q/DQ coverage, OpenVINO FakeQuantize-fed convolutions, LiteRT tensor types).",
+        "",
+        "| backbone | target | size MB (FP32 ONNX) | AUC FP32 -> deployed | ΔAUC (95 % CI) "
+        "| flip % | gate | int ops | export s |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        d = r["delta_auc"]
+        delta = f"{d['diff']:+.4f} ({d['ci_low']:+.4f}, {d['ci_high']:+.4f})" if d else "n/a"
+        auc = (
+            f"{r['fp32_auc']:.3f} -> {r['auc']:.3f}"
+            if r["fp32_auc"] is not None and r["auc"] is not None
+            else "n/a"
+        )
+        ints = "; ".join(
+            f"{k} {v['integer_ops']}/{v['integer_ops'] + v['float_ops']}"
+            for k, v in (r.get("integer_check") or {}).items()
+        )
+        gate = {True: "pass", False: "FAIL", None: "n/a"}[r["gate_passed"]]
+        lines.append(
+            f"| {r['arch']} | {r['target']} | {r['size_bytes'] / 1e6:.2f} "
+            f"({r['fp32_onnx_bytes'] / 1e6:.2f}) | {auc} | {delta} | {100 * r['flip_rate']:.1f} "
+            f"| {gate} | {ints or '-'} | {r['export_seconds']:.0f} |"
+        )
+        for k, v in r["other_artifacts"].items():
+            if v["auc"] is not None:
+                lines.append(
+                    f"| | ↳ {k} | | {r['fp32_auc']:.3f} -> {v['auc']:.3f} | | "
+                    f"{100 * v['flip_rate']:.1f} | | | |"
+                )
+    args.results.mkdir(parents=True, exist_ok=True)
+    base.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    base.with_suffix(".json").write_text(
+        json.dumps(
+            {"machine": {"name": machine_name(), "platform": platform.platform()}, "rows": rows},
+            indent=2,
+            default=str,
+        )
+        + "\n"
+    )
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

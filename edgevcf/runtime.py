@@ -1,0 +1,289 @@
+"""The embeddable runtime: ``Predictor.from_bundle(path).predict(image)``.
+
+What a cart vendor embeds. It needs numpy, pydicom/Pillow (reading) and the one inference engine
+the bundle's artefact uses — never torch or a converter. Loading verifies the bundle (schema,
+every file's sha256, the manifest's own checksum), so a tampered or half-copied bundle is
+refused before it scores anyone. One Predictor may be shared by many threads: preprocessing is
+pure numpy and each backend is thread-safe.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from edgevcf.backends import backend_class
+from edgevcf.bundle import Artifact, Bundle
+from edgevcf.deps import available
+from edgevcf.errors import BackendUnavailableError, ConfigError, DataError, EdgeVCFError
+
+# Backend name -> the deps key that must import for it.
+_RUNTIME_DEP = {
+    "onnxruntime": "onnxruntime",
+    "openvino": "openvino",
+    "litert": "litert",
+    "tensorrt": "tensorrt",
+}
+
+
+@dataclass
+class Prediction:
+    """One image's result. ``decision`` is None when the image got no score."""
+
+    source: str
+    probability: float | None
+    decision: bool | None
+    threshold: float
+    model_id: str
+    status: str = "ok"  # ok | refused
+    reason: str = ""
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return asdict(self)
+
+
+def _sigmoid(z: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-np.clip(np.asarray(z, np.float64), -60, 60)))
+
+
+def choose_artifact(bundle: Bundle, backend: str = "auto") -> Artifact:
+    """The artefact to run: the bundle's default if its engine is here, else another one.
+
+    ``backend`` names a runtime (``onnxruntime``, ``openvino``, ``litert``, ``tensorrt``) or an
+    artefact of the bundle (``model``, ``ort``, ``tflite``, ``engine``); ``auto`` prefers the
+    default artefact.
+
+    Raises:
+        BackendUnavailableError: no artefact of the bundle can run on this machine.
+        ConfigError: ``backend`` names neither a runtime nor an artefact of the bundle.
+    """
+    arts = bundle.artifacts
+    default = bundle.artifact()
+    if backend in arts:
+        return arts[backend]
+    if backend == "auto":
+        order = [default, *[a for a in arts.values() if a.name != default.name]]
+    elif backend in _RUNTIME_DEP:
+        order = [a for a in arts.values() if a.runtime == backend]
+        if not order:
+            raise ConfigError(
+                f"the bundle has no {backend} artefact",
+                hint="its artefacts: "
+                + ", ".join(f"{a.name} ({a.runtime})" for a in arts.values()),
+            )
+    else:
+        raise ConfigError(
+            f"unknown backend {backend!r}",
+            hint=f"use auto, one of {', '.join(_RUNTIME_DEP)}, or an artefact: {', '.join(arts)}",
+        )
+    for art in order:
+        if available(_RUNTIME_DEP.get(art.runtime, art.runtime)):
+            return art
+    from edgevcf.deps import BACKENDS
+
+    need = order[0].runtime
+    raise BackendUnavailableError(
+        f"no engine for this bundle is installed here (it needs {need})",
+        hint=BACKENDS[_RUNTIME_DEP.get(need, need)].hint,
+    )
+
+
+class Predictor:
+    """A verified bundle loaded into one inference engine."""
+
+    def __init__(self, bundle: Bundle, artifact: Artifact, threads: int | None = None) -> None:
+        self.bundle = bundle
+        self.artifact = artifact
+        self.spec = bundle.preprocess
+        self.input = bundle.input
+        self.threshold = bundle.threshold
+        self.model_id = bundle.id
+        options = dict(artifact.options)
+        if threads is not None:
+            options["threads"] = threads
+        if artifact.runtime == "openvino" and options.pop("model_cache", False):
+            from edgevcf.dataset import cache_root
+
+            options["cache_dir"] = str(cache_root() / "openvino-cache" / self.model_id[:16])
+        else:
+            options.pop("model_cache", None)
+        t0 = time.perf_counter()
+        self.backend = backend_class(artifact.runtime)(bundle.path / artifact.file, **options)
+        self.load_ms = (time.perf_counter() - t0) * 1e3
+
+    @classmethod
+    def from_bundle(
+        cls,
+        path: str | os.PathLike[str],
+        backend: str = "auto",
+        *,
+        threads: int | None = None,
+    ) -> Predictor:
+        """Verify the bundle at ``path`` and load its artefact for ``backend``."""
+        bundle = Bundle.load(path)
+        return cls(bundle, choose_artifact(bundle, backend), threads=threads)
+
+    # ------------------------------------------------------------ prediction
+    def prepare(self, image: str | os.PathLike[str] | np.ndarray) -> tuple[np.ndarray, float]:
+        """Read (if a path) and preprocess one image into the graph's input; ms spent."""
+        t0 = time.perf_counter()
+        if isinstance(image, np.ndarray):
+            img = np.asarray(image, dtype=np.float32)
+            if img.ndim != 2:
+                raise DataError(
+                    f"expected a 2-D greyscale image, got shape {img.shape}",
+                    hint="pass a single-channel radiograph (H, W)",
+                )
+        else:
+            from edgevcf.data.io import read_image
+
+            img, _ = read_image(image)
+        x = self.input.prepare(self.spec.to_unit(img), self.spec)
+        return x, (time.perf_counter() - t0) * 1e3
+
+    def logits(self, x: np.ndarray) -> np.ndarray:
+        """Raw logits for graph inputs ``x`` (N, C, S, S)."""
+        return self.backend.run_all(x).reshape(-1)
+
+    def _result(self, source: str, logit: float, timings: dict[str, float]) -> Prediction:
+        p = float(_sigmoid(np.asarray(logit)))
+        return Prediction(
+            source, p, p >= self.threshold, self.threshold, self.model_id, timings_ms=timings
+        )
+
+    def predict(self, image: str | os.PathLike[str] | np.ndarray) -> Prediction:
+        """P(fresh fracture) and the decision at the bundle's threshold for one image.
+
+        Raises:
+            DataError: the image is refused (unreadable, colour, multi-frame, ...).
+        """
+        x, prep_ms = self.prepare(image)
+        t0 = time.perf_counter()
+        logit = self.logits(x)[0]
+        infer_ms = (time.perf_counter() - t0) * 1e3
+        source = "<array>" if isinstance(image, np.ndarray) else str(image)
+        return self._result(source, logit, {"preprocess_ms": prep_ms, "inference_ms": infer_ms})
+
+    def predict_many(
+        self, images: Iterable[str | os.PathLike[str] | np.ndarray], batch_size: int = 8
+    ) -> list[Prediction]:
+        """Predict several images, batched; a refused image gets ``status="refused"`` and a reason
+        while the others still run (nothing is silently dropped)."""
+        items = list(images)
+        out: list[Prediction | None] = [None] * len(items)
+        ready: list[tuple[int, np.ndarray, float]] = []
+        for i, img in enumerate(items):
+            source = "<array>" if isinstance(img, np.ndarray) else str(img)
+            try:
+                x, ms = self.prepare(img)
+                ready.append((i, x, ms))
+            except EdgeVCFError as exc:
+                out[i] = Prediction(
+                    source, None, None, self.threshold, self.model_id, "refused", exc.message
+                )
+        for start in range(0, len(ready), batch_size):
+            chunk = ready[start : start + batch_size]
+            x = np.concatenate([c[1] for c in chunk])
+            t0 = time.perf_counter()
+            logits = self.logits(x)
+            per = (time.perf_counter() - t0) * 1e3 / len(chunk)
+            for (i, _, ms), z in zip(chunk, logits, strict=True):
+                img = items[i]
+                source = "<array>" if isinstance(img, np.ndarray) else str(img)
+                out[i] = self._result(source, float(z), {"preprocess_ms": ms, "inference_ms": per})
+        return [p for p in out if p is not None]
+
+
+# ------------------------------------------------------------------ verify
+@dataclass
+class ArtifactCheck:
+    """Golden vectors through one artefact on this machine."""
+
+    artifact: str
+    runtime: str
+    precision: str
+    status: str  # pass | fail | skipped
+    n: int = 0
+    max_abs_logit_diff: float | None = None
+    atol: float | None = None
+    decision_mismatches: int = 0
+    reason: str = ""
+
+
+@dataclass
+class VerifyResult:
+    """The on-cart acceptance test's outcome."""
+
+    bundle: str
+    model_id: str
+    checks: list[ArtifactCheck]
+
+    @property
+    def passed(self) -> bool:
+        """All runnable artefacts pass and at least one ran."""
+        ran = [c for c in self.checks if c.status != "skipped"]
+        return bool(ran) and all(c.status == "pass" for c in ran)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return {
+            "bundle": self.bundle,
+            "model_id": self.model_id,
+            "passed": self.passed,
+            "checks": [asdict(c) for c in self.checks],
+        }
+
+
+def verify(path: str | os.PathLike[str], artifacts: Sequence[str] | None = None) -> VerifyResult:
+    """Run the bundle's golden vectors through this machine's engines.
+
+    Each artefact passes when every logit is within the bundle's tolerance for its precision of
+    what the validated runtime computed at export *and* every decision at the bundled threshold
+    is identical. Artefacts whose engine is not installed here are skipped (with the reason).
+    """
+    bundle = Bundle.load(path)
+    golden = bundle.golden()
+    atol_by_precision: dict[str, float] = bundle.manifest["golden"]["atol_logit"]
+    thr = bundle.threshold
+    checks = []
+    names = list(artifacts) if artifacts else list(bundle.artifacts)
+    for name in names:
+        art = bundle.artifact(name)
+        check = ArtifactCheck(art.name, art.runtime, art.precision, "skipped")
+        checks.append(check)
+        if not available(_RUNTIME_DEP.get(art.runtime, art.runtime)):
+            check.reason = f"{art.runtime} is not installed here"
+            continue
+        if name not in golden.expected:
+            check.reason = "no golden outputs recorded for this artefact (built on device?)"
+            expected = golden.fp32
+        else:
+            expected = golden.expected[name]
+        pred = Predictor(bundle, art)
+        got = pred.backend.run_all(golden.inputs).reshape(-1)
+        expected = expected.reshape(-1)
+        diff = np.abs(got - expected)
+        atol = float(atol_by_precision.get(art.precision, 1e-3))
+        mism = int(np.sum((_sigmoid(got) >= thr) != (_sigmoid(expected) >= thr)))
+        check.n = len(diff)
+        check.max_abs_logit_diff = float(diff.max()) if len(diff) else 0.0
+        check.atol = atol
+        check.decision_mismatches = mism
+        ok = bool(np.all(np.isfinite(got))) and check.max_abs_logit_diff <= atol and mism == 0
+        check.status = "pass" if ok else "fail"
+        if not ok:
+            check.reason = (
+                f"max |logit diff| {check.max_abs_logit_diff:.3g} (tolerance {atol:g}), "
+                f"{mism} decision(s) differ"
+            )
+    return VerifyResult(str(bundle.path), bundle.id, checks)
+
+
+__all__ = ["Prediction", "Predictor", "VerifyResult", "choose_artifact", "verify"]
