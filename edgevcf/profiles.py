@@ -82,6 +82,8 @@ class QuantizeSettings:
     excluded_layers: tuple[str, ...] = ()
     accuracy_fallback: bool = False  # accuracy-aware PTQ when the AUC gate fails (openvino)
     accuracy_aware: bool = False  # always run accuracy-aware PTQ (openvino)
+    calibrate_method: str = "minmax"  # ONNX Runtime targets: minmax | percentile | entropy
+    percentile: float = 99.999  # with calibrate_method = "percentile"
 
 
 @dataclass(frozen=True)
@@ -220,6 +222,10 @@ def _check_values(p: TargetProfile, source: str) -> None:
         problems.append("[export] input_size must be 0 (checkpoint's) or 32..2048")
     if p.export.batch < 1:
         problems.append("[export] batch must be >= 1")
+    if p.quantize.calibrate_method not in ("minmax", "percentile", "entropy"):
+        problems.append("[quantize] calibrate_method must be minmax, percentile or entropy")
+    if not 90.0 <= p.quantize.percentile <= 100.0:
+        problems.append("[quantize] percentile must be in [90, 100]")
     if p.quantize.samples < 0:
         problems.append("[quantize] samples must be >= 0")
     if p.bench.iterations < 1 or p.bench.warmup < 0 or p.bench.threads < 0:

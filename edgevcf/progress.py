@@ -86,3 +86,24 @@ def step(desc: str) -> Iterator[None]:
         lead = "\r\033[K" if tty else ""
         sys.stderr.write(f"{lead}{desc}: {state} in {time.perf_counter() - t0:.1f} s\n")
         sys.stderr.flush()
+
+
+@contextmanager
+def captured_stdout(what: str) -> Iterator[None]:
+    """Keep a toolchain's prints (ORT calibrators, NNCF, converters) off stdout.
+
+    stdout belongs to the command's output (``--json`` must parse); what the toolchain printed
+    goes to the debug log instead.
+    """
+    import contextlib
+    import io
+    import logging
+
+    buf = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(buf):
+            yield
+    finally:
+        text = buf.getvalue().strip()
+        if text:
+            logging.getLogger("edgevcf.toolchain").debug("%s printed:\n%s", what, text[-4000:])

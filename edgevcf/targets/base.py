@@ -157,8 +157,14 @@ class Target(ABC):
         """Artefacts that can be run here to measure them (all by default)."""
         return artifacts
 
-    def fallback(self, ctx: ExportContext, artifacts: list[Artifact]) -> list[Artifact] | None:
-        """Recover accuracy after a failed gate (None: this target has no fallback)."""
+    def fallback(
+        self, ctx: ExportContext, artifacts: list[Artifact], measured: ArtifactMetrics
+    ) -> list[Artifact] | None:
+        """Recover accuracy after a failed gate, given how the first try measured.
+
+        Called when the default artefact fails the gate, or always when the profile asks for
+        accuracy-aware quantisation. None: nothing better to offer (keep ``artifacts``).
+        """
         return None
 
     def versions(self) -> dict[str, str]:
@@ -266,8 +272,9 @@ class Target(ABC):
                 artifacts = self.build(ctx)
                 measured = self._measure_all(ctx, artifacts)
                 default = artifacts[0]
-                if measured[default.name].gate.get("passed") is False:
-                    fixed = self.fallback(ctx, artifacts)
+                first = measured[default.name]
+                if first.gate.get("passed") is False or profile.quantize.accuracy_aware:
+                    fixed = self.fallback(ctx, artifacts, first)
                     if fixed is not None:
                         artifacts = fixed
                         measured = self._measure_all(ctx, artifacts)

@@ -328,6 +328,9 @@ class JetsonTarget(Target):
                     quantize_bias=False,
                     exclude=ctx.profile.quantize.excluded_layers,
                     static_batch=ctx.input.batch,
+                    calibrate_method=ctx.profile.quantize.calibrate_method,
+                    percentile=ctx.profile.quantize.percentile,
+                    exclude_output_quantization=tuple(QUANTIZED_OPS),
                 )
             ctx.extra["trt_qdq_validation"] = validate_trt_qdq(
                 dest, static_shape=ctx.input.batch > 0

@@ -83,6 +83,8 @@ class MobileTarget(Target):
                     per_channel=True,
                     exclude=ctx.profile.quantize.excluded_layers,
                     static_batch=ctx.input.batch,
+                    calibrate_method=ctx.profile.quantize.calibrate_method,
+                    percentile=ctx.profile.quantize.percentile,
                 )
             census["model"] = qdq_coverage(dest)
         else:

@@ -72,6 +72,11 @@ def quantize_qdq(
     quantize_bias: bool = True,
     exclude: tuple[str, ...] = (),
     static_batch: int = 1,
+    bias_correction: bool = True,
+    bias_correction_samples: int = 64,
+    calibrate_method: str = "minmax",
+    percentile: float = 99.999,
+    exclude_output_quantization: tuple[str, ...] = (),
 ) -> Path:
     """ONNX Runtime ``quantize_static`` in QDQ format (int8 weights, symmetric).
 
@@ -86,6 +91,9 @@ def quantize_qdq(
         quantize_bias: Whether biases become int32 initializers with DequantizeLinear.
         exclude: Node names to keep in float.
         static_batch: The graph's batch size (0: dynamic; calibrated 16 at a time).
+        bias_correction: Correct each layer's bias for the mean error its int8 weights cause
+            (see :func:`correct_weight_bias`).
+        bias_correction_samples: Calibration images used to estimate the layer input means.
     """
     ort = require("onnxruntime", "INT8 quantisation")
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
@@ -99,24 +107,37 @@ def quantize_qdq(
         prep.write_bytes(fp32.read_bytes())
     name = ort.InferenceSession(str(prep), providers=["CPUExecutionProvider"]).get_inputs()[0].name
     act = QuantType.QUInt8 if activation_type == "uint8" else QuantType.QInt8
+    methods = {
+        "minmax": CalibrationMethod.MinMax,
+        "percentile": CalibrationMethod.Percentile,
+        "entropy": CalibrationMethod.Entropy,
+    }
     try:
-        quantize_static(
-            str(prep),
-            str(out),
-            _Reader(name, calib, static_batch or 16),
-            quant_format=QuantFormat.QDQ,
-            op_types_to_quantize=op_types,
-            per_channel=per_channel,
-            activation_type=act,
-            weight_type=QuantType.QInt8,
-            nodes_to_exclude=list(exclude),
-            calibrate_method=CalibrationMethod.MinMax,
-            extra_options={
-                "ActivationSymmetric": symmetric_activations,
-                "WeightSymmetric": True,
-                "QuantizeBias": quantize_bias,
-            },
-        )
+        with progress.captured_stdout("onnxruntime quantize_static"):
+            quantize_static(
+                str(prep),
+                str(out),
+                _Reader(name, calib, static_batch or 16),
+                quant_format=QuantFormat.QDQ,
+                op_types_to_quantize=op_types,
+                per_channel=per_channel,
+                activation_type=act,
+                weight_type=QuantType.QInt8,
+                nodes_to_exclude=list(exclude),
+                calibrate_method=methods[calibrate_method],
+                extra_options={
+                    "CalibPercentile": percentile,
+                    "OpTypesToExcludeOutputQuantization": list(exclude_output_quantization),
+                    "ActivationSymmetric": symmetric_activations,
+                    "WeightSymmetric": True,
+                    "QuantizeBias": quantize_bias,
+                },
+            )
+        if bias_correction:
+            report = correct_weight_bias(prep, out, calib[:bias_correction_samples])
+            log.info("bias correction: %s", report)
+    except QuantizationError:
+        raise
     except Exception as exc:
         raise QuantizationError(
             f"ONNX Runtime quantize_static failed: {type(exc).__name__}: {exc}"[:400]
@@ -126,6 +147,122 @@ def quantize_qdq(
         for extra in out.parent.glob("augmented_model*.onnx"):
             extra.unlink(missing_ok=True)
     return out
+
+
+def correct_weight_bias(fp32: Path, qdq: Path, calib: np.ndarray) -> dict[str, Any]:
+    """Bias correction (Nagel et al., 2019) for the Q/DQ file ``qdq`` quantized from ``fp32``.
+
+    Rounding int8 weights changes each output channel's mean by ``sum(ΔW · E[x])``: small per
+    layer but systematic, and in depthwise-separable networks (MobileNet, MnasNet, EfficientNet)
+    it accumulates into a shifted logit. A shifted logit keeps the AUC and moves every case
+    across the bundled threshold (measured: MobileNetV3-L jetson Q/DQ, flip rate 57 % without
+    correction). ONNX Runtime's ``quantize_static`` does not correct it (NNCF does); this does,
+    using the FP32 layer inputs' per-channel means on calibration images. Float biases are
+    adjusted directly; int32 biases (TFLite spec) by the same amount in their own scale.
+
+    Returns:
+        Counts of layers corrected and the largest correction.
+    """
+    ort = require("onnxruntime", "bias correction")
+    onnx = require("onnx", "bias correction")
+    from onnx import numpy_helper
+
+    q = onnx.load(str(qdq))
+    f = onnx.load(str(fp32))
+    inits = {i.name: i for i in q.graph.initializer}
+    f_inits = {i.name: numpy_helper.to_array(i) for i in f.graph.initializer}
+    producers = {o: n for n in q.graph.node for o in n.output}
+
+    def const(name: str) -> np.ndarray | None:
+        return numpy_helper.to_array(inits[name]) if name in inits else None
+
+    def dequant(dq: Any) -> np.ndarray | None:
+        x, s = const(dq.input[0]), const(dq.input[1])
+        if x is None or s is None:
+            return None
+        zp = const(dq.input[2]) if len(dq.input) > 2 and dq.input[2] else None
+        axis = next((a.i for a in dq.attribute if a.name == "axis"), 1)
+        shape = [1] * x.ndim
+        if s.ndim:
+            shape[axis] = -1
+        zp_ = 0 if zp is None else zp.astype(np.float64).reshape(shape)
+        return (x.astype(np.float64) - zp_) * s.astype(np.float64).reshape(shape)
+
+    jobs = []  # (node, fp32 input tensor, ΔW)
+    for node in q.graph.node:
+        if node.op_type not in ("Conv", "Gemm") or len(node.input) < 2:
+            continue
+        wdq, xdq = producers.get(node.input[1]), producers.get(node.input[0])
+        if wdq is None or wdq.op_type != "DequantizeLinear" or xdq is None:
+            continue
+        orig = wdq.input[0].removesuffix("_quantized")
+        wq = dequant(wdq)
+        if wq is None or orig not in f_inits:
+            continue
+        src = xdq.input[0]
+        qnode = producers.get(src)
+        if xdq.op_type == "DequantizeLinear" and qnode is not None:
+            src = qnode.input[0]  # the float tensor the Q/DQ pair stands for
+        jobs.append((node, src, wq - f_inits[orig].astype(np.float64)))
+    if not jobs:
+        return {"layers": 0}
+    probe = onnx.load(str(fp32))
+    have = {o.name for o in probe.graph.output}
+    for name in {j[1] for j in jobs} - have:
+        probe.graph.output.append(onnx.ValueInfoProto(name=name))
+    sess = ort.InferenceSession(probe.SerializeToString(), providers=["CPUExecutionProvider"])
+    in_name = sess.get_inputs()[0].name
+    out_names = [o.name for o in sess.get_outputs()]
+    static = sess.get_inputs()[0].shape[0]
+    step = static if isinstance(static, int) and static > 0 else 16
+    sums: dict[str, np.ndarray] = {}
+    count = 0
+    for i in range(0, len(calib) - step + 1, step):
+        outs = sess.run(out_names, {in_name: np.ascontiguousarray(calib[i : i + step])})
+        for name, val in zip(out_names, outs, strict=True):
+            v = np.asarray(val, dtype=np.float64)
+            axes = (0, *range(2, v.ndim)) if v.ndim > 2 else (0,)
+            sums[name] = sums.get(name, 0) + v.mean(axis=axes)
+        count += 1
+    if not count:
+        return {"layers": 0}
+    largest, n_fixed = 0.0, 0
+    for node, src, dw in jobs:
+        mean = sums[src] / count
+        if node.op_type == "Conv":
+            groups = next((a.i for a in node.attribute if a.name == "group"), 1)
+            cin_g = dw.shape[1]
+            per_out = dw.sum(axis=tuple(range(2, dw.ndim)))  # (Cout, Cin/g)
+            cout_g = dw.shape[0] // groups
+            xm = np.stack([mean[(c // cout_g) * cin_g : (c // cout_g + 1) * cin_g]
+                           for c in range(dw.shape[0])])  # fmt: skip
+            delta = (per_out * xm).sum(axis=1)
+        else:
+            trans_b = next((a.i for a in node.attribute if a.name == "transB"), 0)
+            delta = (dw if trans_b else dw.T) @ mean
+        if len(node.input) > 2 and node.input[2]:
+            bname = node.input[2]
+            bdq = producers.get(bname)
+            if bname in inits:
+                b = numpy_helper.to_array(inits[bname]).astype(np.float64) - delta
+                inits[bname].CopyFrom(numpy_helper.from_array(b.astype(np.float32), bname))
+            elif bdq is not None and bdq.op_type == "DequantizeLinear":
+                bq, bs = const(bdq.input[0]), const(bdq.input[1])
+                if bq is None or bs is None:
+                    continue
+                new = np.round(bq.astype(np.float64) - delta / bs.astype(np.float64))
+                new = np.clip(new, -(2**31) + 1, 2**31 - 1).astype(np.int32)
+                inits[bdq.input[0]].CopyFrom(numpy_helper.from_array(new, bdq.input[0]))
+            else:
+                continue
+        else:
+            bname = f"{node.name or node.output[0]}_bias_corrected"
+            q.graph.initializer.append(numpy_helper.from_array((-delta).astype(np.float32), bname))
+            node.input.append(bname)
+        n_fixed += 1
+        largest = max(largest, float(np.abs(delta).max()))
+    onnx.save(q, str(qdq))
+    return {"layers": n_fixed, "max_abs_correction": largest, "images": count * step}
 
 
 def op_census(path: Path, scratch: Path) -> dict[str, Any]:
@@ -182,6 +319,8 @@ class OnnxTarget(Target):
                 per_channel=bool(opts["per_channel"]),
                 exclude=ctx.profile.quantize.excluded_layers,
                 static_batch=ctx.input.batch,
+                calibrate_method=ctx.profile.quantize.calibrate_method,
+                percentile=ctx.profile.quantize.percentile,
             )
         ctx.extra["integer_check"] = {"model": op_census(dest, ctx.scratch)}
         return [Artifact("model", dest.name, "onnxruntime", "int8", threads)]
