@@ -186,6 +186,33 @@ def select(
     return CalibrationSet(recipe, chosen_t, fingerprint_studies(chosen_t))
 
 
+def patient_hash(patient_id: str, salt: str) -> str:
+    """Salted SHA-256 (16 hex) of a patient id: lets a later step check patient overlap without
+    the bundle or a report carrying the id itself."""
+    return hashlib.sha256(f"{salt}:{patient_id}".encode()).hexdigest()[:16]
+
+
+def patient_record(
+    calibration: list[str], tuning: list[str], salt: str | None = None
+) -> dict[str, Any]:
+    """Salted hashes of the patients that calibrated and tuned a bundle (no ids, no counts of
+    rare subgroups), so ``bench`` can refuse an evaluation split that shares a patient."""
+    import secrets
+
+    salt = salt or secrets.token_hex(16)
+    return {
+        "salt": salt,
+        "calibration": sorted({patient_hash(p, salt) for p in calibration}),
+        "tuning": sorted({patient_hash(p, salt) for p in tuning}),
+    }
+
+
+def overlap_with_record(patients: list[str], record: dict[str, Any]) -> dict[str, int]:
+    """How many of ``patients`` calibrated or tuned the bundle with this record."""
+    hashed = {patient_hash(p, record["salt"]) for p in patients}
+    return {k: len(hashed & set(record.get(k, []))) for k in ("calibration", "tuning")}
+
+
 def check_disjoint(calib: CalibrationSet, evaluated: Manifest, what: str = "evaluated") -> None:
     """Refuse an evaluation set sharing a patient with the calibration set."""
     shared = {s.patient_id for s in calib.studies} & {s.patient_id for s in evaluated.studies}

@@ -66,7 +66,7 @@ class ExportSettings:
 
     opset: int = 17
     input_size: int = 0  # 0: the checkpoint's own input size
-    batch: int = 1
+    batch: int = 1  # 0: dynamic batch dimension (onnx, openvino)
     grey_input: bool = False  # one-channel unit input; replication and mean/std in the graph
     parity_atol: float = 1e-3  # max |logit difference| ONNX vs PyTorch on real images
 
@@ -220,8 +220,10 @@ def _check_values(p: TargetProfile, source: str) -> None:
         problems.append("[export] opset must be >= 17 for TensorRT explicit quantisation")
     if p.export.input_size and not 32 <= p.export.input_size <= 2048:
         problems.append("[export] input_size must be 0 (checkpoint's) or 32..2048")
-    if p.export.batch < 1:
-        problems.append("[export] batch must be >= 1")
+    if p.export.batch < 0:
+        problems.append("[export] batch must be >= 1, or 0 for a dynamic batch")
+    if p.target in ("jetson", "mobile") and p.export.batch == 0:
+        problems.append(f"[export] batch must be static (>= 1) for the {p.target} target")
     if p.quantize.calibrate_method not in ("minmax", "percentile", "entropy"):
         problems.append("[quantize] calibrate_method must be minmax, percentile or entropy")
     if not 90.0 <= p.quantize.percentile <= 100.0:

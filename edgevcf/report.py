@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from edgevcf.deps import require
 
@@ -125,4 +125,150 @@ def write_evaluation(res: EvalResult, out_dir: str | os.PathLike[str]) -> dict[s
     _atomic_write(paths["json"], json.dumps(res.to_dict(), indent=2, sort_keys=True) + "\n")
     _atomic_write(paths["markdown"], evaluation_markdown(res))
     roc_png(res, paths["roc"])
+    return paths
+
+
+# ------------------------------------------------------------------ bench reports
+def _gate(v: bool | None) -> str:
+    return {True: "pass", False: "FAIL", None: "n/a"}[v]
+
+
+def bench_markdown(report: dict[str, Any]) -> str:
+    """Comparison table of a bench run: latency, accuracy vs the FP32 baseline, gates."""
+    m = report["machine"]
+    lines = [
+        "# edgevcf bench",
+        "",
+        f"Machine: {m.get('cpu', m['machine'])}, {m['cpu_count']} cores, "
+        f"governor {m.get('governor', 'n/a')}{', ' + m['power_mode'] if 'power_mode' in m else ''}"
+        f"; edgevcf {m['edgevcf']}.",
+        "",
+        "## Latency (batch 1 unless stated; preprocessing separate from inference)",
+        "",
+        "| bundle | engine | precision | threads | median ms | p90 | p99 | min | "
+        "throughput img/s (batch) | cold start ms | DICOM->decision ms (x model) | peak RSS MB "
+        "| size MB |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for e in report["bundles"]:
+        lat = e.get("latency")
+        if not lat:
+            continue
+        b1 = lat["batch1"]
+        thr = ", ".join(
+            f"{v['images_per_s']:.0f} ({k}{'' if v['batched'] else ' seq'})"
+            for k, v in lat["throughput"].items()
+        )
+        e2e = (
+            f"{lat['end_to_end']['median_ms']:.1f} ({lat['end_to_end_ratio']:.2f}x)"
+            if "end_to_end" in lat
+            else "n/a"
+        )
+        lines.append(
+            f"| {Path(e['bundle']).name} | {lat['runtime']} | {lat['precision']} | "
+            f"{lat['threads'] or 'all'} | {b1['median_ms']:.2f} | {b1['p90_ms']:.2f} | "
+            f"{b1['p99_ms']:.2f} | {b1['min_ms']:.2f} | {thr} | {lat['cold_start_ms']:.0f} | "
+            f"{e2e} | {lat['peak_rss_mb']:.0f} | {e['size_bytes'] / 1e6:.2f} |"
+        )
+        if lat.get("note"):
+            lines.append(f"|  | ↳ {lat['note']} | | | | | | | | | | | |")
+    acc = report.get("accuracy")
+    if acc:
+        lines += [
+            "",
+            f"## Accuracy on split {acc['split']} (n={acc['n']}, {acc['n_pos']} positive, "
+            f"{acc['patients']} patients)",
+            "",
+            "| model | AUC (95 % CI) | ΔAUC vs baseline (95 % CI), p | accuracy % | "
+            "sensitivity % | specificity % | F1 | precision % | flip rate % (McNemar p) |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
+        if "baseline" in acc:
+            b = acc["baseline"]
+            lines.append(
+                f"| {b['name']} | {b['auc']['auc']:.3f} ({b['auc']['ci_low']:.3f}-"
+                f"{b['auc']['ci_high']:.3f}) | - | {_cells_d(b['at_threshold'])} - |"
+            )
+        for r in acc["bundles"]:
+            p = r.get("paired_vs_baseline")
+            delta = (
+                f"{p['diff']:+.4f} ({p['ci_low']:+.4f}, {p['ci_high']:+.4f}), {p['p_value']:.2f}"
+                if p
+                else "n/a"
+            )
+            f = r.get("flips")
+            flips = f"{100 * f['flip_rate']['value']:.1f} ({f['mcnemar_p']:.2f})" if f else "n/a"
+            lines.append(
+                f"| {Path(r['bundle']).name} | {r['auc']['auc']:.3f} ({r['auc']['ci_low']:.3f}-"
+                f"{r['auc']['ci_high']:.3f}) | {delta} | {_cells_d(r['at_threshold'])} {flips} |"
+            )
+    lines += [
+        "",
+        "## Gates",
+        "",
+        "| bundle | AUC non-inferior | flip rate | latency budget | overall |",
+        "|---|---|---|---|---|",
+    ]
+    for g in report["gates"]:
+        lines.append(
+            f"| {Path(g['bundle']).name} | {_gate(g['auc_non_inferior'])} | "
+            f"{_gate(g['flip_rate_ok'])} | {_gate(g['latency_ok'])} | {_gate(g['passed'])} |"
+        )
+    for n in report.get("notes", []):
+        lines.append(f"\nNote: {n}")
+    return "\n".join(lines) + "\n"
+
+
+def _cells_d(m: dict[str, Any]) -> str:
+    def pct(k: str) -> str:
+        return _pct(m[k]["value"])
+
+    return (
+        f"{pct('accuracy')} | {pct('sensitivity')} | {pct('specificity')} | {m['f1']:.3f} | "
+        f"{pct('precision')} |"
+    )
+
+
+def bench_png(report: dict[str, Any], path: Path) -> None:
+    """ROC curves of the baseline and every bundle overlaid, and a latency bar chart."""
+    matplotlib = require("matplotlib", "the bench plot")
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 5), dpi=110)
+    acc = report.get("accuracy")
+    if acc:
+        for name, (fpr, tpr) in acc["roc"].items():
+            ax1.plot(fpr, tpr, lw=1.6, label=Path(name).name if name != "baseline" else name)
+        ax1.plot([0, 1], [0, 1], ":", color="grey", lw=1)
+        ax1.legend(loc="lower right", fontsize=7)
+    ax1.set(xlabel="1 - specificity", ylabel="sensitivity", title="ROC", xlim=(0, 1), ylim=(0, 1))
+    names, med, p99 = [], [], []
+    for e in report["bundles"]:
+        if e.get("latency"):
+            names.append(Path(e["bundle"]).name)
+            med.append(e["latency"]["batch1"]["median_ms"])
+            p99.append(e["latency"]["batch1"]["p99_ms"])
+    if names:
+        y = range(len(names))
+        ax2.barh(list(y), p99, color="#cccccc", label="p99")
+        ax2.barh(list(y), med, color="#3b6ea8", label="median")
+        ax2.set_yticks(list(y), names, fontsize=7)
+        ax2.legend(fontsize=7)
+    ax2.set(xlabel="batch-1 latency (ms)", title="Latency")
+    fig.tight_layout()
+    tmp = path.with_name(path.name + ".part")
+    fig.savefig(tmp, format="png")
+    plt.close(fig)
+    os.replace(tmp, path)
+
+
+def write_bench(report: dict[str, Any], out_dir: str | os.PathLike[str]) -> dict[str, Path]:
+    """bench.json, bench.md and bench.png into ``out_dir`` (each written atomically)."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {"json": out / "bench.json", "markdown": out / "bench.md", "png": out / "bench.png"}
+    _atomic_write(paths["json"], json.dumps(report, indent=2, default=str) + "\n")
+    _atomic_write(paths["markdown"], bench_markdown(report))
+    bench_png(report, paths["png"])
     return paths

@@ -29,6 +29,7 @@ LAZY_COMMANDS: dict[str, str] = {
     "build": "edgevcf.cli.export:build",
     "predict": "edgevcf.cli.runtime:predict",
     "verify": "edgevcf.cli.runtime:verify",
+    "bench": "edgevcf.cli.runtime:bench",
 }
 
 

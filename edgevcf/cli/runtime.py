@@ -100,3 +100,91 @@ def verify(bundle: Path, artifacts: tuple[str, ...], as_json: bool) -> None:
             "verification failed: this machine's runtime does not reproduce the bundle",
             hint="reinstall the engine version recorded in manifest.json, or re-export",
         )
+
+
+@click.command("bench")
+@click.argument("bundles", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option(
+    "--data",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Manifest with splits: measure accuracy on --split against the baseline.",
+)
+@click.option("--split", default="test", show_default=True, help="Split to evaluate.")
+@click.option(
+    "--baseline",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="FP32 reference: a checkpoint (PyTorch eager) or an FP32 bundle.",
+)
+@click.option("--backend", default="auto", show_default=True, help=_BACKEND_HELP)
+@click.option("--threads", type=click.IntRange(min=0), default=None, help="Override the profile.")
+@click.option(
+    "--iterations", type=click.IntRange(min=200), default=None, help="Timed runs (>= 200)."
+)
+@click.option(
+    "--dicom",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="DICOM for end-to-end timing (default: a full-size synthetic film, made once).",
+)
+@click.option("--no-latency", is_flag=True, help="Accuracy only.")
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Folder for bench.json, bench.md and bench.png.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the JSON report on stdout.")
+def bench(
+    bundles: tuple[Path, ...],
+    data: Path | None,
+    split: str,
+    baseline: Path | None,
+    backend: str,
+    threads: int | None,
+    iterations: int | None,
+    dicom: Path | None,
+    no_latency: bool,
+    out: Path | None,
+    as_json: bool,
+) -> None:
+    """Benchmark bundles on this machine: latency, and accuracy against the FP32 baseline.
+
+    Latency with the profile's settings (warm-up, >= 200 timed runs; median, p90, p99, min,
+    mean; throughput per batch size; cold start; peak RSS; DICOM decode + preprocessing apart
+    from inference; end to end). With --data: AUC with DeLong CI, paired ΔAUC vs --baseline,
+    non-inferiority at the profile's tolerance, sensitivity/specificity/accuracy/F1/precision
+    at the bundled threshold, decision flip rate with McNemar. Gates from each profile; exit
+    code 4 when one fails.
+
+    \b
+    Example:
+      edgevcf bench bundles/* --data data/manifest.csv --baseline runs/mnv3/model.safetensors \\
+          --out bench/
+    """
+    from edgevcf.bench import BenchConfig
+    from edgevcf.bench import bench as run
+    from edgevcf.errors import AccuracyGateError
+    from edgevcf.report import bench_markdown, write_bench
+
+    cfg = BenchConfig(
+        split=split,
+        backend=backend,
+        threads=threads,
+        iterations=iterations,
+        dicom=dicom,
+        latency=not no_latency,
+    )
+    report = run(list(bundles), data=data, baseline=baseline, cfg=cfg)
+    if out is not None:
+        paths = write_bench(report, out)
+    if as_json:
+        click.echo(json.dumps(report, indent=2, default=str))
+    else:
+        click.echo(bench_markdown(report))
+        if out is not None:
+            click.echo(f"Wrote {paths['json']}, {paths['markdown']}, {paths['png']}")
+    if report["passed"] is False:
+        failed = [Path(g["bundle"]).name for g in report["gates"] if g["passed"] is False]
+        raise AccuracyGateError(f"gate failed for {', '.join(failed)}")

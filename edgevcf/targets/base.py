@@ -27,7 +27,7 @@ import numpy as np
 
 from edgevcf import __version__, metrics, progress
 from edgevcf.bundle import GOLDEN, Artifact, Golden, staging, write_manifest
-from edgevcf.calibration import CalibrationSet, load_recipe, select
+from edgevcf.calibration import CalibrationSet, load_recipe, patient_record, select
 from edgevcf.data.manifest import Manifest
 from edgevcf.data.preprocess import Preprocess
 from edgevcf.errors import CalibrationError, DataError
@@ -286,6 +286,10 @@ class Target(ABC):
                     ctx, meta, artifacts, measured, parity, calib, checkpoint, fp32_size
                 )
                 m["checkpoint"]["sha256"] = sha256_path(Path(checkpoint))
+                m["patients"] = patient_record(
+                    [s.patient_id for s in calib.studies] if calib else [],
+                    [s.patient_id for s in tuning.studies],
+                )
                 m["export_seconds"] = round(time.perf_counter() - t0, 1)
                 final = write_manifest(work, m)
             finally:

@@ -1,0 +1,422 @@
+"""Latency and accuracy harness with gates: what ``edgevcf bench`` runs on the cart.
+
+Latency is measured per bundle in a fresh process (so cold start is honest and peak RSS is the
+bundle's own), with the profile's settings: warm-up, >= 200 timed batch-1 runs on a real
+preprocessed radiograph (median, p90, p99, min, mean), throughput at each batch size, cold
+start (bundle load incl. checksum verification -> first result), DICOM decode + preprocessing
+timed apart from inference, and end to end DICOM -> decision.
+
+Accuracy, when data is given, compares every bundle with the FP32 baseline on the *same* cases:
+AUC with DeLong CI, paired ΔAUC with CI and p-value, non-inferiority at the profile's tolerance,
+sensitivity / specificity / accuracy / F1 / precision at the bundled threshold with Wilson CIs,
+decision flip rate with McNemar. The evaluated split must share no patient with the bundle's
+calibration or tuning images (checked against the salted hashes the bundle records).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import platform
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgevcf import __version__, metrics, progress
+from edgevcf.bundle import Bundle
+from edgevcf.errors import CalibrationError, ConfigError, DataError
+
+log = logging.getLogger(__name__)
+
+BENCH_SCHEMA_VERSION = 1
+MIN_ITERATIONS = 200
+
+
+def _stats(ms: list[float]) -> dict[str, float]:
+    a = np.asarray(ms, dtype=np.float64)
+    return {
+        "median_ms": float(np.median(a)),
+        "p90_ms": float(np.percentile(a, 90)),
+        "p99_ms": float(np.percentile(a, 99)),
+        "min_ms": float(a.min()),
+        "mean_ms": float(a.mean()),
+        "n": len(a),
+    }
+
+
+def machine_info() -> dict[str, Any]:
+    """CPU, cores, governor, Jetson power mode where readable (recorded with every result)."""
+    info: dict[str, Any] = {
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "python": platform.python_version(),
+        "cpu_count": os.cpu_count(),
+        "edgevcf": __version__,
+    }
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                info["cpu"] = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    for key, path in (
+        ("governor", "/sys/devices/system/cpu/cpu0/cpufreq/scaling_governor"),
+        ("jetson_model", "/proc/device-tree/model"),
+        ("l4t", "/etc/nv_tegra_release"),
+    ):
+        try:
+            info[key] = Path(path).read_text(errors="replace").strip("\x00\n ").splitlines()[0]
+        except (OSError, IndexError):
+            continue
+    if "jetson_model" in info:
+        import shutil
+        import subprocess
+
+        if shutil.which("nvpmodel"):
+            try:
+                out = subprocess.run(
+                    ["nvpmodel", "-q"], capture_output=True, text=True, timeout=10
+                ).stdout
+                info["power_mode"] = " ".join(out.split())[:120]
+            except (OSError, subprocess.SubprocessError):
+                pass
+    return info
+
+
+# ------------------------------------------------------------------ latency (child process)
+def _latency_worker(job: dict[str, Any]) -> dict[str, Any]:
+    """Runs in a fresh process: cold start, batch-1 latency, throughput, preprocessing, e2e."""
+    import resource
+
+    from edgevcf.runtime import Predictor
+
+    progress.set_enabled(False)
+    t0 = time.perf_counter()
+    pred = Predictor.from_bundle(job["bundle"], job["backend"], threads=job["threads"])
+    x1 = pred.bundle.golden().inputs[:1]
+    pred.logits(x1)
+    cold_ms = (time.perf_counter() - t0) * 1e3
+    run = pred.backend.run
+    for _ in range(job["warmup"]):
+        run(x1)
+    times = []
+    for _ in range(job["iterations"]):
+        t_ns = time.perf_counter_ns()
+        run(x1)
+        times.append((time.perf_counter_ns() - t_ns) / 1e6)
+    out: dict[str, Any] = {
+        "artifact": pred.artifact.name,
+        "runtime": pred.artifact.runtime,
+        "precision": pred.artifact.precision,
+        "threads": job["threads"],
+        "versions": type(pred.backend).versions(),
+        "load_ms": pred.load_ms,
+        "cold_start_ms": cold_ms,
+        "batch1": _stats(times),
+        "throughput": {},
+    }
+    golden = pred.bundle.golden().inputs
+    for b in job["batch_sizes"]:
+        xb = np.ascontiguousarray(np.resize(golden, (b, *golden.shape[1:])))
+        pred.backend.run_all(xb)  # warm the shape
+        reps = max(5, job["iterations"] // (4 * b))
+        t1 = time.perf_counter()
+        for _ in range(reps):
+            pred.backend.run_all(xb)
+        sec = time.perf_counter() - t1
+        out["throughput"][str(b)] = {
+            "images_per_s": b * reps / sec,
+            "batched": not pred.backend.static_batch or pred.backend.static_batch >= b,
+        }
+    if job.get("dicom"):
+        from edgevcf.data.io import read_image
+
+        prep, e2e = [], []
+        for _ in range(job["e2e_iterations"]):
+            t1 = time.perf_counter()
+            img, _ = read_image(job["dicom"])
+            pred.input.prepare(pred.spec.to_unit(img), pred.spec)
+            prep.append((time.perf_counter() - t1) * 1e3)
+            t1 = time.perf_counter()
+            pred.predict(job["dicom"])
+            e2e.append((time.perf_counter() - t1) * 1e3)
+        out["preprocess"] = _stats(prep)
+        out["end_to_end"] = _stats(e2e)
+        out["end_to_end_ratio"] = out["end_to_end"]["median_ms"] / out["batch1"]["median_ms"]
+        out["dicom_shape"] = list(img.shape)
+    out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return out
+
+
+def measure_latency(job: dict[str, Any], *, isolate: bool = True) -> dict[str, Any]:
+    """Run :func:`_latency_worker` in a fresh (spawned) process, or here."""
+    if not isolate:
+        return _latency_worker(job)
+    import multiprocessing as mp
+
+    with mp.get_context("spawn").Pool(1) as pool:
+        result: dict[str, Any] = pool.apply(_latency_worker, (job,))
+    return result
+
+
+def sample_dicom(path: str | os.PathLike[str] | None = None) -> Path | None:
+    """The DICOM used for end-to-end timing: the user's, or a full-resolution synthetic film
+    (~2,300 x 2,900, 12-bit in 16) generated once into the cache. None if it cannot be made."""
+    if path is not None:
+        return Path(path)
+    from edgevcf.dataset import cache_root
+    from edgevcf.deps import available
+
+    target = cache_root() / "bench" / "fullres-dicom"
+    found = sorted(target.glob("images/*.dcm")) if target.is_dir() else []
+    if found:
+        return found[0]
+    if not available("scipy"):
+        return None
+    from edgevcf.data.synth import SynthConfig, generate
+
+    was = progress.enabled()
+    progress.set_enabled(False)
+    try:
+        generate(target, 1, cfg=SynthConfig(), seed=7, fmt="dicom", preview=False, val=0, test=0)
+    finally:
+        progress.set_enabled(was)
+    found = sorted(target.glob("images/*.dcm"))
+    return found[0] if found else None
+
+
+# ------------------------------------------------------------------ accuracy
+@dataclass
+class Scores:
+    """Scores of one model on the evaluated split."""
+
+    name: str
+    probs: np.ndarray
+    threshold: float
+
+
+@dataclass
+class BenchConfig:
+    """What to run (CLI flags)."""
+
+    split: str = "test"
+    backend: str = "auto"
+    threads: int | None = None
+    iterations: int | None = None
+    warmup: int | None = None
+    batch_sizes: tuple[int, ...] | None = None
+    dicom: Path | None = None
+    latency: bool = True
+    isolate: bool = True
+    notes: list[str] = field(default_factory=list)
+
+
+def _bundle_probs(bundle: Bundle, units_by_spec: Any, backend: str) -> np.ndarray:
+    from edgevcf.runtime import Predictor, choose_artifact
+
+    pred = Predictor(bundle, choose_artifact(bundle, backend))
+    units = units_by_spec(bundle.preprocess)
+    x = bundle.input.prepare(units, bundle.preprocess)
+    z = pred.backend.run_all(x).reshape(-1)
+    return 1.0 / (1.0 + np.exp(-np.clip(z.astype(np.float64), -60, 60)))
+
+
+def _check_disjoint(bundle: Bundle, patients: list[str], split: str) -> None:
+    from edgevcf.calibration import overlap_with_record
+
+    record = bundle.manifest.get("patients")
+    if not record:
+        raise CalibrationError(
+            f"{bundle.path} records no calibration/tuning patients: cannot prove the "
+            f"{split!r} split is disjoint from them",
+            hint="re-export the bundle with this edgevcf",
+        )
+    overlap = overlap_with_record(patients, record)
+    if any(overlap.values()):
+        raise CalibrationError(
+            f"the {split!r} split shares patients with {bundle.path.name}'s "
+            f"calibration ({overlap['calibration']}) or tuning ({overlap['tuning']}) images",
+            hint="benchmark accuracy on a split no export step saw (by default: test)",
+        )
+
+
+def accuracy(
+    bundles: list[Bundle],
+    data: str | os.PathLike[str],
+    baseline: str | os.PathLike[str] | None,
+    cfg: BenchConfig,
+) -> dict[str, Any]:
+    """Scores of the baseline and every bundle on the split, and their paired comparison."""
+    from edgevcf.data.manifest import Manifest
+    from edgevcf.dataset import load_split
+
+    manifest = Manifest.load(data)
+    sub = manifest.by_split(cfg.split)
+    if not sub.studies:
+        raise DataError(f"split {cfg.split!r} of {data} is empty")
+    patients = sorted({s.patient_id for s in sub.studies})
+    for b in bundles:
+        _check_disjoint(b, patients, cfg.split)
+    cache: dict[str, Any] = {}
+    kept: list[Any] = []
+
+    def units_by_spec(spec: Any) -> np.ndarray:
+        key = spec.to_json()
+        if key not in cache:
+            split = load_split(manifest, cfg.split, spec, desc=f"preprocess {cfg.split}")
+            cache[key] = split
+            kept.append([s.path for s in split.studies])
+        return np.asarray(cache[key].units)
+
+    scores: list[Scores] = []
+    for b in progress.track(bundles, desc="accuracy", unit="bundle"):
+        scores.append(
+            Scores(str(b.path), _bundle_probs(b, units_by_spec, cfg.backend), b.threshold)
+        )
+    if len({tuple(k) for k in kept}) > 1:
+        raise DataError("bundles with different preprocessing skipped different images")
+    split = next(iter(cache.values()))
+    labels = split.labels
+    if not 0 < int(labels.sum()) < len(labels):
+        raise DataError(f"split {cfg.split!r} needs both classes to measure AUC")
+    base: Scores | None = None
+    if baseline is not None:
+        base = _baseline_scores(Path(baseline), units_by_spec, cfg)
+    rows = []
+    for b, s in zip(bundles, scores, strict=True):
+        tol = b.manifest["profile"]["tolerance"]
+        row: dict[str, Any] = {
+            "bundle": s.name,
+            "auc": metrics.auc_ci(labels, s.probs).to_dict(),
+            "at_threshold": metrics.binary_metrics(labels, s.probs, s.threshold).to_dict(),
+            "tolerance": tol,
+        }
+        if base is not None:
+            paired = metrics.paired_auc_test(labels, base.probs, s.probs)
+            flips = metrics.decision_flips(base.probs, s.probs, base.threshold, s.threshold)
+            row["paired_vs_baseline"] = paired.to_dict()
+            row["flips"] = flips.to_dict()
+            row["non_inferior"] = metrics.non_inferior(paired, tol["max_auc_drop"])
+            row["flip_ok"] = flips.flip_rate.value <= tol["max_flip_rate"]
+        rows.append(row)
+    out: dict[str, Any] = {
+        "split": cfg.split,
+        "n": len(labels),
+        "n_pos": int(labels.sum()),
+        "patients": len(patients),
+        "skipped": len(split.skipped),
+        "bundles": rows,
+        "roc": {
+            s.name: [a.tolist() for a in metrics.roc_curve(labels, s.probs)[:2]] for s in scores
+        },
+    }
+    if base is not None:
+        out["baseline"] = {
+            "name": base.name,
+            "auc": metrics.auc_ci(labels, base.probs).to_dict(),
+            "at_threshold": metrics.binary_metrics(labels, base.probs, base.threshold).to_dict(),
+        }
+        out["roc"]["baseline"] = [a.tolist() for a in metrics.roc_curve(labels, base.probs)[:2]]
+    return out
+
+
+def _baseline_scores(path: Path, units_by_spec: Any, cfg: BenchConfig) -> Scores:
+    """FP32 reference: a checkpoint (PyTorch eager) or a bundle."""
+    if path.is_dir():
+        b = Bundle.load(path)
+        return Scores(f"baseline {path}", _bundle_probs(b, units_by_spec, cfg.backend), b.threshold)
+    from edgevcf.models import load_checkpoint
+    from edgevcf.train import predict
+
+    model, meta = load_checkpoint(path)
+    probs = predict(model, units_by_spec(meta.preprocess), meta.preprocess)
+    return Scores(f"baseline {path.name} (PyTorch eager FP32)", probs, meta.threshold)
+
+
+# ------------------------------------------------------------------ the whole bench
+def bench(
+    bundle_paths: list[str | os.PathLike[str]],
+    *,
+    data: str | os.PathLike[str] | None = None,
+    baseline: str | os.PathLike[str] | None = None,
+    cfg: BenchConfig | None = None,
+) -> dict[str, Any]:
+    """Benchmark bundles; returns the report (see ``docs`` in the README for its schema)."""
+    cfg = cfg or BenchConfig()
+    if not bundle_paths:
+        raise ConfigError("no bundle given")
+    bundles = [Bundle.load(p) for p in bundle_paths]
+    report: dict[str, Any] = {
+        "schema_version": BENCH_SCHEMA_VERSION,
+        "machine": machine_info(),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "bundles": [],
+    }
+    dicom = sample_dicom(cfg.dicom) if cfg.latency else None
+    if cfg.latency and dicom is None:
+        cfg.notes.append("no DICOM for end-to-end timing (pass --dicom FILE)")
+    for b in bundles:
+        prof = b.manifest["profile"]
+        bs = prof["bench"]
+        entry: dict[str, Any] = {
+            "bundle": str(b.path),
+            "model_id": b.id,
+            "profile": prof["name"],
+            "target": b.manifest["target"],
+            "precision": b.manifest["precision"],
+            "backbone": b.manifest["backbone"],
+            "size_bytes": sum((b.path / f).stat().st_size for f in b.artifact().files()),
+            "latency_budget_ms": bs["latency_budget_ms"],
+        }
+        if cfg.latency:
+            threads = cfg.threads if cfg.threads is not None else bs["threads"]
+            job = {
+                "bundle": str(b.path),
+                "backend": cfg.backend,
+                "threads": threads,
+                "warmup": cfg.warmup if cfg.warmup is not None else bs["warmup"],
+                "iterations": max(MIN_ITERATIONS, cfg.iterations or bs["iterations"]),
+                "batch_sizes": list(cfg.batch_sizes or bs["batch_sizes"]),
+                "dicom": str(dicom) if dicom else None,
+                "e2e_iterations": 20,
+            }
+            with progress.step(f"latency {b.path.name}"):
+                entry["latency"] = measure_latency(job, isolate=cfg.isolate)
+            if b.manifest["target"] == "jetson" and entry["latency"]["runtime"] == "onnxruntime":
+                entry["latency"]["note"] = (
+                    "ONNX Runtime CPU stand-in for the TensorRT engine: not a Jetson latency"
+                )
+        report["bundles"].append(entry)
+    if data is not None:
+        report["accuracy"] = accuracy(bundles, data, baseline, cfg)
+    report["gates"] = gates(report)
+    report["passed"] = all(g["passed"] is not False for g in report["gates"])
+    report["notes"] = cfg.notes
+    return report
+
+
+def gates(report: dict[str, Any]) -> list[dict[str, Any]]:
+    """Pass/fail per bundle: AUC non-inferiority, flip rate, latency budget (None = not run)."""
+    acc = {r["bundle"]: r for r in report.get("accuracy", {}).get("bundles", [])}
+    out = []
+    for e in report["bundles"]:
+        a = acc.get(e["bundle"], {})
+        lat = e.get("latency")
+        g = {
+            "bundle": e["bundle"],
+            "auc_non_inferior": a.get("non_inferior"),
+            "flip_rate_ok": a.get("flip_ok"),
+            "latency_ok": (
+                lat["batch1"]["median_ms"] <= e["latency_budget_ms"]
+                if lat and not lat.get("note")
+                else None
+            ),
+        }
+        checks = [v for k, v in g.items() if k != "bundle" and v is not None]
+        g["passed"] = all(checks) if checks else None
+        out.append(g)
+    return out

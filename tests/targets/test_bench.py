@@ -1,0 +1,116 @@
+"""`edgevcf bench` on real bundles: latency statistics, paired accuracy, gates, reports, and the
+refusal to evaluate on patients the export saw. (No speed is asserted: timing lives in
+benchmarks/, not in tests.)"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+from edgevcf.bench import BenchConfig, bench, gates
+from edgevcf.cli import cli
+from edgevcf.errors import CalibrationError
+from edgevcf.report import write_bench
+
+pytestmark = [pytest.mark.requires_onnxruntime, pytest.mark.requires_torch]
+
+
+@pytest.fixture(scope="module")
+def report(export_bundle: Any, tiny_export: Any) -> dict[str, Any]:
+    _, fp32 = export_bundle("onnx-cpu")
+    _, int8 = export_bundle("onnx-cpu", "int8")
+    return bench(
+        [fp32.path, int8.path],
+        data=tiny_export.manifest,
+        baseline=tiny_export.checkpoint,
+        cfg=BenchConfig(iterations=200, warmup=5, batch_sizes=(1, 4)),
+    )
+
+
+def test_latency_statistics(report: dict[str, Any]) -> None:
+    for e in report["bundles"]:
+        lat = e["latency"]
+        b1 = lat["batch1"]
+        assert b1["n"] >= 200
+        assert b1["min_ms"] <= b1["median_ms"] <= b1["p90_ms"] <= b1["p99_ms"]
+        assert set(lat["throughput"]) == {"1", "4"}
+        assert lat["throughput"]["4"]["batched"]  # onnx-cpu exports a dynamic batch
+        assert lat["cold_start_ms"] > 0 and lat["peak_rss_mb"] > 0
+        assert lat["preprocess"]["n"] == 20 and lat["end_to_end"]["median_ms"] > 0
+        assert lat["dicom_shape"][0] > 2000  # a full-size film, not a thumbnail
+        assert lat["versions"]["onnxruntime"]
+    assert "cpu_count" in report["machine"]
+
+
+def test_paired_accuracy_against_the_baseline(report: dict[str, Any]) -> None:
+    acc = report["accuracy"]
+    assert acc["split"] == "test" and acc["n"] > 0
+    assert "PyTorch eager" in acc["baseline"]["name"]
+    fp32, int8 = acc["bundles"]
+    # The FP32 ONNX bundle reproduces PyTorch: same AUC, no flipped decision.
+    assert fp32["paired_vs_baseline"]["diff"] == pytest.approx(0.0, abs=1e-9)
+    assert fp32["flips"]["flips"] == 0
+    assert int8["paired_vs_baseline"]["ci_low"] <= int8["paired_vs_baseline"]["ci_high"]
+    assert isinstance(int8["non_inferior"], bool)
+    assert set(acc["roc"]) == {fp32["bundle"], int8["bundle"], "baseline"}
+    g = {x["bundle"]: x for x in report["gates"]}
+    assert g[fp32["bundle"]]["auc_non_inferior"] is True
+    assert report["passed"] == all(x["passed"] is not False for x in report["gates"])
+
+
+def test_reports_written(report: dict[str, Any], tmp_path: Path) -> None:
+    paths = write_bench(report, tmp_path)
+    assert json.loads(paths["json"].read_text())["schema_version"] == 1
+    md = paths["markdown"].read_text()
+    assert "| bundle | engine |" in md and "## Gates" in md and "ΔAUC" in md
+    assert paths["png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize("split", ["val", "train"])
+def test_refuses_patients_the_export_saw(export_bundle: Any, tiny_export: Any, split: str) -> None:
+    """val tuned the bundle and train calibrated it: neither may confirm it."""
+    _, int8 = export_bundle("onnx-cpu", "int8")
+    with pytest.raises(CalibrationError, match="shares patients"):
+        bench(
+            [int8.path],
+            data=tiny_export.manifest,
+            cfg=BenchConfig(split=split, latency=False),
+        )
+
+
+def test_gates_logic() -> None:
+    rep = {
+        "bundles": [
+            {"bundle": "a", "latency_budget_ms": 10.0, "latency": {"batch1": {"median_ms": 12}}},
+            {"bundle": "b", "latency_budget_ms": 10.0, "latency": {"batch1": {"median_ms": 5}}},
+            {"bundle": "c", "latency_budget_ms": 10.0},
+        ],
+        "accuracy": {
+            "bundles": [
+                {"bundle": "a", "non_inferior": True, "flip_ok": True},
+                {"bundle": "b", "non_inferior": False, "flip_ok": True},
+            ]
+        },
+    }
+    g = {x["bundle"]: x for x in gates(rep)}
+    assert (g["a"]["latency_ok"], g["a"]["passed"]) == (False, False)
+    assert (g["b"]["auc_non_inferior"], g["b"]["passed"]) == (False, False)
+    assert g["c"]["passed"] is None
+
+
+def test_cli_json_and_exit_code(export_bundle: Any, tiny_export: Any, tmp_path: Path) -> None:
+    _, fp32 = export_bundle("onnx-cpu")
+    res = CliRunner().invoke(
+        cli,
+        ["--quiet", "bench", str(fp32.path), "--data", str(tiny_export.manifest),
+         "--baseline", str(tiny_export.checkpoint), "--no-latency", "--json",
+         "--out", str(tmp_path / "out")],
+    )  # fmt: skip
+    assert res.exit_code in (0, 4), res.output
+    rep = json.loads(res.stdout)
+    assert (res.exit_code == 4) == (rep["passed"] is False)
+    assert (tmp_path / "out" / "bench.md").is_file()
