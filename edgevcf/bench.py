@@ -308,7 +308,7 @@ def accuracy(
         "n": len(labels),
         "n_pos": int(labels.sum()),
         "patients": len(patients),
-        "skipped": len(split.skipped),
+        "skipped": [{"file": Path(p).name, "reason": r} for p, r in split.skipped],
         "bundles": rows,
         "roc": {
             s.name: [a.tolist() for a in metrics.roc_curve(labels, s.probs)[:2]] for s in scores

@@ -179,6 +179,15 @@ def bench_markdown(report: dict[str, Any]) -> str:
             f"## Accuracy on split {acc['split']} (n={acc['n']}, {acc['n_pos']} positive, "
             f"{acc['patients']} patients)",
             "",
+            *(
+                [
+                    f"{len(acc['skipped'])} image(s) could not be read and were skipped: "
+                    + "; ".join(f"{s['file']} ({s['reason']})" for s in acc["skipped"][:10]),
+                    "",
+                ]
+                if acc.get("skipped")
+                else []
+            ),
             "| model | AUC (95 % CI) | ΔAUC vs baseline (95 % CI), p | accuracy % | "
             "sensitivity % | specificity % | F1 | precision % | flip rate % (McNemar p) |",
             "|---|---|---|---|---|---|---|---|---|",
@@ -268,7 +277,11 @@ def write_bench(report: dict[str, Any], out_dir: str | os.PathLike[str]) -> dict
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = {"json": out / "bench.json", "markdown": out / "bench.md", "png": out / "bench.png"}
-    _atomic_write(paths["json"], json.dumps(report, indent=2, default=str) + "\n")
-    _atomic_write(paths["markdown"], bench_markdown(report))
+    for p in paths.values():  # a stale set from an earlier run must not pass for this one's
+        p.unlink(missing_ok=True)
+    # The PNG and the Markdown first, the JSON (what tools read) last: an interruption leaves
+    # no complete-looking report.
     bench_png(report, paths["png"])
+    _atomic_write(paths["markdown"], bench_markdown(report))
+    _atomic_write(paths["json"], json.dumps(report, indent=2, default=str) + "\n")
     return paths

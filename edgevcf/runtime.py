@@ -9,6 +9,7 @@ pure numpy and each backend is thread-safe.
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from collections.abc import Iterable, Sequence
@@ -21,6 +22,8 @@ from edgevcf.backends import backend_class
 from edgevcf.bundle import Artifact, Bundle
 from edgevcf.deps import available
 from edgevcf.errors import BackendUnavailableError, ConfigError, DataError, EdgeVCFError
+
+log = logging.getLogger(__name__)
 
 # Backend name -> the deps key that must import for it.
 _RUNTIME_DEP = {
@@ -40,7 +43,7 @@ class Prediction:
     decision: bool | None
     threshold: float
     model_id: str
-    status: str = "ok"  # ok | refused
+    status: str = "ok"  # ok | refused (input) | error (engine failed on it)
     reason: str = ""
     timings_ms: dict[str, float] = field(default_factory=dict)
 
@@ -190,14 +193,31 @@ class Predictor:
                 )
         for start in range(0, len(ready), batch_size):
             chunk = ready[start : start + batch_size]
-            x = np.concatenate([c[1] for c in chunk])
-            t0 = time.perf_counter()
-            logits = self.logits(x)
-            per = (time.perf_counter() - t0) * 1e3 / len(chunk)
-            for (i, _, ms), z in zip(chunk, logits, strict=True):
+            try:
+                x = np.concatenate([c[1] for c in chunk])
+                t0 = time.perf_counter()
+                logits = self.logits(x)
+                per = (time.perf_counter() - t0) * 1e3 / len(chunk)
+                scored = [(c, float(z), per) for c, z in zip(chunk, logits, strict=True)]
+            except Exception:  # the engine failed on this batch: find the image, keep going
+                scored = []
+                for c in chunk:
+                    try:
+                        t0 = time.perf_counter()
+                        z = float(self.logits(c[1])[0])
+                        scored.append((c, z, (time.perf_counter() - t0) * 1e3))
+                    except Exception as exc:
+                        img = items[c[0]]
+                        src = "<array>" if isinstance(img, np.ndarray) else str(img)
+                        log.warning("inference failed on %s: %s", src, exc)
+                        out[c[0]] = Prediction(
+                            src, None, None, self.threshold, self.model_id, "error",
+                            f"inference failed: {type(exc).__name__}: {exc}"[:300],
+                        )  # fmt: skip
+            for (i, _, ms), z, infer_ms in scored:
                 img = items[i]
                 source = "<array>" if isinstance(img, np.ndarray) else str(img)
-                out[i] = self._result(source, float(z), {"preprocess_ms": ms, "inference_ms": per})
+                out[i] = self._result(source, z, {"preprocess_ms": ms, "inference_ms": infer_ms})
         return [p for p in out if p is not None]
 
 

@@ -50,14 +50,14 @@ def predict(
         click.echo("|---|---|---|---|")
         for r in results:
             if r.probability is None:
-                click.echo(f"| {r.source} | - | - | refused: {r.reason} |")
+                click.echo(f"| {r.source} | - | - | {r.status}: {r.reason} |")
             else:
                 call = "FRESH fracture" if r.decision else "no fresh fracture"
                 click.echo(f"| {r.source} | {r.probability:.3f} | {call} | ok |")
     refused = [r for r in results if r.status != "ok"]
     if refused:
         raise DataError(
-            f"{len(refused)} of {len(results)} image(s) were refused and got no score",
+            f"{len(refused)} of {len(results)} image(s) got no score (refused or failed)",
             hint="see the reasons above",
         )
 

@@ -114,3 +114,26 @@ def test_cli_json_and_exit_code(export_bundle: Any, tiny_export: Any, tmp_path: 
     rep = json.loads(res.stdout)
     assert (res.exit_code == 4) == (rep["passed"] is False)
     assert (tmp_path / "out" / "bench.md").is_file()
+
+
+def test_unreadable_images_are_counted_and_listed(
+    export_bundle: Any, tiny_export: Any, tmp_path: Path
+) -> None:
+    from edgevcf.data.manifest import Manifest, Study
+
+    _, fp32 = export_bundle("onnx-cpu")
+    m = Manifest.load(tiny_export.manifest)
+    bad = tmp_path / "broken.dcm"
+    bad.write_bytes(b"DICM" * 10)
+    studies = [
+        Study(str(s.resolve(m.root)), s.patient_id, s.label, s.split, s.extra) for s in m.studies
+    ]
+    path = Manifest([*studies, Study(str(bad), "NEW-PATIENT", 1, "test")], tmp_path).save(
+        tmp_path / "m.csv"
+    )
+    rep = bench([fp32.path], data=path, cfg=BenchConfig(latency=False))
+    assert rep["accuracy"]["skipped"][0]["file"] == "broken.dcm"
+    assert rep["accuracy"]["n"] == len(m.by_split("test").studies)
+    from edgevcf.report import bench_markdown
+
+    assert "broken.dcm" in bench_markdown(rep)

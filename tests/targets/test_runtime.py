@@ -132,3 +132,21 @@ def test_choose_artifact(export_bundle: Any, monkeypatch: pytest.MonkeyPatch) ->
     with pytest.raises(BackendUnavailableError) as err:
         choose_artifact(bundle)
     assert "onnxruntime" in (err.value.hint or "")
+
+
+def test_engine_failure_mid_run_names_the_image(export_bundle: Any, tiny_export: Any) -> None:
+    _, bundle = export_bundle("onnx-cpu")
+    pred = Predictor.from_bundle(bundle.path)
+    images = _images(tiny_export, 3)
+    poison = pred.prepare(images[1])[0]
+    real_run = pred.backend.run
+
+    def flaky(x: np.ndarray) -> np.ndarray:
+        if any(np.array_equal(row, poison[0]) for row in x):
+            raise RuntimeError("device lost")
+        return real_run(x)
+
+    pred.backend.run = flaky  # type: ignore[method-assign]
+    res = pred.predict_many(images, batch_size=8)
+    assert [r.status for r in res] == ["ok", "error", "ok"]
+    assert "device lost" in res[1].reason and res[1].decision is None
