@@ -30,6 +30,7 @@ LAZY_COMMANDS: dict[str, str] = {
     "predict": "edgevcf.cli.runtime:predict",
     "verify": "edgevcf.cli.runtime:verify",
     "bench": "edgevcf.cli.runtime:bench",
+    "demo": "edgevcf.cli.runtime:demo",
 }
 
 

@@ -1,0 +1,178 @@
+"""The main job end to end on the built-in default: ``edgevcf demo`` / ``make demo``.
+
+synthetic data -> a quickly trained FP32 model -> bundles for every target runnable here ->
+``verify`` each -> ``bench`` them all against the FP32 baseline -> one report.
+
+Re-running reuses what is already built, but never silently stale: each step's inputs are
+fingerprinted (generator settings, the manifest and training config, the checkpoint's sha256
+and the full profile) and a step is redone when they differ.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edgevcf import progress
+
+log = logging.getLogger(__name__)
+
+# (bundle folder, profile, precision override)
+DEMO_TARGETS: tuple[tuple[str, str, str | None], ...] = (
+    ("onnx-cpu-fp32", "onnx-cpu", None),
+    ("onnx-cpu-int8", "onnx-cpu", "int8"),
+    ("jetson-int8", "jetson-orin-nano", None),
+    ("openvino-int8", "intel-cpu", None),
+    ("mobile-int8", "mobile-arm", None),
+)
+
+
+@dataclass(frozen=True)
+class DemoConfig:
+    """What the demo builds."""
+
+    patients: int = 300
+    epochs: int = 6
+    arch: str = "mobilenet_v3_large"
+    input_size: int | None = None
+    seed: int = 0
+    calibration: str = "small"
+    iterations: int = 200
+
+    @classmethod
+    def quick(cls) -> DemoConfig:
+        """The ~2-minute version: fewer patients, a small network at 128 px, two epochs."""
+        return cls(patients=120, epochs=2, arch="mobilenet_v3_small", input_size=128)
+
+
+@dataclass
+class DemoResult:
+    """Where everything went, and what was reused."""
+
+    out: Path
+    manifest: Path
+    checkpoint: Path
+    bundles: dict[str, Path]
+    report: dict[str, Any]
+    report_paths: dict[str, Path]
+    verify: dict[str, bool]
+    reused: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def _data(out: Path, cfg: DemoConfig, reused: list[str]) -> Path:
+    from edgevcf.data.synth import SynthConfig, generate
+
+    synth = SynthConfig.fast()
+    rec = out / "synth_config.json"
+    if rec.is_file() and (out / "manifest.csv").is_file():
+        saved = json.loads(rec.read_text())
+        if (
+            saved.get("config") == json.loads(json.dumps(synth.to_dict()))
+            and saved.get("patients") == cfg.patients
+            and saved.get("seed") == cfg.seed
+        ):
+            reused.append("data")
+            return out / "manifest.csv"
+    return generate(
+        out, cfg.patients, seed=cfg.seed, cfg=synth, workers=os.cpu_count() or 1
+    ).manifest
+
+
+def _train(manifest: Path, out: Path, cfg: DemoConfig, reused: list[str]) -> Path:
+    from edgevcf.data.manifest import Manifest
+    from edgevcf.models import read_checkpoint_meta
+    from edgevcf.train import TrainConfig, train
+
+    tc = TrainConfig(arch=cfg.arch, epochs=cfg.epochs, input_size=cfg.input_size, seed=cfg.seed)
+    ckpt = out / "model.safetensors"
+    if ckpt.is_file():
+        try:
+            meta = read_checkpoint_meta(ckpt)
+            same_cfg = {k: meta.train_config.get(k) for k in dataclasses.asdict(tc)} == (
+                json.loads(json.dumps(dataclasses.asdict(tc)))
+            )
+            if same_cfg and meta.data_fingerprint == Manifest.load(manifest).fingerprint():
+                reused.append("training")
+                return ckpt
+        except Exception as exc:  # a damaged checkpoint is simply rebuilt
+            log.warning("not reusing %s: %s", ckpt, exc)
+    return train(manifest, out, tc).checkpoint
+
+
+def _export(
+    ckpt: Path, manifest: Path, out: Path, cfg: DemoConfig, reused: list[str], skipped: list[str]
+) -> dict[str, Path]:
+    from edgevcf.bundle import Bundle, sha256_path
+    from edgevcf.errors import BackendUnavailableError, BundleError
+    from edgevcf.profiles import load_profile
+    from edgevcf.targets import get_target
+
+    digest = sha256_path(ckpt)
+    bundles = {}
+    for label, name, precision in DEMO_TARGETS:
+        prof = load_profile(name).with_overrides(precision=precision)
+        q = dataclasses.replace(prof.quantize, calibration=cfg.calibration)
+        prof = dataclasses.replace(prof, quantize=q)
+        dest = out / label
+        target = get_target(prof.target)
+        try:
+            target.check_available(prof)
+        except BackendUnavailableError as exc:
+            skipped.append(f"{label}: {exc.message}")
+            continue
+        try:
+            b = Bundle.load(dest)
+            same_profile = b.manifest["profile"] == json.loads(json.dumps(prof.to_dict()))
+            if b.manifest["checkpoint"].get("sha256") == digest and same_profile:
+                reused.append(f"bundle {label}")
+                bundles[label] = dest
+                continue
+        except BundleError:
+            pass
+        target.export(ckpt, prof, manifest, dest, force=True)
+        bundles[label] = dest
+    return bundles
+
+
+def run_demo(out: str | os.PathLike[str], cfg: DemoConfig | None = None) -> DemoResult:
+    """Build (or reuse) everything under ``out`` and benchmark it; see the module docstring."""
+    from edgevcf.bench import BenchConfig, bench
+    from edgevcf.report import write_bench
+    from edgevcf.runtime import verify
+
+    cfg = cfg or DemoConfig()
+    root = Path(out)
+    t0 = time.perf_counter()
+    reused: list[str] = []
+    skipped: list[str] = []
+    with progress.step("demo 1/5: synthetic data"):
+        manifest = _data(root / "data", cfg, reused)
+    with progress.step(f"demo 2/5: train {cfg.arch} ({cfg.epochs} epochs)"):
+        ckpt = _train(manifest, root / "runs" / cfg.arch, cfg, reused)
+    with progress.step("demo 3/5: export to every target runnable here"):
+        bundles = _export(ckpt, manifest, root / "bundles", cfg, reused, skipped)
+    checks = {}
+    with progress.step("demo 4/5: verify each bundle"):
+        for label, path in bundles.items():
+            checks[label] = verify(path).passed
+    with progress.step("demo 5/5: bench against the FP32 baseline"):
+        report = bench(
+            list(bundles.values()),
+            data=manifest,
+            baseline=ckpt,
+            cfg=BenchConfig(iterations=cfg.iterations),
+        )
+        report["notes"] = [*report.get("notes", []), *(f"skipped {s}" for s in skipped)]
+        paths = write_bench(report, root / "report")
+    return DemoResult(
+        root, manifest, ckpt, bundles, report, paths, checks, reused, skipped,
+        time.perf_counter() - t0,
+    )  # fmt: skip

@@ -1,0 +1,33 @@
+"""`edgevcf demo`: end to end on a tiny setting, and re-runs reuse only what is unchanged."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+
+from edgevcf import demo
+
+pytestmark = [pytest.mark.requires_onnxruntime, pytest.mark.requires_torch]
+
+
+def test_demo_builds_then_reuses_and_rebuilds_on_change(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(demo, "DEMO_TARGETS", (("onnx-cpu-int8", "onnx-cpu", "int8"),))
+    cfg = demo.DemoConfig(
+        patients=40, epochs=1, arch="mobilenet_v3_small", input_size=64, calibration="small"
+    )
+    first = demo.run_demo(tmp_path, cfg)
+    assert first.reused == []
+    assert first.verify == {"onnx-cpu-int8": True}
+    assert first.report_paths["markdown"].is_file()
+    assert first.report["accuracy"]["split"] == "test"
+
+    again = demo.run_demo(tmp_path, cfg)
+    assert again.reused == ["data", "training", "bundle onnx-cpu-int8"]
+
+    changed = demo.run_demo(tmp_path, dataclasses.replace(cfg, epochs=2))
+    assert changed.reused == ["data"]  # new training config -> new model -> new bundle
+    assert changed.checkpoint == first.checkpoint  # same place, rebuilt content
