@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -23,11 +22,6 @@ import numpy as np
 
 from edgevcf.data.manifest import SPLITS, Manifest, Study
 from edgevcf.errors import CalibrationError, ConfigError
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - Python 3.10
-    import tomli as tomllib
 
 
 @dataclass(frozen=True)
@@ -88,12 +82,9 @@ def load_recipe(name_or_path: str) -> CalibrationRecipe:
                 hint=f"choose one of: {', '.join(sorted(files))} (or give a RECIPE.toml path)",
             )
         path = files[name_or_path]
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ConfigError(f"cannot read calibration recipe {path}: {exc}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: not valid TOML ({exc})") from None
+    from edgevcf.profiles import read_toml
+
+    data = read_toml(path, "calibration recipe")
     valid = [f for f in CalibrationRecipe.__dataclass_fields__ if f != "name"]
     unknown = sorted(set(data) - set(valid))
     if unknown:

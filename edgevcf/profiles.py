@@ -295,16 +295,20 @@ def parse_profile(data: dict[str, Any], source: str, default_name: str = "") -> 
     return profile
 
 
+def read_toml(path: Path, what: str) -> dict[str, Any]:
+    """A TOML file as a dict; unreadable or invalid files are a ConfigError naming the file."""
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"cannot read {what} {path}: {exc.strerror or exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML ({exc})") from None
+
+
 def load_profile_file(path: str | Path) -> TargetProfile:
     """Load one profile TOML file."""
     p = Path(path)
-    try:
-        data = tomllib.loads(p.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ConfigError(f"cannot read profile {p}: {exc.strerror or exc}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{p}: not valid TOML ({exc})") from None
-    return parse_profile(data, str(p), default_name=p.stem)
+    return parse_profile(read_toml(p, "profile"), str(p), default_name=p.stem)
 
 
 def _bundled_files(package: str, checkout_dir: str) -> list[Path]:

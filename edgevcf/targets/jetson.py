@@ -31,7 +31,7 @@ from edgevcf.deps import available, require
 from edgevcf.errors import CompileError, QuantizationError
 from edgevcf.profiles import TargetProfile
 from edgevcf.targets.base import ExportContext, Target
-from edgevcf.targets.onnx import quantize_qdq
+from edgevcf.targets.onnx import profile_qdq_options, quantize_qdq
 
 log = logging.getLogger(__name__)
 
@@ -326,11 +326,8 @@ class JetsonTarget(Target):
                     per_channel=True,
                     op_types=QUANTIZED_OPS,
                     quantize_bias=False,
-                    exclude=ctx.profile.quantize.excluded_layers,
-                    static_batch=ctx.input.batch,
-                    calibrate_method=ctx.profile.quantize.calibrate_method,
-                    percentile=ctx.profile.quantize.percentile,
                     exclude_output_quantization=tuple(QUANTIZED_OPS),
+                    **profile_qdq_options(ctx),
                 )
             ctx.extra["trt_qdq_validation"] = validate_trt_qdq(
                 dest, static_shape=ctx.input.batch > 0

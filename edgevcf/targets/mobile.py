@@ -25,7 +25,7 @@ from edgevcf.bundle import Artifact
 from edgevcf.deps import require
 from edgevcf.errors import ExportError
 from edgevcf.targets.base import ExportContext, Target
-from edgevcf.targets.onnx import qdq_coverage, quantize_qdq
+from edgevcf.targets.onnx import profile_qdq_options, qdq_coverage, quantize_qdq
 
 log = logging.getLogger(__name__)
 
@@ -81,10 +81,7 @@ class MobileTarget(Target):
                     activation_type="int8",
                     symmetric_activations=False,
                     per_channel=True,
-                    exclude=ctx.profile.quantize.excluded_layers,
-                    static_batch=ctx.input.batch,
-                    calibrate_method=ctx.profile.quantize.calibrate_method,
-                    percentile=ctx.profile.quantize.percentile,
+                    **profile_qdq_options(ctx),
                 )
             census["model"] = qdq_coverage(dest)
         else:

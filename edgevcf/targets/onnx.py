@@ -294,6 +294,17 @@ def op_census(path: Path, scratch: Path) -> dict[str, Any]:
     }
 
 
+def profile_qdq_options(ctx: ExportContext) -> dict[str, Any]:
+    """The :func:`quantize_qdq` arguments every ONNX Runtime-based target takes from its profile."""
+    q = ctx.profile.quantize
+    return {
+        "exclude": q.excluded_layers,
+        "static_batch": ctx.input.batch,
+        "calibrate_method": q.calibrate_method,
+        "percentile": q.percentile,
+    }
+
+
 class OnnxTarget(Target):
     """ONNX Runtime CPU: FP32 (the reference) or INT8 with u8 activations / s8 weights."""
 
@@ -317,10 +328,7 @@ class OnnxTarget(Target):
                 activation_type=str(opts["activation_type"]),
                 symmetric_activations=False,
                 per_channel=bool(opts["per_channel"]),
-                exclude=ctx.profile.quantize.excluded_layers,
-                static_batch=ctx.input.batch,
-                calibrate_method=ctx.profile.quantize.calibrate_method,
-                percentile=ctx.profile.quantize.percentile,
+                **profile_qdq_options(ctx),
             )
         ctx.extra["integer_check"] = {"model": op_census(dest, ctx.scratch)}
         return [Artifact("model", dest.name, "onnxruntime", "int8", threads)]
