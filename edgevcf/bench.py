@@ -225,6 +225,33 @@ def _bundle_probs(bundle: Bundle, units_by_spec: Any, backend: str) -> np.ndarra
     return 1.0 / (1.0 + np.exp(-np.clip(z.astype(np.float64), -60, 60)))
 
 
+@dataclass(frozen=True)
+class Target:
+    """One bench row: a bundle, and which engine/artefact of it runs."""
+
+    bundle: Bundle
+    backend: str
+    label: str
+
+
+def parse_targets(specs: list[str | os.PathLike[str]], backend: str = "auto") -> list[Target]:
+    """``PATH`` or ``PATH:ARTIFACT`` (e.g. ``bundles/mobile:tflite``) -> bench rows."""
+    out = []
+    for spec in specs:
+        text = str(spec)
+        path, art = Path(text), backend
+        if not path.exists() and ":" in text:
+            head, _, tail = text.rpartition(":")
+            if Path(head).exists():
+                path, art = Path(head), tail
+        b = Bundle.load(path)
+        label = path.name if art == "auto" else f"{path.name}:{art}"
+        out.append(Target(b, art, label))
+    if len({t.label for t in out}) != len(out):
+        raise ConfigError("the same bundle (and engine) is named twice")
+    return out
+
+
 def _check_disjoint(bundle: Bundle, patients: list[str], split: str) -> None:
     from edgevcf.calibration import overlap_with_record
 
@@ -245,7 +272,7 @@ def _check_disjoint(bundle: Bundle, patients: list[str], split: str) -> None:
 
 
 def accuracy(
-    bundles: list[Bundle],
+    targets: list[Target],
     data: str | os.PathLike[str],
     baseline: str | os.PathLike[str] | None,
     cfg: BenchConfig,
@@ -259,8 +286,8 @@ def accuracy(
     if not sub.studies:
         raise DataError(f"split {cfg.split!r} of {data} is empty")
     patients = sorted({s.patient_id for s in sub.studies})
-    for b in bundles:
-        _check_disjoint(b, patients, cfg.split)
+    for t in targets:
+        _check_disjoint(t.bundle, patients, cfg.split)
     cache: dict[str, Any] = {}
     kept: list[Any] = []
 
@@ -273,10 +300,9 @@ def accuracy(
         return np.asarray(cache[key].units)
 
     scores: list[Scores] = []
-    for b in progress.track(bundles, desc="accuracy", unit="bundle"):
-        scores.append(
-            Scores(str(b.path), _bundle_probs(b, units_by_spec, cfg.backend), b.threshold)
-        )
+    for t in progress.track(targets, desc="accuracy", unit="bundle"):
+        probs = _bundle_probs(t.bundle, units_by_spec, t.backend)
+        scores.append(Scores(t.label, probs, t.bundle.threshold))
     if len({tuple(k) for k in kept}) > 1:
         raise DataError("bundles with different preprocessing skipped different images")
     split = next(iter(cache.values()))
@@ -287,8 +313,8 @@ def accuracy(
     if baseline is not None:
         base = _baseline_scores(Path(baseline), units_by_spec, cfg)
     rows = []
-    for b, s in zip(bundles, scores, strict=True):
-        tol = b.manifest["profile"]["tolerance"]
+    for t, s in zip(targets, scores, strict=True):
+        tol = t.bundle.manifest["profile"]["tolerance"]
         row: dict[str, Any] = {
             "bundle": s.name,
             "auc": metrics.auc_ci(labels, s.probs).to_dict(),
@@ -346,10 +372,12 @@ def bench(
     cfg: BenchConfig | None = None,
 ) -> dict[str, Any]:
     """Benchmark bundles; returns the report (see ``docs`` in the README for its schema)."""
+    from edgevcf.runtime import choose_artifact
+
     cfg = cfg or BenchConfig()
     if not bundle_paths:
         raise ConfigError("no bundle given")
-    bundles = [Bundle.load(p) for p in bundle_paths]
+    targets = parse_targets(bundle_paths, cfg.backend)
     report: dict[str, Any] = {
         "schema_version": BENCH_SCHEMA_VERSION,
         "machine": machine_info(),
@@ -359,24 +387,28 @@ def bench(
     dicom = sample_dicom(cfg.dicom) if cfg.latency else None
     if cfg.latency and dicom is None:
         cfg.notes.append("no DICOM for end-to-end timing (pass --dicom FILE)")
-    for b in bundles:
+    for t in targets:
+        b = t.bundle
         prof = b.manifest["profile"]
         bs = prof["bench"]
         entry: dict[str, Any] = {
-            "bundle": str(b.path),
+            "bundle": t.label,
+            "path": str(b.path),
             "model_id": b.id,
             "profile": prof["name"],
             "target": b.manifest["target"],
             "precision": b.manifest["precision"],
             "backbone": b.manifest["backbone"],
-            "size_bytes": sum((b.path / f).stat().st_size for f in b.artifact().files()),
+            "size_bytes": sum(
+                (b.path / f).stat().st_size for f in choose_artifact(b, t.backend).files()
+            ),
             "latency_budget_ms": bs["latency_budget_ms"],
         }
         if cfg.latency:
             threads = cfg.threads if cfg.threads is not None else bs["threads"]
             job = {
                 "bundle": str(b.path),
-                "backend": cfg.backend,
+                "backend": t.backend,
                 "threads": threads,
                 "warmup": cfg.warmup if cfg.warmup is not None else bs["warmup"],
                 "iterations": max(MIN_ITERATIONS, cfg.iterations or bs["iterations"]),
@@ -384,7 +416,7 @@ def bench(
                 "dicom": str(dicom) if dicom else None,
                 "e2e_iterations": 20,
             }
-            with progress.step(f"latency {b.path.name}"):
+            with progress.step(f"latency {t.label}"):
                 entry["latency"] = measure_latency(job, isolate=cfg.isolate)
             if b.manifest["target"] == "jetson" and entry["latency"]["runtime"] == "onnxruntime":
                 entry["latency"]["note"] = (
@@ -392,7 +424,7 @@ def bench(
                 )
         report["bundles"].append(entry)
     if data is not None:
-        report["accuracy"] = accuracy(bundles, data, baseline, cfg)
+        report["accuracy"] = accuracy(targets, data, baseline, cfg)
     report["gates"] = gates(report)
     report["passed"] = all(g["passed"] is not False for g in report["gates"])
     report["notes"] = cfg.notes

@@ -103,7 +103,7 @@ def verify(bundle: Path, artifacts: tuple[str, ...], as_json: bool) -> None:
 
 
 @click.command("bench")
-@click.argument("bundles", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.argument("bundles", nargs=-1, required=True)
 @click.option(
     "--data",
     type=click.Path(dir_okay=False, path_type=Path),
@@ -137,7 +137,7 @@ def verify(bundle: Path, artifacts: tuple[str, ...], as_json: bool) -> None:
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the JSON report on stdout.")
 def bench(
-    bundles: tuple[Path, ...],
+    bundles: tuple[str, ...],
     data: Path | None,
     split: str,
     baseline: Path | None,
@@ -151,12 +151,13 @@ def bench(
 ) -> None:
     """Benchmark bundles on this machine: latency, and accuracy against the FP32 baseline.
 
-    Latency with the profile's settings (warm-up, >= 200 timed runs; median, p90, p99, min,
-    mean; throughput per batch size; cold start; peak RSS; DICOM decode + preprocessing apart
-    from inference; end to end). With --data: AUC with DeLong CI, paired ΔAUC vs --baseline,
-    non-inferiority at the profile's tolerance, sensitivity/specificity/accuracy/F1/precision
-    at the bundled threshold, decision flip rate with McNemar. Gates from each profile; exit
-    code 4 when one fails.
+    BUNDLE is a bundle folder, or FOLDER:ARTIFACT to bench one artefact of it (e.g.
+    bundles/mobile:tflite). Latency with the profile's settings (warm-up, >= 200 timed runs;
+    median, p90, p99, min, mean; throughput per batch size; cold start; peak RSS; DICOM decode
+    + preprocessing apart from inference; end to end). With --data: AUC with DeLong CI, paired
+    ΔAUC vs --baseline, non-inferiority at the profile's tolerance, sensitivity, specificity,
+    accuracy, F1 and precision at the bundled threshold, decision flip rate with McNemar. Gates
+    from each profile; exit code 4 when one fails.
 
     \b
     Example:
