@@ -264,6 +264,9 @@ def bench_png(report: dict[str, Any], path: Path) -> None:
         ax2.barh(list(y), med, color="#3b6ea8", label="median")
         ax2.set_yticks(list(y), names, fontsize=7)
         ax2.legend(fontsize=7)
+    else:
+        ax2.text(0.5, 0.5, "latency not measured", ha="center", va="center", color="grey")
+        ax2.set_yticks([])
     ax2.set(xlabel="batch-1 latency (ms)", title="Latency")
     fig.tight_layout()
     tmp = path.with_name(path.name + ".part")

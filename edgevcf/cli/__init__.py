@@ -102,8 +102,27 @@ def cli(debug: bool, quiet: bool) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Console-script entry point."""
+    """Console-script entry point.
+
+    SIGTERM (a service manager stopping the cart software, ``kill``) becomes a normal exit so
+    that clean-up runs: staging folders of an interrupted export or report are removed instead
+    of being left behind.
+    """
+    import signal
+
+    def _terminate(signum: int, frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    if threading_main():
+        signal.signal(signal.SIGTERM, _terminate)
     cli.main(args=argv, prog_name="edgevcf")
+
+
+def threading_main() -> bool:
+    """Whether this is the main thread (only it may install signal handlers)."""
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
 
 
 __all__ = ["cli", "main"]

@@ -140,3 +140,31 @@ def test_targets_command() -> None:
     rows = {r["profile"]: r for r in json.loads(res.stdout)}
     assert rows["onnx-cpu"]["exports_here"]
     assert "engine" in rows["jetson-orin-nano"]["runs_here"]
+
+
+def test_sigterm_mid_export_leaves_nothing(tiny_export: Any, tmp_path: Path) -> None:
+    """A stopped export (service manager, kill) removes its staging folder: no half bundle."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "b"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "edgevcf", "--quiet", "export", "--target", "jetson",
+         "--checkpoint", str(tiny_export.checkpoint), "--calib", str(tiny_export.manifest),
+         "--out", str(out)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    deadline = time.monotonic() + 120
+    while not list(tmp_path.glob(".b.partial-*")) and proc.poll() is None:
+        if time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail("export never started staging")
+        time.sleep(0.05)
+    if proc.poll() is not None:
+        pytest.skip("export finished before it could be interrupted")
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=120) == 128 + signal.SIGTERM
+    assert not out.exists()
+    assert list(tmp_path.iterdir()) == []
