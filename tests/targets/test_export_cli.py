@@ -168,3 +168,27 @@ def test_sigterm_mid_export_leaves_nothing(tiny_export: Any, tmp_path: Path) -> 
     assert proc.wait(timeout=120) == 128 + signal.SIGTERM
     assert not out.exists()
     assert list(tmp_path.iterdir()) == []
+
+
+def test_users_own_fp32_onnx_is_parity_checked(tiny_export: Any, tmp_path: Path) -> None:
+    from edgevcf.models import load_checkpoint
+    from edgevcf.onnx_export import export_onnx
+
+    model, meta = load_checkpoint(tiny_export.checkpoint)
+    mine = tmp_path / "mine.onnx"
+    export_onnx(model, meta.preprocess, mine, opset=18, batch=1)
+    res = _export(tiny_export, tmp_path / "b", "--onnx", str(mine), "--json")
+    assert res.exit_code in (0, 4), res.output
+    b = Bundle.load(tmp_path / "b")
+    assert b.manifest["metrics"]["parity"]["max_abs_logit_diff"] <= 1e-3
+
+    other = tmp_path / "other.onnx"  # a different network's graph: parity must fail
+    torch_model, _ = load_checkpoint(tiny_export.checkpoint)
+    import torch
+
+    with torch.no_grad():
+        for p in torch_model.parameters():
+            p.mul_(0.5)
+    export_onnx(torch_model, meta.preprocess, other, batch=1)
+    res = _export(tiny_export, tmp_path / "c", "--onnx", str(other))
+    assert res.exit_code == 8 and "differ from PyTorch" in res.output
