@@ -137,3 +137,18 @@ def test_unreadable_images_are_counted_and_listed(
     from edgevcf.report import bench_markdown
 
     assert "broken.dcm" in bench_markdown(rep)
+
+
+def test_peak_rss_is_the_child_own() -> None:
+    """A child spawned by a big parent reports its own peak, not the parent's."""
+    import numpy as np
+
+    from edgevcf.bench import peak_rss_mb
+
+    big = np.ones(400_000_000 // 8)  # the parent now peaks above 400 MB
+    big[::4096] = 2.0
+    import multiprocessing as mp
+
+    with mp.get_context("spawn").Pool(1) as pool:
+        child = pool.apply(peak_rss_mb)
+    assert child < 300 < peak_rss_mb()
