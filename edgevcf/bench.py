@@ -238,7 +238,7 @@ def _bundle_probs(bundle: Bundle, units_by_spec: Any, backend: str) -> np.ndarra
     units = units_by_spec(bundle.preprocess)
     x = bundle.input.prepare(units, bundle.preprocess)
     z = pred.backend.run_all(x).reshape(-1)
-    return 1.0 / (1.0 + np.exp(-np.clip(z.astype(np.float64), -60, 60)))
+    return metrics.sigmoid(z)
 
 
 @dataclass(frozen=True)

@@ -195,6 +195,12 @@ def _as_dict(obj: Any) -> dict[str, Any]:
 # ------------------------------------------------------------------------------------- AUC
 
 
+def sigmoid(logits: npt.ArrayLike) -> FloatArray:
+    """P(fresh) from logits, in float64 and without overflow warnings for large |logit|."""
+    z = np.asarray(logits, dtype=np.float64)
+    return np.asarray(1.0 / (1.0 + np.exp(-np.clip(z, -60.0, 60.0))), dtype=np.float64)
+
+
 def auc(y_true: npt.ArrayLike, scores: npt.ArrayLike) -> float:
     """Area under the ROC curve, as the Mann–Whitney probability P(score+ > score-) + P(=)/2.
 

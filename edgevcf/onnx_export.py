@@ -23,6 +23,7 @@ import numpy as np
 from edgevcf.data.preprocess import Preprocess
 from edgevcf.deps import require
 from edgevcf.errors import ExportError, ParityError
+from edgevcf.metrics import sigmoid
 
 if TYPE_CHECKING:
     from torch import nn
@@ -250,7 +251,7 @@ def check_parity(
     if got.shape != ref.shape:
         raise ParityError(f"ONNX output shape {got.shape} != PyTorch {ref.shape}")
     diff = float(np.max(np.abs(got - ref))) if len(ref) else 0.0
-    pdiff = float(np.max(np.abs(_sigmoid(got) - _sigmoid(ref)))) if len(ref) else 0.0
+    pdiff = float(np.max(np.abs(sigmoid(got) - sigmoid(ref)))) if len(ref) else 0.0
     if not np.isfinite(diff) or diff > atol:
         raise ParityError(
             f"ONNX logits differ from PyTorch by up to {diff:.3g} (tolerance {atol:g}) "
@@ -258,7 +259,3 @@ def check_parity(
             hint="an exporter or opset problem; try another opset in the profile",
         )
     return ParityResult(len(ref), diff, pdiff, atol)
-
-
-def _sigmoid(z: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-np.clip(z, -60, 60)))

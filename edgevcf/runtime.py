@@ -22,6 +22,7 @@ from edgevcf.backends import backend_class
 from edgevcf.bundle import Artifact, Bundle
 from edgevcf.deps import available
 from edgevcf.errors import BackendUnavailableError, ConfigError, DataError, EdgeVCFError
+from edgevcf.metrics import sigmoid
 
 log = logging.getLogger(__name__)
 
@@ -50,10 +51,6 @@ class Prediction:
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
         return asdict(self)
-
-
-def _sigmoid(z: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-np.clip(np.asarray(z, np.float64), -60, 60)))
 
 
 def choose_artifact(bundle: Bundle, backend: str = "auto") -> Artifact:
@@ -156,7 +153,7 @@ class Predictor:
         return self.backend.run_all(x).reshape(-1)
 
     def _result(self, source: str, logit: float, timings: dict[str, float]) -> Prediction:
-        p = float(_sigmoid(np.asarray(logit)))
+        p = float(sigmoid(np.asarray(logit)))
         return Prediction(
             source, p, p >= self.threshold, self.threshold, self.model_id, timings_ms=timings
         )
@@ -291,7 +288,7 @@ def verify(path: str | os.PathLike[str], artifacts: Sequence[str] | None = None)
         expected = expected.reshape(-1)
         diff = np.abs(got - expected)
         atol = float(atol_by_precision.get(art.precision, 1e-3))
-        mism = int(np.sum((_sigmoid(got) >= thr) != (_sigmoid(expected) >= thr)))
+        mism = int(np.sum((sigmoid(got) >= thr) != (sigmoid(expected) >= thr)))
         check.n = len(diff)
         check.max_abs_logit_diff = float(diff.max()) if len(diff) else 0.0
         check.atol = atol

@@ -98,10 +98,6 @@ class ExportResult:
     manifest: dict[str, Any]
 
 
-def _sigmoid(z: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-np.clip(np.asarray(z, np.float64), -60, 60)))
-
-
 def measure(
     labels: np.ndarray,
     ref_probs: np.ndarray,
@@ -338,7 +334,7 @@ class Target(ABC):
         for art in progress.track(
             self.measured_artifacts(artifacts), desc=f"{self.name}: measure", unit="artifact"
         ):
-            probs = _sigmoid(self.run_artifact(ctx, art, ctx.tuning_inputs)).reshape(-1)
+            probs = metrics.sigmoid(self.run_artifact(ctx, art, ctx.tuning_inputs)).reshape(-1)
             out[art.name] = measure(
                 ctx.tuning_labels, ctx.fp32_probs, probs, ctx.threshold, ctx.profile
             )
