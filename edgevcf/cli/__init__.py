@@ -113,12 +113,12 @@ def main(argv: list[str] | None = None) -> None:
     def _terminate(signum: int, frame: object) -> None:
         raise SystemExit(128 + signum)
 
-    if threading_main():
+    if _in_main_thread():
         signal.signal(signal.SIGTERM, _terminate)
     cli.main(args=argv, prog_name="edgevcf")
 
 
-def threading_main() -> bool:
+def _in_main_thread() -> bool:
     """Whether this is the main thread (only it may install signal handlers)."""
     import threading
 
