@@ -11,6 +11,7 @@ import importlib
 import importlib.util
 from dataclasses import dataclass
 from types import ModuleType
+from typing import Any
 
 from edgevcf.errors import BackendUnavailableError
 
@@ -63,6 +64,16 @@ def available(name: str) -> bool:
 def missing(*names: str) -> list[str]:
     """The subset of ``names`` that is not installed."""
     return [n for n in names if not available(n)]
+
+
+def import_symbol(spec: str) -> Any:
+    """``"package.module:attr"`` -> the attribute, importing the module only now.
+
+    The lazy registries (CLI commands, targets, backends) name their entries this way so that
+    importing the registry imports no toolchain.
+    """
+    module, attr = spec.split(":")
+    return getattr(importlib.import_module(module), attr)
 
 
 def require(name: str, purpose: str | None = None) -> ModuleType:

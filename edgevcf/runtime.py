@@ -18,21 +18,13 @@ from typing import Any
 
 import numpy as np
 
-from edgevcf.backends import backend_class
+from edgevcf.backends import RUNTIMES, backend_class
 from edgevcf.bundle import Artifact, Bundle
 from edgevcf.deps import available
 from edgevcf.errors import BackendUnavailableError, ConfigError, DataError, EdgeVCFError
 from edgevcf.metrics import sigmoid
 
 log = logging.getLogger(__name__)
-
-# Backend name -> the deps key that must import for it.
-_RUNTIME_DEP = {
-    "onnxruntime": "onnxruntime",
-    "openvino": "openvino",
-    "litert": "litert",
-    "tensorrt": "tensorrt",
-}
 
 
 @dataclass
@@ -70,7 +62,7 @@ def choose_artifact(bundle: Bundle, backend: str = "auto") -> Artifact:
         return arts[backend]
     if backend == "auto":
         order = [default, *[a for a in arts.values() if a.name != default.name]]
-    elif backend in _RUNTIME_DEP:
+    elif backend in RUNTIMES:
         order = [a for a in arts.values() if a.runtime == backend]
         if not order:
             raise ConfigError(
@@ -81,17 +73,17 @@ def choose_artifact(bundle: Bundle, backend: str = "auto") -> Artifact:
     else:
         raise ConfigError(
             f"unknown backend {backend!r}",
-            hint=f"use auto, one of {', '.join(_RUNTIME_DEP)}, or an artefact: {', '.join(arts)}",
+            hint=f"use auto, one of {', '.join(RUNTIMES)}, or an artefact: {', '.join(arts)}",
         )
     for art in order:
-        if available(_RUNTIME_DEP.get(art.runtime, art.runtime)):
+        if available(art.runtime):
             return art
     from edgevcf.deps import BACKENDS
 
     need = order[0].runtime
     raise BackendUnavailableError(
         f"no engine for this bundle is installed here (it needs {need})",
-        hint=BACKENDS[_RUNTIME_DEP.get(need, need)].hint,
+        hint=BACKENDS[need].hint,
     )
 
 
@@ -275,7 +267,7 @@ def verify(path: str | os.PathLike[str], artifacts: Sequence[str] | None = None)
         art = bundle.artifact(name)
         check = ArtifactCheck(art.name, art.runtime, art.precision, "skipped")
         checks.append(check)
-        if not available(_RUNTIME_DEP.get(art.runtime, art.runtime)):
+        if not available(art.runtime):
             check.reason = f"{art.runtime} is not installed here"
             continue
         if name not in golden.expected:

@@ -7,11 +7,11 @@ light); :func:`open_backend` picks the class by the artefact's ``runtime`` name.
 
 from __future__ import annotations
 
-import importlib
 from pathlib import Path
 from typing import Any
 
 from edgevcf.backends.base import Backend
+from edgevcf.deps import import_symbol
 from edgevcf.errors import BundleError
 
 # runtime name (as written in a bundle manifest) -> "module:Class"
@@ -25,13 +25,11 @@ RUNTIMES: dict[str, str] = {
 
 def backend_class(runtime: str) -> type[Backend]:
     """The backend class for a runtime name."""
-    try:
-        module, cls = RUNTIMES[runtime].split(":")
-    except KeyError:
+    if runtime not in RUNTIMES:
         raise BundleError(
             f"unknown runtime {runtime!r}", hint=f"known runtimes: {', '.join(RUNTIMES)}"
-        ) from None
-    backend: type[Backend] = getattr(importlib.import_module(module), cls)
+        )
+    backend: type[Backend] = import_symbol(RUNTIMES[runtime])
     return backend
 
 

@@ -8,7 +8,6 @@ Any other exception is a bug and keeps its traceback.
 
 from __future__ import annotations
 
-import importlib
 import logging
 import sys
 from typing import Any
@@ -16,6 +15,7 @@ from typing import Any
 import click
 
 from edgevcf import __version__
+from edgevcf.deps import import_symbol
 from edgevcf.errors import EdgeVCFError
 
 #: name -> "module:attribute" of each top-level command, imported only when used.
@@ -48,8 +48,7 @@ class LazyGroup(click.Group):
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         if cmd_name in self.lazy_commands:
-            module_name, attr = self.lazy_commands[cmd_name].split(":")
-            command: click.Command = getattr(importlib.import_module(module_name), attr)
+            command: click.Command = import_symbol(self.lazy_commands[cmd_name])
             return command
         return super().get_command(ctx, cmd_name)
 

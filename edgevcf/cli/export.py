@@ -199,16 +199,11 @@ def targets(as_json: bool) -> None:
 
     from edgevcf.deps import BACKENDS, available
     from edgevcf.profiles import builtin_profiles
+    from edgevcf.targets import get_target
 
-    needs = {
-        "jetson": ("onnx", "onnxruntime"),
-        "openvino": ("onnx", "onnxruntime", "openvino", "nncf"),
-        "mobile": ("onnx", "onnxruntime", "litert", "litert_torch"),
-        "onnx": ("onnx", "onnxruntime"),
-    }
     rows: list[dict[str, Any]] = []
     for p in builtin_profiles().values():
-        missing = [b for b in needs[p.target] if not available(b)]
+        missing = [b for b in get_target(p.target).needs if not available(b)]
         if p.target == "jetson":
             runs = "engine: yes" if available("tensorrt") else "ONNX + build plan (engine: no)"
         else:

@@ -7,8 +7,7 @@ toolchain.
 
 from __future__ import annotations
 
-import importlib
-
+from edgevcf.deps import import_symbol
 from edgevcf.errors import ConfigError
 from edgevcf.targets.base import Target
 
@@ -22,13 +21,9 @@ TARGETS: dict[str, str] = {
 
 def get_target(name: str) -> Target:
     """An instance of the target class registered as ``name``."""
-    try:
-        module, cls = TARGETS[name].split(":")
-    except KeyError:
-        raise ConfigError(
-            f"unknown target {name!r}", hint=f"targets: {', '.join(TARGETS)}"
-        ) from None
-    target: Target = getattr(importlib.import_module(module), cls)()
+    if name not in TARGETS:
+        raise ConfigError(f"unknown target {name!r}", hint=f"targets: {', '.join(TARGETS)}")
+    target: Target = import_symbol(TARGETS[name])()
     return target
 
 
