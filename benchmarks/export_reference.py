@@ -86,6 +86,13 @@ def main() -> None:
     )
     ap.add_argument("--archs", nargs="+", default=None, help="default: those with a checkpoint")
     ap.add_argument("--targets", nargs="+", default=list(TARGETS), choices=list(TARGETS))
+    ap.add_argument(
+        "--input-size",
+        type=int,
+        default=None,
+        help="export at this input size instead of the checkpoint's (rows and bundles are "
+        "then labelled ARCH@SIZE; the network was trained at its own size)",
+    )
     ap.add_argument("--root", type=Path, default=cache_root() / "reference")
     ap.add_argument("--results", type=Path, default=Path(__file__).parent / "results")
     ap.add_argument(
@@ -107,20 +114,23 @@ def main() -> None:
         ckpt = args.root / "runs" / arch / "model.safetensors"
         for label in args.targets:
             name, precision = TARGETS[label]
-            prof = load_profile(name).with_overrides(precision=precision)
-            out = args.root / "bundles" / arch / label
+            prof = load_profile(name).with_overrides(
+                precision=precision, input_size=args.input_size
+            )
+            row_arch = f"{arch}@{args.input_size}" if args.input_size else arch
+            out = args.root / "bundles" / row_arch / label
             if not args.from_bundles:
                 t = time.perf_counter()
                 res = get_target(prof.target).export(ckpt, prof, data, out, force=True)
                 print(
-                    f"{arch} {label}: {res.size_bytes / 1e6:.2f} MB, AUC {res.fp32_auc} -> "
+                    f"{row_arch} {label}: {res.size_bytes / 1e6:.2f} MB, AUC {res.fp32_auc} -> "
                     f"{res.auc}, flips {res.flip_rate:.3f}, gate {res.gate_passed}, "
                     f"{time.perf_counter() - t:.0f} s",
                     flush=True,
                 )
             elif not (out / "manifest.json").is_file():
                 continue
-            rows.append(_row(arch, label, Bundle.load(out)))
+            rows.append(_row(row_arch, label, Bundle.load(out)))
             write([rows[-1]], args)  # after each row: a crash later loses nothing
 
 
@@ -131,7 +141,12 @@ def _merge(rows: list[dict[str, Any]], path: Path) -> list[dict[str, Any]]:
     old = [r for r in json.loads(path.read_text())["rows"] if (r["arch"], r["target"]) not in new]
     order = {a: i for i, a in enumerate(STUDY_BACKBONES)}
     torder = {t: i for i, t in enumerate(TARGETS)}
-    return sorted(old + rows, key=lambda r: (order.get(r["arch"], 9), torder.get(r["target"], 99)))
+
+    def key(r: dict[str, Any]) -> tuple[int, str, int]:
+        base, _, size = r["arch"].partition("@")
+        return (order.get(base, 9), size, torder.get(r["target"], 99))
+
+    return sorted(old + rows, key=key)
 
 
 def write(rows: list[dict[str, Any]], args: argparse.Namespace) -> None:

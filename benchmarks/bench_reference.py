@@ -1,0 +1,497 @@
+"""The full benchmark table: three study backbones x every runtime, measured side by side.
+
+Rows per backbone: PyTorch eager FP32 (what a user would otherwise run), onnx-cpu FP32 / INT8,
+OpenVINO FP32 / BF16 / INT8 / INT8 accuracy-aware, mobile ONNX INT8, mobile .tflite INT8 and the
+jetson Q/DQ model in ONNX Runtime (a CPU stand-in for the TensorRT engine: its accuracy is the
+engine's, its latency is not a Jetson's). BF16 is the OpenVINO FP32 IR compiled with
+``INFERENCE_PRECISION_HINT=bf16`` (OpenVINO's default on this CPU if nobody sets it).
+
+How it measures, and why:
+- every row runs in its own process (its own runtime, thread pool and peak memory), all alive
+  at once; latency is taken in *interleaved rounds* (each round times every row in a shuffled
+  order), so a slow phase of the machine hits all rows alike and the speed-up ratios — measured in
+  the same run — stay honest on a noisy 2-core VM. The table gives the median over all rounds and
+  the spread of the per-round medians;
+- batch-1 latency on a real preprocessed radiograph (the bundle's golden input), p99 from the same
+  samples, throughput at batch 8, cold start (bundle load incl. checksum verification -> first
+  result), end to end on a full-size 16-bit DICOM (read, preprocess, infer, decide);
+- accuracy on the untouched test split against PyTorch eager FP32 on the same cases: AUC with
+  DeLong CI, paired ΔAUC with CI, decision flips at the bundled threshold, and the profile's gate
+  (non-inferiority at 0.01 AUC, flips <= 2 %).
+
+    .venv/bin/python benchmarks/bench_reference.py                 # all backbones, 2 repeats
+    .venv/bin/python benchmarks/bench_reference.py --archs mobilenet_v3_large@384 --repeats 1
+
+Bundles come from ``benchmarks/export_reference.py`` (ARCH@SIZE rows from its --input-size);
+results go to ``benchmarks/results/<machine>.{md,json}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import os
+import platform
+import random
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+# Only light imports at module level: spawned workers re-import this file.
+
+# (label, bundle folder under bundles/<arch>/, backend or artefact, extra backend options)
+ROWS: list[tuple[str, str | None, str, dict[str, Any]]] = [
+    ("pytorch-fp32", None, "torch", {}),
+    ("onnx-cpu-fp32", "onnx-cpu-fp32", "auto", {}),
+    ("onnx-cpu-int8", "onnx-cpu-int8", "auto", {}),
+    ("openvino-fp32", "openvino-fp32", "auto", {}),
+    ("openvino-bf16", "openvino-fp32", "auto", {"inference_precision": "bf16"}),
+    ("openvino-int8", "openvino-int8", "auto", {}),
+    ("openvino-int8-aa", "openvino-int8-aa", "auto", {}),
+    ("mobile-onnx-int8", "mobile-int8", "model", {}),
+    ("mobile-tflite-int8", "mobile-int8", "tflite", {}),
+    ("jetson-qdq-int8 (ORT stand-in)", "jetson-int8", "auto", {}),
+]
+BASELINE = "pytorch-fp32"
+NAIVE = "onnx-cpu-fp32"
+
+
+def machine_name() -> str:
+    """``x86_64-2cpu``: results are per machine."""
+    return f"{platform.machine()}-{os.cpu_count()}cpu"
+
+
+# ------------------------------------------------------------------ the worker (one per row)
+class _Runner:
+    """One row's model in its own process: a bundle artefact, or the checkpoint in PyTorch."""
+
+    def __init__(self, job: dict[str, Any]) -> None:
+        t0 = time.perf_counter()
+        self.kind = job["kind"]
+        self.threads = job["threads"]
+        if self.kind == "torch":
+            import torch
+
+            from edgevcf.models import load_checkpoint
+
+            torch.set_num_threads(self.threads)
+            self.torch = torch
+            self.model, self.meta = load_checkpoint(job["checkpoint"])
+            self.model.eval()
+            from edgevcf.bundle import Bundle
+
+            ref = Bundle.load(job["ref_bundle"])  # same preprocessing and input form
+            self.spec, self.input = ref.preprocess, ref.input
+            self.x1 = ref.golden().inputs[:1]
+            self.pred = None
+            self.decisions: list[bool] = []
+        else:
+            from edgevcf.bundle import Bundle
+            from edgevcf.runtime import Predictor, choose_artifact
+
+            bundle = Bundle.load(job["bundle"])
+            art = choose_artifact(bundle, job["backend"])
+            if job["options"]:
+                from dataclasses import replace
+
+                art = replace(art, options={**art.options, **job["options"]})
+            self.pred = Predictor(bundle, art, threads=self.threads)
+            self.x1 = bundle.golden().inputs[:1]
+            self.info = {
+                "artifact": art.name,
+                "runtime": art.runtime,
+                "precision": art.precision,
+                "options": {k: v for k, v in art.options.items() if k != "threads"},
+                "versions": type(self.pred.backend).versions(),
+                "size_bytes": sum((bundle.path / f).stat().st_size for f in art.files()),
+            }
+        self.run(self.x1)
+        self.cold_start_ms = (time.perf_counter() - t0) * 1e3
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        if self.pred is None:
+            with self.torch.inference_mode():
+                return self.model(self.torch.from_numpy(np.array(x))).numpy().reshape(len(x), -1)
+        return self.pred.backend.run_all(x)
+
+    def latency(self, n: int) -> list[float]:
+        out = []
+        x = self.x1
+        for _ in range(n):
+            t = time.perf_counter_ns()
+            self.run(x)
+            out.append((time.perf_counter_ns() - t) / 1e6)
+        return out
+
+    def throughput(self, batch: int, reps: int) -> float:
+        xb = np.ascontiguousarray(np.repeat(self.x1, batch, axis=0))
+        self.run(xb)
+        t = time.perf_counter()
+        for _ in range(reps):
+            self.run(xb)
+        return batch * reps / (time.perf_counter() - t)
+
+    def end_to_end(self, dicom: str, n: int) -> dict[str, list[float]]:
+        """Read + preprocess + infer + decide on a full-size DICOM; preprocessing timed apart."""
+        from edgevcf.data.io import read_image
+
+        prep, e2e = [], []
+        spec, inp = (
+            (self.spec, self.input) if self.pred is None else (self.pred.spec, self.pred.input)
+        )
+        for _ in range(n):
+            t = time.perf_counter()
+            img, _ = read_image(dicom)
+            inp.prepare(spec.to_unit(img), spec)
+            prep.append((time.perf_counter() - t) * 1e3)
+            t = time.perf_counter()
+            if self.pred is not None:
+                self.pred.predict(dicom)
+            else:
+                img, _ = read_image(dicom)
+                x = inp.prepare(spec.to_unit(img), spec)
+                self.decisions.append(float(self.run(x)[0, 0]) >= self.meta.threshold)
+            e2e.append((time.perf_counter() - t) * 1e3)
+        return {"preprocess": prep, "end_to_end": e2e}
+
+    def probs(self, path: str) -> np.ndarray:
+        x = np.load(path, mmap_mode="r")
+        z = np.concatenate(
+            [
+                self.run(np.ascontiguousarray(x[i : i + 16])).reshape(-1)
+                for i in range(0, len(x), 16)
+            ]
+        )
+        return 1.0 / (1.0 + np.exp(-z.astype(np.float64)))
+
+
+def _serve(conn: Any, job: dict[str, Any]) -> None:
+    """Worker loop: load, answer ``(method, args)`` requests until ``None``."""
+    from edgevcf import progress
+
+    progress.set_enabled(False)
+    try:
+        runner = _Runner(job)
+        conn.send(("ok", {"cold_start_ms": runner.cold_start_ms, **getattr(runner, "info", {})}))
+    except Exception as exc:  # reported to the parent, which records the row as failed
+        conn.send(("error", f"{type(exc).__name__}: {exc}"[:400]))
+        return
+    while True:
+        msg = conn.recv()
+        if msg is None:
+            break
+        method, args = msg
+        try:
+            conn.send(("ok", getattr(runner, method)(*args)))
+        except Exception as exc:
+            conn.send(("error", f"{type(exc).__name__}: {exc}"[:400]))
+    from edgevcf.bench import peak_rss_mb
+
+    conn.send(("ok", peak_rss_mb()))
+
+
+class Worker:
+    """Parent-side handle of one row's process."""
+
+    def __init__(self, label: str, job: dict[str, Any]) -> None:
+        ctx = mp.get_context("spawn")
+        self.label = label
+        self.conn, child = ctx.Pipe()
+        self.proc = ctx.Process(target=_serve, args=(child, job), daemon=True)
+        self.proc.start()
+        status, self.info = self.conn.recv()
+        if status != "ok":
+            self.proc.join(5)
+            raise RuntimeError(f"{label}: {self.info}")
+
+    def call(self, method: str, *args: Any) -> Any:
+        self.conn.send((method, args))
+        status, value = self.conn.recv()
+        if status != "ok":
+            raise RuntimeError(f"{self.label}.{method}: {value}")
+        return value
+
+    def close(self) -> float:
+        self.conn.send(None)
+        _, rss = self.conn.recv()
+        self.proc.join(10)
+        return float(rss)
+
+
+# ------------------------------------------------------------------ one backbone
+def _test_inputs(bundle_dirs: list[Path], data: Path, tmp: Path) -> tuple[Path, np.ndarray, Any]:
+    """The test split in the bundles' graph form (one file, memory-mapped by every worker)."""
+    from edgevcf.bench import _check_disjoint
+    from edgevcf.bundle import Bundle
+    from edgevcf.data.manifest import Manifest
+    from edgevcf.dataset import load_split
+
+    bundles = [Bundle.load(d) for d in bundle_dirs]
+    specs = {
+        (b.preprocess.to_json(), b.manifest["input"]["kind"], *b.manifest["input"]["shape"][1:])
+        for b in bundles
+    }
+    if len(specs) != 1:
+        raise SystemExit("bundles of one backbone differ in preprocessing or input form")
+    manifest = Manifest.load(data)
+    split = load_split(manifest, "test", bundles[0].preprocess, desc="preprocess test")
+    patients = sorted({s.patient_id for s in split.studies})
+    for b in bundles:
+        _check_disjoint(b, patients, "test")
+    x = bundles[0].input.prepare(split.units, bundles[0].preprocess)
+    path = tmp / "test.npy"
+    np.save(path, x)
+    return path, split.labels, bundles[0]
+
+
+def bench_arch(
+    arch: str, root: Path, data: Path, dicom: Path | None, args: argparse.Namespace
+) -> dict[str, Any]:
+    """Every row of one backbone (``ARCH`` or ``ARCH@SIZE``): latency rounds, then accuracy."""
+    from edgevcf import metrics
+
+    base_arch = arch.partition("@")[0]
+    ckpt = root / "runs" / base_arch / "model.safetensors"
+    rows = [r for r in ROWS if r[1] is None or (root / "bundles" / arch / r[1]).is_dir()]
+    if args.rows:
+        rows = [r for r in rows if r[0] in args.rows or r[0] == BASELINE]
+    missing = [r[0] for r in ROWS if r not in rows and (not args.rows or r[0] in args.rows)]
+    out: dict[str, Any] = {"arch": arch, "rows": {}, "missing": missing}
+    with tempfile.TemporaryDirectory(prefix="edgevcf-bench-") as td:
+        tmp = Path(td)
+        dirs = sorted({root / "bundles" / arch / r[1] for r in rows if r[1]})
+        x_path, labels, ref = _test_inputs(dirs, data, tmp)
+        workers: dict[str, Worker] = {}
+        for label, folder, backend, options in rows:
+            if folder is None:
+                job = {"kind": "torch", "checkpoint": str(ckpt), "ref_bundle": str(dirs[0])}
+            else:
+                job = {
+                    "kind": "bundle",
+                    "bundle": str(root / "bundles" / arch / folder),
+                    "backend": backend,
+                    "options": options,
+                }
+            job["threads"] = args.threads
+            print(f"  {arch}: load {label}", flush=True)
+            workers[label] = Worker(label, job)
+            out["rows"][label] = {"info": workers[label].info, "rounds": []}
+        rng = random.Random(args.seed)
+        order = list(workers)
+        for w in workers.values():
+            w.call("latency", args.warmup)
+        for r in range(args.rounds):
+            rng.shuffle(order)
+            for label in order:
+                ms = workers[label].call("latency", args.iterations)
+                out["rows"][label]["rounds"].append(ms)
+            print(f"  {arch}: latency round {r + 1}/{args.rounds}", flush=True)
+        for label in order:
+            out["rows"][label]["throughput"] = [
+                workers[label].call("throughput", args.batch, args.throughput_reps)
+                for _ in range(2)
+            ]
+        if dicom is not None:
+            for label in order:
+                out["rows"][label]["e2e"] = workers[label].call("end_to_end", str(dicom), args.e2e)
+        probs = {}
+        for label in order:
+            probs[label] = workers[label].call("probs", str(x_path))
+        for label, w in workers.items():
+            out["rows"][label]["peak_rss_mb"] = w.close()
+    base = probs[BASELINE]
+    thr = ref.threshold
+    tol = ref.manifest["profile"]["tolerance"]
+    for label, row in out["rows"].items():
+        all_ms = [v for rnd in row.pop("rounds") for v in rnd]
+        per_round = [statistics.median(rnd) for rnd in _chunks(all_ms, args.iterations)]
+        row["latency"] = {
+            "median_ms": float(np.median(all_ms)),
+            "p99_ms": float(np.percentile(all_ms, 99)),
+            "round_medians_ms": per_round,
+            "n": len(all_ms),
+        }
+        row["throughput_ips"] = max(row.pop("throughput"))
+        if "e2e" in row:
+            e = row.pop("e2e")
+            row["preprocess_ms"] = float(np.median(e["preprocess"]))
+            row["end_to_end_ms"] = float(np.median(e["end_to_end"]))
+        p = probs[label]
+        row["auc"] = metrics.auc_ci(labels, p).to_dict()
+        row["at_threshold"] = metrics.binary_metrics(labels, p, thr).to_dict()
+        if label != BASELINE:
+            paired = metrics.paired_auc_test(labels, base, p)
+            flips = metrics.decision_flips(base, p, thr, thr)
+            row["paired"] = paired.to_dict()
+            row["flip_rate"] = flips.flip_rate.value
+            row["gate"] = bool(
+                metrics.non_inferior(paired, tol["max_auc_drop"])
+                and flips.flip_rate.value <= tol["max_flip_rate"]
+            )
+    b_ms = out["rows"][BASELINE]["latency"]["median_ms"]
+    n_ms = out["rows"].get(NAIVE, {}).get("latency", {}).get("median_ms")
+    for row in out["rows"].values():
+        ms = row["latency"]["median_ms"]
+        row["speedup_vs_pytorch"] = b_ms / ms
+        row["speedup_vs_onnx_fp32"] = n_ms / ms if n_ms else None
+        # the same ratio within each round (rows timed side by side): its spread is the noise
+        rb = out["rows"][BASELINE]["latency"]["round_medians_ms"]
+        row["speedup_vs_pytorch_rounds"] = [
+            b / m for b, m in zip(rb, row["latency"]["round_medians_ms"], strict=True)
+        ]
+    out["n_test"] = len(labels)
+    out["n_pos"] = int(labels.sum())
+    out["threshold"] = thr
+    out["input_size"] = ref.preprocess.input_size
+    return out
+
+
+def _chunks(xs: list[float], n: int) -> list[list[float]]:
+    return [xs[i : i + n] for i in range(0, len(xs), n)]
+
+
+# ------------------------------------------------------------------ report
+def _fmt_ci(d: dict[str, Any]) -> str:
+    return f"{d['diff']:+.4f} ({d['ci_low']:+.4f}, {d['ci_high']:+.4f})"
+
+
+def markdown(result: dict[str, Any]) -> str:
+    """The table: one block per backbone, medians of each repeat and their spread."""
+    runs = result["runs"]
+    m = result["machine"]
+    lines = [
+        f"# Benchmark: {machine_name()} ({m.get('cpu', '?')})",
+        "",
+        f"{m['platform']}; Python {m['python']}; edgevcf {m['edgevcf']}; "
+        f"{result['threads']} threads; batch 1 latency over {result['rounds']} interleaved rounds "
+        f"x {result['iterations']} runs per row (after {result['warmup']} warm-up), throughput at "
+        f"batch {result['batch']}; {len(runs)} repeat(s) of the whole run "
+        f"({', '.join(r['created'] for r in runs)}).",
+        "",
+        "Median / p99: of run 1; `run 2` gives run 2's median and `spread` |run1 - run2| / mean. "
+        "Speed-ups are ratios of medians measured in the same run (run 1; run 2 in brackets). "
+        "Accuracy: the test split (never seen by training, threshold choice, calibration or "
+        "tuning), against PyTorch eager FP32 on the same cases; gate = paired-ΔAUC CI lower "
+        "bound > -0.01 and flips <= 2 %. End to end = full-size 16-bit DICOM read + preprocess + "
+        "infer + decide (median); ratio = end to end / batch-1 model median.",
+    ]
+    for arch in runs[0]["archs"]:
+        a1 = runs[0]["archs"][arch]
+        a2 = runs[1]["archs"].get(arch) if len(runs) > 1 else None
+        lines += [
+            "",
+            f"## {arch} ({a1['input_size']} px; test n={a1['n_test']}, {a1['n_pos']} fresh)",
+            "",
+            "| row | median ms | p99 ms | run 2 ms | spread | img/s @8 | x PyTorch | x ORT FP32 "
+            "| MB | AUC (95 % CI) | ΔAUC (95 % CI) | flip % | gate | cold ms | e2e ms (ratio) "
+            "| RSS MB |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        ]
+        for label, r in a1["rows"].items():
+            lat = r["latency"]
+            r2 = a2["rows"].get(label) if a2 else None
+            m2 = r2["latency"]["median_ms"] if r2 else None
+            spread = (
+                f"{abs(lat['median_ms'] - m2) / ((lat['median_ms'] + m2) / 2) * 100:.0f} %"
+                if m2
+                else "-"
+            )
+            sp = f"{r['speedup_vs_pytorch']:.2f}"
+            if r2:
+                sp += f" [{r2['speedup_vs_pytorch']:.2f}]"
+            so = "-"
+            if r.get("speedup_vs_onnx_fp32"):
+                so = f"{r['speedup_vs_onnx_fp32']:.2f}"
+                if r2 and r2.get("speedup_vs_onnx_fp32"):
+                    so += f" [{r2['speedup_vs_onnx_fp32']:.2f}]"
+            auc = r["auc"]
+            size = r["info"].get("size_bytes")
+            e2e = "-"
+            if "end_to_end_ms" in r:
+                e2e = f"{r['end_to_end_ms']:.1f} ({r['end_to_end_ms'] / lat['median_ms']:.1f}x)"
+            gate = {True: "pass", False: "FAIL", None: "ref"}[r.get("gate")]
+            flips = f"{100 * r['flip_rate']:.1f}" if "flip_rate" in r else "-"
+            lines.append(
+                f"| {label} | {lat['median_ms']:.2f} | {lat['p99_ms']:.2f} | "
+                f"{f'{m2:.2f}' if m2 else '-'} | {spread} | {r['throughput_ips']:.0f} | "
+                f"{sp} | {so} | "
+                f"{f'{size / 1e6:.2f}' if size else '-'} | "
+                f"{auc['auc']:.3f} ({auc['ci_low']:.3f}-{auc['ci_high']:.3f}) | "
+                f"{_fmt_ci(r['paired']) if 'paired' in r else '-'} | "
+                f"{flips} | "
+                f"{gate} | {r['info']['cold_start_ms']:.0f} | {e2e} | {r['peak_rss_mb']:.0f} |"
+            )
+        if a1["missing"]:
+            lines.append(f"\nNot run (no bundle): {', '.join(a1['missing'])}.")
+        if "preprocess_ms" in next(iter(a1["rows"].values())):
+            pre = statistics.median(r["preprocess_ms"] for r in a1["rows"].values())
+            lines.append(f"\nDICOM read + preprocess alone: {pre:.1f} ms (median over rows).")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--archs", nargs="+", default=None, help="default: every folder under bundles/")
+    ap.add_argument("--rows", nargs="+", default=None, help="only these rows (+ the baseline)")
+    ap.add_argument("--repeats", type=int, default=2, help="whole runs, for the spread")
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--iterations", type=int, default=60, help="timed runs per row per round")
+    ap.add_argument("--warmup", type=int, default=30)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--throughput-reps", type=int, default=15)
+    ap.add_argument("--e2e", type=int, default=15, help="end-to-end DICOM runs per row (0: skip)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--root", type=Path, default=None)
+    ap.add_argument("--results", type=Path, default=Path(__file__).parent / "results")
+    ap.add_argument("--name", default=None, help="results file stem (default: the machine name)")
+    args = ap.parse_args()
+
+    from edgevcf import progress
+    from edgevcf.bench import machine_info, sample_dicom
+    from edgevcf.dataset import cache_root
+
+    progress.set_enabled(False)
+    root = args.root or cache_root() / "reference"
+    data = next(root.glob("synth-*/manifest.csv"), None)
+    if data is None:
+        raise SystemExit(f"no reference dataset under {root}: run train_reference.py")
+    archs = args.archs or sorted(
+        (p.name for p in (root / "bundles").iterdir() if p.is_dir()),
+        key=lambda a: ("@" in a, a),
+    )
+    dicom = sample_dicom() if args.e2e else None
+    result: dict[str, Any] = {
+        "machine": machine_info(),
+        "threads": args.threads,
+        "rounds": args.rounds,
+        "iterations": args.iterations,
+        "warmup": args.warmup,
+        "batch": args.batch,
+        "dicom": str(dicom) if dicom else None,
+        "runs": [],
+    }
+    stem = args.results / (args.name or machine_name())
+    for rep in range(args.repeats):
+        run: dict[str, Any] = {"created": time.strftime("%Y-%m-%dT%H:%M:%S"), "archs": {}}
+        result["runs"].append(run)
+        for arch in archs:
+            t = time.perf_counter()
+            print(f"repeat {rep + 1}/{args.repeats}: {arch}", flush=True)
+            run["archs"][arch] = bench_arch(arch, root, data, dicom, args)
+            run["archs"][arch]["seconds"] = time.perf_counter() - t
+            args.results.mkdir(parents=True, exist_ok=True)
+            stem.with_suffix(".json").write_text(json.dumps(result, indent=1, default=float) + "\n")
+        stem.with_suffix(".md").write_text(markdown(result))
+    print(stem.with_suffix(".md").read_text())
+
+
+if __name__ == "__main__":
+    main()
