@@ -48,6 +48,9 @@ TARGET_OPTIONS: dict[str, dict[str, tuple[type, Any]]] = {
         "preset": (str, "performance"),  # nncf preset: performance | mixed
         "fast_bias_correction": (bool, True),
         "subset_size": (int, 300),
+        # INT8 IRs: storage of the weights NNCF leaves in float (e.g. squeeze-excitation 1x1
+        # convolutions): int8 per-channel (weight-only), fp16, or fp32 as NNCF wrote them
+        "float_weights": (str, "int8"),
     },
     "mobile": {
         "ort_format": (bool, True),
@@ -243,6 +246,8 @@ def _check_values(p: TargetProfile, source: str) -> None:
     ov_precision = p.options.get("inference_precision")
     if p.target == "openvino" and ov_precision not in ("f32", "bf16", "f16"):
         problems.append("[options] inference_precision must be f32, bf16 or f16")
+    if p.target == "openvino" and p.options.get("float_weights") not in ("int8", "fp16", "fp32"):
+        problems.append("[options] float_weights must be int8, fp16 or fp32")
     if p.target == "onnx" and p.options.get("activation_type") not in ("uint8", "int8"):
         problems.append("[options] activation_type must be uint8 or int8")
     if problems:

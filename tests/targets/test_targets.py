@@ -143,6 +143,38 @@ class TestOpenVINO(TargetContract):
         assert (bundle.path / "model.bin").is_file()
         census = bundle.manifest["target_facts"]["integer_check"]["model"]
         assert census["fake_quantize"] > 0 and census["integer_ops"] > 0
+        assert bundle.manifest["target_facts"]["float_weights"]["mode"] == "int8"
+
+
+@pytest.mark.requires_openvino
+@pytest.mark.parametrize("mode", ["int8", "fp16"])
+def test_float_weights_stored_compactly(tmp_path: Path, mode: str) -> None:
+    """Weight-only storage of float convolutions: smaller .bin, outputs within rounding."""
+    import openvino as ov
+    import openvino.opset13 as ops
+
+    from edgevcf.targets.openvino import compress_float_weights
+
+    rng = np.random.default_rng(0)
+    x = ops.parameter([1, 16, 8, 8], np.float32, name="x")
+    w = rng.normal(0, 0.1, (32, 16, 3, 3)).astype(np.float32)
+    conv = ops.convolution(x, ops.constant(w), [1, 1], [1, 1], [1, 1], [1, 1])
+    model = ov.Model([conv], [x])
+    inp = rng.normal(size=(1, 16, 8, 8)).astype(np.float32)
+    core = ov.Core()
+    ref = core.compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})(inp)[0]
+    ov.save_model(model, str(tmp_path / "a.xml"), compress_to_fp16=False)
+    done = compress_float_weights(model, mode)
+    assert done == {"tensors": 1, "values": w.size}
+    ov.save_model(model, str(tmp_path / "b.xml"), compress_to_fp16=False)
+    got = core.compile_model(str(tmp_path / "b.xml"), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})(
+        inp
+    )[0]
+    ratio = (tmp_path / "b.bin").stat().st_size / (tmp_path / "a.bin").stat().st_size
+    assert ratio < (0.3 if mode == "int8" else 0.55)
+    # int8: error per weight <= scale / 2 = max|w| / 254, summed over 144 inputs of ~unit size
+    bound = 144 * np.abs(w).max() / 254 if mode == "int8" else 144 * np.abs(w).max() * 2**-11
+    assert np.abs(got - ref).max() < bound
 
 
 @pytest.mark.requires_litert

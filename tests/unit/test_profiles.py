@@ -68,6 +68,7 @@ def test_unknown_key_names_file_table_and_valid_keys(tmp_path: Path) -> None:
         ('target = "jetson"\n[export]\nopset = 13\n', "opset"),
         ('target = "tpu"\n', "target"),
         ('target = "openvino"\n[options]\ninference_precision = "bf17"\n', "inference_precision"),
+        ('target = "openvino"\n[options]\nfloat_weights = "int4"\n', "float_weights"),
         ('target = "openvino"\n[options]\ndla_core = 0\n', "dla_core"),
         ('target = "onnx"\n[surprise]\n', "surprise"),
         ('target = "onnx"\n[tolerance]\nmax_flip_rate = 2\n', "max_flip_rate"),
