@@ -1,4 +1,5 @@
-"""Project-wide test setup: self-skipping markers (torchvision-style) and one shared dataset.
+"""Project-wide test setup: self-skipping markers (torchvision-style), one shared dataset, and one
+tiny trained model exported once per profile (used by tests/targets and tests/safety).
 
 Markers are declared in ``pyproject.toml``. A test marked ``requires_<backend>`` is skipped,
 with the install hint in the reason, where that backend is not installed; ``slow`` tests run only
@@ -11,9 +12,11 @@ collection stays fast; torch is imported only when a collected test asks for CUD
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import TYPE_CHECKING, NamedTuple
 
 import pytest
 
@@ -21,6 +24,7 @@ from edgevcf import deps
 
 if TYPE_CHECKING:  # annotations only; the generator needs scipy and is imported lazily
     from edgevcf.data.synth import SynthResult
+    from edgevcf.profiles import TargetProfile
 
 #: Marker name -> key of :data:`edgevcf.deps.BACKENDS` that the marked test needs.
 BACKEND_MARKERS: dict[str, str] = {
@@ -128,3 +132,83 @@ def synth_fast_dataset(tmp_path_factory: pytest.TempPathFactory) -> SynthResult:
 def _isolated_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
     """Keep the suite's preprocessed-image cache out of the user's ~/.cache/edgevcf."""
     os.environ["EDGEVCF_CACHE"] = str(tmp_path_factory.mktemp("edgevcf_cache"))
+
+
+# ------------------------------------------------------------------ one tiny trained model
+# Shared by tests/targets and tests/safety (session scope: trained and exported once per run).
+# The network is small (MobileNetV3-Small at 64 px, 2 epochs on 48 synthetic patients) so the
+# suite stays fast; it is trained, not random (random torchvision nets have vanishing activations
+# that make quantisation meaningless), but it is weak: tests check the plumbing -- files,
+# checksums, parity, integer ops, golden vectors -- never its accuracy.
+
+
+class TinyExport(NamedTuple):
+    """What every target test exports from (a NamedTuple: this file is also loaded by path)."""
+
+    checkpoint: Path
+    manifest: Path
+
+
+@pytest.fixture(scope="session")
+def tiny_export(tmp_path_factory: pytest.TempPathFactory) -> TinyExport:
+    """A trained MobileNetV3-Small checkpoint (64 px) and its data manifest."""
+    if deps.missing("torch", "torchvision", "scipy"):
+        pytest.skip("needs torch, torchvision and scipy")
+    from edgevcf import progress
+    from edgevcf.data.synth import SynthConfig, generate
+    from edgevcf.train import TrainConfig, train
+
+    root = tmp_path_factory.mktemp("tiny_export")
+    was = progress.enabled()
+    progress.set_enabled(False)
+    try:
+        data = generate(root / "data", 48, cfg=SynthConfig.fast(), seed=5, workers=2, preview=False)
+        run = train(
+            data.manifest,
+            root / "run",
+            TrainConfig(arch="mobilenet_v3_small", epochs=2, input_size=64, seed=0, threads=2),
+        )
+    finally:
+        progress.set_enabled(was)
+    return TinyExport(run.checkpoint, data.manifest)
+
+
+def small_profile(name: str, **quantize: object) -> TargetProfile:
+    """A shipped profile with the small calibration recipe and no slow accuracy fallback."""
+    from edgevcf.profiles import load_profile
+
+    p = load_profile(name)
+    q = dataclasses.replace(p.quantize, calibration="small", accuracy_fallback=False)
+    q = dataclasses.replace(q, **quantize)  # type: ignore[arg-type]
+    return dataclasses.replace(p, quantize=q)
+
+
+@pytest.fixture(scope="session")
+def profile_for() -> object:
+    """:func:`small_profile`, as a fixture."""
+    return small_profile
+
+
+@pytest.fixture(scope="session")
+def export_bundle(tiny_export: TinyExport, tmp_path_factory: pytest.TempPathFactory) -> object:
+    """``export_bundle(profile, precision=None) -> (ExportResult, Bundle)``, exported once per
+    session for each (profile, precision) and shared by all modules (treat as read-only)."""
+    from edgevcf.bundle import Bundle
+    from edgevcf.targets import get_target
+
+    cache: dict[tuple[str, str | None], tuple[object, Bundle]] = {}
+    root = tmp_path_factory.mktemp("bundles")
+
+    def export(profile: str, precision: str | None = None) -> tuple[object, Bundle]:
+        key = (profile, precision)
+        if key not in cache:
+            extra = {"precision": precision} if precision else {}
+            prof = small_profile(profile, **extra)
+            out = root / f"{profile}-{precision}"
+            res = get_target(prof.target).export(
+                tiny_export.checkpoint, prof, tiny_export.manifest, out
+            )
+            cache[key] = (res, Bundle.load(out))
+        return cache[key]
+
+    return export
