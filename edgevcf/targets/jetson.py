@@ -30,8 +30,8 @@ from edgevcf.bundle import Artifact
 from edgevcf.deps import available, require
 from edgevcf.errors import CompileError, QuantizationError
 from edgevcf.profiles import TargetProfile
-from edgevcf.targets.base import ExportContext, Target
-from edgevcf.targets.onnx import profile_qdq_options, quantize_qdq
+from edgevcf.targets.base import ExportContext
+from edgevcf.targets.onnx import QdqFallback, profile_qdq_options, quantize_qdq
 
 log = logging.getLogger(__name__)
 
@@ -305,7 +305,7 @@ def build_bundle_engine(bundle_dir: Path, *, force: bool = False) -> Path:  # pr
     return bundle_dir / ENGINE
 
 
-class JetsonTarget(Target):
+class JetsonTarget(QdqFallback):
     """Q/DQ ONNX (INT8) or FP32 ONNX (FP16 fallback) + TensorRT build plan [+ engine]."""
 
     name = "jetson"
@@ -314,25 +314,10 @@ class JetsonTarget(Target):
     def build(self, ctx: ExportContext) -> list[Artifact]:
         prec = ctx.profile.quantize.precision
         if prec == "int8":
-            assert ctx.calib_inputs is not None
-            dest = ctx.work / "model.qdq.onnx"
             with progress.step("jetson: Q/DQ quantisation (symmetric int8)"):
-                quantize_qdq(
-                    ctx.fp32_onnx,
-                    dest,
-                    ctx.calib_inputs,
-                    activation_type="int8",
-                    symmetric_activations=True,
-                    per_channel=True,
-                    op_types=QUANTIZED_OPS,
-                    quantize_bias=False,
-                    exclude_output_quantization=tuple(QUANTIZED_OPS),
-                    **profile_qdq_options(ctx),
-                )
-            ctx.extra["trt_qdq_validation"] = validate_trt_qdq(
-                dest, static_shape=ctx.input.batch > 0
-            )
-            note = "ONNX Runtime stand-in for the TensorRT engine (accuracy, not Jetson latency)"
+                arts = self._quantize(ctx, ())
+            dest = ctx.work / arts[0].file
+            note = arts[0].note
         else:
             dest = ctx.work / "model.fp32.onnx"
             dest.write_bytes(ctx.fp32_onnx.read_bytes())
@@ -350,6 +335,28 @@ class JetsonTarget(Target):
         ctx.notes.append(note)
         ctx.extra["tensorrt_here"] = available("tensorrt")
         return [Artifact("model", dest.name, "onnxruntime", prec, {}, note)]
+
+    def _quantize(self, ctx: ExportContext, exclude: tuple[str, ...]) -> list[Artifact]:
+        """The TensorRT-conformant Q/DQ ONNX (``exclude``: more nodes kept in float)."""
+        assert ctx.calib_inputs is not None
+        dest = ctx.work / "model.qdq.onnx"
+        kw = profile_qdq_options(ctx)
+        kw["exclude"] = (*kw["exclude"], *exclude)
+        quantize_qdq(
+            ctx.fp32_onnx,
+            dest,
+            ctx.calib_inputs,
+            activation_type="int8",
+            symmetric_activations=True,
+            per_channel=True,
+            op_types=QUANTIZED_OPS,
+            quantize_bias=False,
+            exclude_output_quantization=tuple(QUANTIZED_OPS),
+            **kw,
+        )
+        ctx.extra["trt_qdq_validation"] = validate_trt_qdq(dest, static_shape=ctx.input.batch > 0)
+        note = "ONNX Runtime stand-in for the TensorRT engine (accuracy, not Jetson latency)"
+        return [Artifact("model", dest.name, "onnxruntime", "int8", {}, note)]
 
     def versions(self) -> dict[str, str]:
         import onnx

@@ -24,8 +24,8 @@ from edgevcf import progress
 from edgevcf.bundle import Artifact
 from edgevcf.deps import require
 from edgevcf.errors import ExportError
-from edgevcf.targets.base import ExportContext, Target
-from edgevcf.targets.onnx import profile_qdq_options, qdq_coverage, quantize_qdq
+from edgevcf.targets.base import ExportContext
+from edgevcf.targets.onnx import QdqFallback, profile_qdq_options, qdq_coverage, quantize_qdq
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +52,7 @@ def to_ort_format(onnx_path: Path, out_dir: Path) -> Path:
     return produced[0]
 
 
-class MobileTarget(Target):
+class MobileTarget(QdqFallback):
     """ONNX INT8 (TFLite spec) + .ort + full-integer .tflite."""
 
     name = "mobile"
@@ -67,28 +67,55 @@ class MobileTarget(Target):
 
     def build(self, ctx: ExportContext) -> list[Artifact]:
         prec = ctx.profile.quantize.precision
-        opts = ctx.profile.options
-        threads = {"threads": ctx.profile.bench.threads}
         census: dict[str, Any] = {}
         if prec == "int8":
+            with progress.step("mobile: quantize_static (TFLite spec)"):
+                arts = self._onnx_files(ctx, prec, census, ())
+        else:
+            arts = self._onnx_files(ctx, prec, census, None)
+        if ctx.profile.options.get("tflite", True):
+            self._tflite_art = self._tflite(ctx, prec, census)
+            arts.append(self._tflite_art)
+        ctx.extra["integer_check"] = census
+        return arts
+
+    def _quantize(self, ctx: ExportContext, exclude: tuple[str, ...]) -> list[Artifact]:
+        """The ONNX INT8 and .ort files with ``exclude`` in float; the .tflite (a separate
+        quantisation of the PyTorch network) is kept as built."""
+        census = ctx.extra.setdefault("integer_check", {})
+        arts = self._onnx_files(ctx, "int8", census, exclude)
+        tfl = getattr(self, "_tflite_art", None)
+        return arts + ([tfl] if tfl is not None else [])
+
+    def _onnx_files(
+        self,
+        ctx: ExportContext,
+        prec: str,
+        census: dict[str, Any],
+        exclude: tuple[str, ...] | None,
+    ) -> list[Artifact]:
+        """model.<prec>.onnx (quantized when ``exclude`` is not None) and its .ort twin."""
+        threads = {"threads": ctx.profile.bench.threads}
+        if exclude is not None:
             assert ctx.calib_inputs is not None
             dest = ctx.work / "model.int8.onnx"
-            with progress.step("mobile: quantize_static (TFLite spec)"):
-                quantize_qdq(
-                    ctx.fp32_onnx,
-                    dest,
-                    ctx.calib_inputs,
-                    activation_type="int8",
-                    symmetric_activations=False,
-                    per_channel=True,
-                    **profile_qdq_options(ctx),
-                )
+            kw = profile_qdq_options(ctx)
+            kw["exclude"] = (*kw["exclude"], *exclude)
+            quantize_qdq(
+                ctx.fp32_onnx,
+                dest,
+                ctx.calib_inputs,
+                activation_type="int8",
+                symmetric_activations=False,
+                per_channel=True,
+                **kw,
+            )
             census["model"] = qdq_coverage(dest)
         else:
             dest = ctx.work / f"model.{prec}.onnx"
             dest.write_bytes(ctx.fp32_onnx.read_bytes())
         arts = [Artifact("model", dest.name, "onnxruntime", prec, threads)]
-        if opts.get("ort_format", True):
+        if ctx.profile.options.get("ort_format", True):
             with progress.step("mobile: ORT format"):
                 ort_file = to_ort_format(dest, ctx.scratch)
                 final = ctx.work / (dest.stem + ".ort")
@@ -96,9 +123,6 @@ class MobileTarget(Target):
             arts.append(
                 Artifact("ort", final.name, "onnxruntime", prec, threads, "ONNX Runtime Mobile")
             )
-        if opts.get("tflite", True):
-            arts.append(self._tflite(ctx, prec, census))
-        ctx.extra["integer_check"] = census
         return arts
 
     def _tflite(self, ctx: ExportContext, prec: str, census: dict[str, Any]) -> Artifact:

@@ -18,7 +18,7 @@ from edgevcf import progress
 from edgevcf.bundle import Artifact
 from edgevcf.deps import require
 from edgevcf.errors import QuantizationError
-from edgevcf.targets.base import ExportContext, Target
+from edgevcf.targets.base import ArtifactMetrics, ExportContext, Target
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +77,7 @@ def quantize_qdq(
     calibrate_method: str = "minmax",
     percentile: float = 99.999,
     exclude_output_quantization: tuple[str, ...] = (),
+    calibration_cache: Path | None = None,
 ) -> Path:
     """ONNX Runtime ``quantize_static`` in QDQ format (int8 weights, symmetric).
 
@@ -94,6 +95,9 @@ def quantize_qdq(
         bias_correction: Correct each layer's bias for the mean error its int8 weights cause
             (see :func:`correct_weight_bias`).
         bias_correction_samples: Calibration images used to estimate the layer input means.
+        calibration_cache: JSON file of activation ranges: computed and written on the first
+            call, read by later ones (the mixed-precision search re-quantizes many times; the
+            percentile histograms alone take minutes).
     """
     ort = require("onnxruntime", "INT8 quantisation")
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
@@ -132,6 +136,9 @@ def quantize_qdq(
                     "WeightSymmetric": True,
                     "QuantizeBias": quantize_bias,
                 },
+                calibration_cache_path=None
+                if calibration_cache is None
+                else str(calibration_cache),
             )
         if bias_correction:
             report = correct_weight_bias(prep, out, calib[:bias_correction_samples])
@@ -302,36 +309,128 @@ def profile_qdq_options(ctx: ExportContext) -> dict[str, Any]:
         "static_batch": ctx.input.batch,
         "calibrate_method": q.calibrate_method,
         "percentile": q.percentile,
+        "calibration_cache": ctx.scratch / "calibration-ranges.json",
     }
 
 
-class OnnxTarget(Target):
+def layer_groups(path: Path) -> dict[str, list[str]]:
+    """Quantizable nodes (Conv, Gemm, MatMul) grouped by the network block they belong to.
+
+    The exporter names nodes after the module path (``/features/features.2/features.2.0/...``);
+    the first three components name a block in torchvision's EfficientNet, MobileNetV3 and
+    MnasNet (the stem, each inverted-residual block, the head, the classifier).
+    """
+    onnx = require("onnx", "the mixed-precision search")
+    groups: dict[str, list[str]] = {}
+    for node in onnx.load(str(path)).graph.node:
+        if node.op_type in ("Conv", "Gemm", "MatMul") and node.name:
+            key = "/".join(node.name.split("/")[:3]) or node.name
+            groups.setdefault(key, []).append(node.name)
+    return groups
+
+
+class QdqFallback(Target):
+    """Mixed-precision fallback for the ONNX Runtime Q/DQ targets (onnx INT8, jetson).
+
+    When the INT8 artefact fails the gate and the profile allows ``accuracy_fallback``, the
+    blocks whose quantisation costs most are kept in float: each block is ranked by how far the
+    logits move from FP32 on calibration images when only that block stays float (label-free,
+    so the tuning split is not used to rank), then the top blocks are excluded one at a time
+    until the gate passes on the tuning split (as NNCF's accuracy control does) — at most
+    ``MAX_FLOAT_BLOCKS``. Nothing passing, the plain INT8 artefact is restored and reported.
+    """
+
+    MAX_FLOAT_BLOCKS = 4
+    RANK_IMAGES = 64
+
+    def _quantize(self, ctx: ExportContext, exclude: tuple[str, ...]) -> list[Artifact]:
+        """Write the INT8 artefacts with ``exclude`` (node names) kept in float as well."""
+        raise NotImplementedError
+
+    def fallback(
+        self, ctx: ExportContext, artifacts: list[Artifact], measured: ArtifactMetrics
+    ) -> list[Artifact] | None:
+        q = ctx.profile.quantize
+        if q.precision != "int8" or not q.accuracy_fallback or ctx.calib_inputs is None:
+            return None
+        from edgevcf.backends import open_backend
+
+        x = ctx.calib_inputs[: self.RANK_IMAGES]
+        ref = open_backend("onnxruntime", ctx.fp32_onnx).run_all(x).reshape(-1)
+        groups = {
+            k: v
+            for k, v in layer_groups(ctx.fp32_onnx).items()
+            if not set(v) <= set(q.excluded_layers)
+        }
+        cost: dict[str, float] = {}
+        for key in progress.track(
+            list(groups), desc=f"{self.name}: block sensitivity", unit="block"
+        ):
+            arts = self._quantize(ctx, tuple(groups[key]))
+            z = self.run_artifact(ctx, arts[0], x).reshape(-1)
+            cost[key] = float(np.abs(z - ref).mean())
+        ranked = sorted(cost, key=cost.__getitem__)
+        tried: list[dict[str, Any]] = []
+        floated: list[str] = []
+        for key in ranked[: self.MAX_FLOAT_BLOCKS]:
+            floated.append(key)
+            names = tuple(n for k in floated for n in groups[k])
+            with progress.step(f"{self.name}: INT8 with {len(floated)} block(s) in float"):
+                arts = self._quantize(ctx, names)
+                m = self._measure_all(ctx, arts)[arts[0].name]
+            tried.append({"float_blocks": list(floated), "gate": m.gate})
+            if m.gate.get("passed"):
+                ctx.notes.append(
+                    f"INT8 failed the gate; kept {len(floated)} block(s) in float "
+                    f"({', '.join(floated)}): gate passes on the tuning split"
+                )
+                ctx.extra["mixed_precision"] = {"float_blocks": floated, "tried": tried,
+                                                "rank_mae_logit": cost}  # fmt: skip
+                return arts
+        ctx.notes.append(
+            f"INT8 failed the gate and keeping up to {self.MAX_FLOAT_BLOCKS} blocks in float did "
+            "not make it pass: the plain INT8 artefact is kept (consider fp16/fp32)"
+        )
+        ctx.extra["mixed_precision"] = {"float_blocks": [], "tried": tried, "rank_mae_logit": cost}
+        return self._quantize(ctx, ())
+
+
+class OnnxTarget(QdqFallback):
     """ONNX Runtime CPU: FP32 (the reference) or INT8 with u8 activations / s8 weights."""
 
     name = "onnx"
     needs = ("onnx", "onnxruntime")
 
     def build(self, ctx: ExportContext) -> list[Artifact]:
-        opts = ctx.profile.options
         threads = {"threads": ctx.profile.bench.threads}
         if ctx.profile.quantize.precision != "int8":
             dest = ctx.work / "model.fp32.onnx"
             dest.write_bytes(ctx.fp32_onnx.read_bytes())
             return [Artifact("model", dest.name, "onnxruntime", "fp32", threads)]
-        assert ctx.calib_inputs is not None
-        dest = ctx.work / "model.int8.onnx"
         with progress.step("onnx: quantize_static (QDQ)"):
-            quantize_qdq(
-                ctx.fp32_onnx,
-                dest,
-                ctx.calib_inputs,
-                activation_type=str(opts["activation_type"]),
-                symmetric_activations=False,
-                per_channel=bool(opts["per_channel"]),
-                **profile_qdq_options(ctx),
-            )
+            return self._quantize(ctx, ())
+
+    def _quantize(self, ctx: ExportContext, exclude: tuple[str, ...]) -> list[Artifact]:
+        assert ctx.calib_inputs is not None
+        opts = ctx.profile.options
+        dest = ctx.work / "model.int8.onnx"
+        kw = profile_qdq_options(ctx)
+        kw["exclude"] = (*kw["exclude"], *exclude)
+        quantize_qdq(
+            ctx.fp32_onnx,
+            dest,
+            ctx.calib_inputs,
+            activation_type=str(opts["activation_type"]),
+            symmetric_activations=False,
+            per_channel=bool(opts["per_channel"]),
+            **kw,
+        )
         ctx.extra["integer_check"] = {"model": op_census(dest, ctx.scratch)}
-        return [Artifact("model", dest.name, "onnxruntime", "int8", threads)]
+        return [
+            Artifact(
+                "model", dest.name, "onnxruntime", "int8", {"threads": ctx.profile.bench.threads}
+            )
+        ]
 
     def versions(self) -> dict[str, str]:
         import onnx

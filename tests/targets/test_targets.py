@@ -200,3 +200,56 @@ def test_paths_are_relative_to_the_bundle(tmp_path: Path) -> None:
     (tmp_path / "a" / "x.bin").write_bytes(b"1")
     m = finalize_manifest(tmp_path, {"target": "onnx"})
     assert list(m["files"]) == ["a/x.bin"]
+
+
+@pytest.mark.requires_onnxruntime
+def test_layer_groups_cover_every_quantizable_node(export_bundle: Any) -> None:
+    import onnx
+
+    from edgevcf.targets.onnx import layer_groups
+
+    _, bundle = export_bundle("onnx-cpu")
+    path = bundle.path / bundle.artifact().file
+    groups = layer_groups(path)
+    nodes = [n.name for n in onnx.load(str(path)).graph.node if n.op_type in ("Conv", "Gemm")]
+    assert sorted(n for v in groups.values() for n in v) == sorted(nodes)
+    assert 3 < len(groups) < len(nodes)  # blocks, not single layers
+
+
+@pytest.mark.requires_onnxruntime
+def test_mixed_precision_fallback_restores_int8_when_nothing_passes(
+    tiny_export: Any, profile_for: Any, export_bundle: Any, tmp_path: Path
+) -> None:
+    """A gate no quantized model can meet (no AUC loss, no flip allowed, CI lower bound > 0):
+    the search ranks the blocks, tries the worst ones in float, records them, and ships the
+    plain INT8 file, marked failed. (Only three blocks are left to search, for speed: blocks
+    already excluded by the profile are not searched.)"""
+    import dataclasses
+
+    from edgevcf.targets import get_target
+    from edgevcf.targets.onnx import layer_groups
+
+    _, fp32 = export_bundle("onnx-cpu")
+    groups = layer_groups(fp32.path / fp32.artifact().file)
+    keep = sorted(groups)[:3]
+    prof = profile_for(
+        "onnx-cpu",
+        precision="int8",
+        accuracy_fallback=True,
+        excluded_layers=tuple(n for k, v in groups.items() if k not in keep for n in v),
+    )
+    prof = dataclasses.replace(
+        prof, tolerance=dataclasses.replace(prof.tolerance, max_auc_drop=0.0, max_flip_rate=0.0)
+    )
+    res = get_target("onnx").export(
+        tiny_export.checkpoint, prof, tiny_export.manifest, tmp_path / "b"
+    )
+    bundle = Bundle.load(tmp_path / "b")
+    facts = bundle.manifest["target_facts"]["mixed_precision"]
+    assert facts["float_blocks"] == []
+    assert sorted(facts["rank_mae_logit"]) == keep
+    ranked = sorted(keep, key=facts["rank_mae_logit"].__getitem__)
+    assert [t["float_blocks"] for t in facts["tried"]] == [ranked[:1], ranked[:2], ranked[:3]]
+    assert res.gate_passed is False
+    assert any("did not make it pass" in n for n in bundle.manifest["notes"])
+    assert bundle.manifest["target_facts"]["integer_check"]["model"]["integer_ops"] > 0
