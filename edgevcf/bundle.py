@@ -3,8 +3,9 @@
 ``manifest.json`` (schema version 1) says what the model is (backbone, input, preprocessing,
 classes, decision threshold), how it was made (profile, calibration fingerprint, tool and
 backend versions), what it measured at export (FP32 vs deployed AUC on the tuning split) and
-the sha256 of every other file. The manifest carries a checksum of its own canonical form, so a
-byte changed anywhere — model, golden vectors or manifest — is detected. ``golden.npz`` holds a
+the sha256 of every other file. The manifest carries a checksum of its own canonical form and
+must be byte for byte what export wrote, so a byte changed anywhere — model, golden vectors or
+manifest, whitespace included — is detected, as is a file added or removed. ``golden.npz`` holds a
 few real preprocessed inputs with the outputs the validated runtime computed, so a cart can
 prove its runtime computes the same (``edgevcf verify``).
 
@@ -61,6 +62,11 @@ def _canonical(d: dict[str, Any]) -> bytes:
 def _checksum(manifest: dict[str, Any]) -> str:
     body = {k: v for k, v in manifest.items() if k != "checksum"}
     return hashlib.sha256(_canonical(body)).hexdigest()
+
+
+def _render(manifest: dict[str, Any]) -> bytes:
+    """The exact bytes of manifest.json as export writes them (JSON round-trips exactly)."""
+    return (json.dumps(manifest, indent=2, sort_keys=False) + "\n").encode("ascii")
 
 
 @dataclass(frozen=True)
@@ -132,9 +138,10 @@ class Golden:
 class Bundle:
     """A verified bundle on disk (construct with :meth:`load`)."""
 
-    def __init__(self, path: Path, manifest: dict[str, Any]) -> None:
+    def __init__(self, path: Path, manifest: dict[str, Any], raw: bytes | None = None) -> None:
         self.path = path
         self.manifest = manifest
+        self._raw = raw  # manifest.json as read, to refuse edits that keep its JSON meaning
 
     # -------------------------------------------------------------- reading
     @classmethod
@@ -151,7 +158,8 @@ class Bundle:
         if not mpath.is_file():
             raise BundleError(f"{root} has no {MANIFEST}: not a (complete) bundle")
         try:
-            manifest = json.loads(mpath.read_text(encoding="utf-8"))
+            raw = mpath.read_bytes()
+            manifest = json.loads(raw.decode("utf-8"))
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise BundleError(f"{mpath} is unreadable or not JSON: {exc}") from None
         if not isinstance(manifest, dict):
@@ -167,7 +175,7 @@ class Bundle:
                 f"(this edgevcf reads {SCHEMA_VERSION})",
                 hint="export the bundle again with this edgevcf, or upgrade edgevcf",
             )
-        bundle = cls(root, manifest)
+        bundle = cls(root, manifest, raw)
         if verify:
             bundle.verify_files()
         return bundle
@@ -178,6 +186,14 @@ class Bundle:
             raise BundleError(
                 f"{self.path / MANIFEST} was modified after export (checksum mismatch)",
                 hint="re-export the bundle; never edit a bundle by hand",
+            )
+        if self._raw is not None and self._raw != _render(self.manifest):
+            # Same JSON meaning, other bytes (whitespace, line endings, key order): still an edit,
+            # and the bundle promises that any byte changed anywhere is detected.
+            raise BundleError(
+                f"{self.path / MANIFEST} was modified after export (its text differs from what "
+                "export wrote: whitespace, line endings or key order)",
+                hint="copy the bundle as binary files (no line-ending conversion) or re-export it",
             )
         listed: dict[str, str] = self.manifest["files"]
         present = {
@@ -284,5 +300,5 @@ def staging(out: str | os.PathLike[str], *, force: bool = False) -> Iterator[Pat
 def write_manifest(root: Path, manifest: dict[str, Any]) -> dict[str, Any]:
     """Finalize and write ``manifest.json`` (the last file written into a staged bundle)."""
     final = finalize_manifest(root, manifest)
-    (root / MANIFEST).write_text(json.dumps(final, indent=2, sort_keys=False) + "\n")
+    (root / MANIFEST).write_bytes(_render(final))
     return final
