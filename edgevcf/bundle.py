@@ -21,6 +21,7 @@ import logging
 import os
 import shutil
 import tempfile
+import zipfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -30,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from edgevcf.data.preprocess import Preprocess
-from edgevcf.errors import BundleError, ConfigError
+from edgevcf.errors import BundleError, ConfigError, OutputError
 from edgevcf.onnx_export import InputSpec
 
 log = logging.getLogger(__name__)
@@ -131,7 +132,7 @@ class Golden:
             with np.load(path, allow_pickle=False) as z:
                 exp = {k.split("__", 1)[1]: z[k] for k in z.files if k.startswith("expected__")}
                 return cls(z["inputs"], z["fp32"], exp)
-        except (OSError, KeyError, ValueError) as exc:
+        except (OSError, KeyError, ValueError, zipfile.BadZipFile) as exc:
             raise BundleError(f"golden vectors {path.name} unreadable: {exc}") from None
 
 
@@ -274,6 +275,7 @@ def staging(out: str | os.PathLike[str], *, force: bool = False) -> Iterator[Pat
 
     Raises:
         ConfigError: ``out`` exists and ``force`` is false.
+        OutputError: the bundle could not be written (disk full, ...); nothing is left of it.
     """
     out = Path(out)
     if out.exists() and not force:
@@ -292,6 +294,10 @@ def staging(out: str | os.PathLike[str], *, force: bool = False) -> Iterator[Pat
             shutil.rmtree(old, ignore_errors=True)
         else:
             tmp.rename(out)
+    except OSError as exc:  # disk full, file too large, read-only: a user's problem, not a bug
+        if exc.errno in OutputError.ERRNOS:
+            raise OutputError.from_os_error(f"the bundle {out}", exc) from exc
+        raise
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)

@@ -12,8 +12,10 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -91,7 +93,7 @@ def load_split(
             studies = [sub.studies[i] for i in kept]
             labels = np.array([s.label for s in studies], dtype=np.int64)
             return SplitData(cached, labels, studies, [(str(a), str(b)) for a, b in why.tolist()])
-        except (OSError, KeyError, ValueError) as exc:
+        except (OSError, KeyError, ValueError, zipfile.BadZipFile) as exc:
             log.warning("ignoring damaged cache %s (%s)", path, exc)
 
     from edgevcf.data.io import read_image
@@ -123,8 +125,16 @@ def load_split(
     studies = [sub.studies[i] for i in keep]
     labels = np.array([s.label for s in studies], dtype=np.int64)
     if cache:
+        _write_cache(path, units, keep, skipped)
+    return SplitData(units, labels, studies, skipped)
+
+
+def _write_cache(path: Path, units: np.ndarray, keep: list[int], skipped: list[Any]) -> None:
+    """Store a preprocessed split, whole or not at all. The cache only saves time: a disk that
+    is full (or read-only) costs a warning, never the run, and leaves no partial file."""
+    tmp = path.with_name(f"{path.stem}.{os.getpid()}.part.npz")  # torchrun ranks write at once
+    try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f"{path.stem}.{os.getpid()}.part.npz")  # torchrun ranks write at once
         np.savez(
             tmp,
             units=units,
@@ -132,4 +142,9 @@ def load_split(
             skipped=np.array(skipped, dtype=str).reshape(-1, 2),
         )
         os.replace(tmp, path)
-    return SplitData(units, labels, studies, skipped)
+    except OSError as exc:
+        log.warning(
+            "cannot write the preprocessing cache %s (%s); continuing without it", path, exc
+        )
+    finally:
+        tmp.unlink(missing_ok=True)

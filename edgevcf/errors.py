@@ -7,6 +7,8 @@ keeps its traceback.
 
 from __future__ import annotations
 
+import errno
+
 
 class EdgeVCFError(Exception):
     """Base of every error a user can cause or fix.
@@ -89,3 +91,29 @@ class CheckpointError(EdgeVCFError):
     """A checkpoint is unreadable, truncated, or does not fit the architecture it claims."""
 
     exit_code = 12
+
+
+class OutputError(EdgeVCFError):
+    """A bundle or report cannot be written: disk full, file too large, read-only, no permission.
+
+    Raised only after the partial output is removed, so nothing half-written looks complete.
+    """
+
+    exit_code = 13
+
+    #: errno values that mean "this output cannot be written here" (a user can fix them).
+    ERRNOS: frozenset[int] = frozenset(
+        getattr(errno, name)
+        for name in ("ENOSPC", "EDQUOT", "EFBIG", "EROFS", "EACCES", "EPERM")
+        if hasattr(errno, name)
+    )
+
+    @classmethod
+    def from_os_error(cls, what: str, exc: OSError) -> OutputError:
+        """``OutputError`` naming ``what`` could not be written and why (``exc.strerror``)."""
+        where = f" ({exc.filename})" if exc.filename else ""
+        return cls(
+            f"cannot write {what}: {exc.strerror or exc}{where}",
+            hint="free disk space (or raise the quota / file-size limit), or choose a writable "
+            "folder, then run again; nothing half-written was left behind",
+        )

@@ -22,7 +22,7 @@ import numpy as np
 
 from edgevcf.data.preprocess import Preprocess
 from edgevcf.deps import require
-from edgevcf.errors import ExportError, ParityError
+from edgevcf.errors import ExportError, OutputError, ParityError
 from edgevcf.metrics import sigmoid
 
 if TYPE_CHECKING:
@@ -171,6 +171,8 @@ def export_onnx(
                 dynamo=False,
             )
     except Exception as exc:  # the exporter raises many unrelated types
+        if isinstance(exc, OSError) and exc.errno in OutputError.ERRNOS:  # e.g. disk full
+            raise OutputError.from_os_error("the ONNX model", exc) from exc
         raise ExportError(
             f"torch.onnx.export failed: {type(exc).__name__}: {exc}",
             hint="is the model a torchvision backbone from the zoo?",

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edgevcf.deps import require
+from edgevcf.errors import OutputError
 
 if TYPE_CHECKING:
     from edgevcf.evaluate import EvalResult
@@ -31,9 +32,41 @@ def _cells(m: BinaryMetrics) -> str:
 
 
 def _atomic_write(path: Path, text: str) -> None:
+    """Write ``path`` whole or not at all (a ``.part`` file renamed; removed if writing fails)."""
     tmp = path.with_name(path.name + ".part")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _write_set(what: str, paths: dict[str, Path], writers: list[tuple[str, Any]]) -> None:
+    """Write a report's files all or none: stale ones first removed, the JSON (what tools read)
+    last; on any failure every file of the set (and its ``.part``) is removed again.
+
+    Raises:
+        OutputError: a file could not be written (disk full, read-only, ...).
+    """
+
+    def clear(strict: bool) -> None:
+        for p in paths.values():
+            for f in (p, p.with_name(p.name + ".part")):
+                try:
+                    f.unlink(missing_ok=True)
+                except OSError:
+                    if strict:
+                        raise
+
+    try:
+        clear(strict=True)  # a stale set from an earlier run must not pass for this one's
+        for key, write in writers:
+            write(paths[key])
+    except BaseException as exc:
+        clear(strict=False)
+        if isinstance(exc, OSError) and exc.errno in OutputError.ERRNOS:
+            raise OutputError.from_os_error(what, exc) from exc
+        raise
 
 
 def evaluation_markdown(res: EvalResult) -> str:
@@ -111,20 +144,38 @@ def roc_png(res: EvalResult, path: Path) -> None:
     )
     ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
+    _save_png(fig, plt, path)
+
+
+def _save_png(fig: Any, plt: Any, path: Path) -> None:
+    """Save and close ``fig`` as ``path``, whole or not at all."""
     tmp = path.with_name(path.name + ".part")
-    fig.savefig(tmp, format="png")
-    plt.close(fig)
-    os.replace(tmp, path)
+    try:
+        fig.savefig(tmp, format="png")
+        os.replace(tmp, path)
+    finally:
+        plt.close(fig)
+        tmp.unlink(missing_ok=True)
 
 
 def write_evaluation(res: EvalResult, out_dir: str | os.PathLike[str]) -> dict[str, Path]:
-    """Write metrics.json, report.md and roc.png into ``out_dir``; return their paths."""
+    """Write report.md, roc.png and metrics.json (last) into ``out_dir``; return their paths.
+
+    All three or none: an interrupted or failed write leaves no file of the set.
+    """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = {"json": out / "metrics.json", "markdown": out / "report.md", "roc": out / "roc.png"}
-    _atomic_write(paths["json"], json.dumps(res.to_dict(), indent=2, sort_keys=True) + "\n")
-    _atomic_write(paths["markdown"], evaluation_markdown(res))
-    roc_png(res, paths["roc"])
+    text = json.dumps(res.to_dict(), indent=2, sort_keys=True) + "\n"
+    _write_set(
+        f"the evaluation report in {out}",
+        paths,
+        [
+            ("roc", lambda p: roc_png(res, p)),
+            ("markdown", lambda p: _atomic_write(p, evaluation_markdown(res))),
+            ("json", lambda p: _atomic_write(p, text)),
+        ],
+    )
     return paths
 
 
@@ -269,22 +320,27 @@ def bench_png(report: dict[str, Any], path: Path) -> None:
         ax2.set_yticks([])
     ax2.set(xlabel="batch-1 latency (ms)", title="Latency")
     fig.tight_layout()
-    tmp = path.with_name(path.name + ".part")
-    fig.savefig(tmp, format="png")
-    plt.close(fig)
-    os.replace(tmp, path)
+    _save_png(fig, plt, path)
 
 
 def write_bench(report: dict[str, Any], out_dir: str | os.PathLike[str]) -> dict[str, Path]:
-    """bench.json, bench.md and bench.png into ``out_dir`` (each written atomically)."""
+    """bench.png, bench.md and bench.json (last) into ``out_dir``.
+
+    All three or none: each file is written atomically, stale ones are removed first, and a
+    failed write (disk full) removes the files already written, so nothing of this run looks
+    complete unless all of it is.
+    """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = {"json": out / "bench.json", "markdown": out / "bench.md", "png": out / "bench.png"}
-    for p in paths.values():  # a stale set from an earlier run must not pass for this one's
-        p.unlink(missing_ok=True)
-    # The PNG and the Markdown first, the JSON (what tools read) last: an interruption leaves
-    # no complete-looking report.
-    bench_png(report, paths["png"])
-    _atomic_write(paths["markdown"], bench_markdown(report))
-    _atomic_write(paths["json"], json.dumps(report, indent=2, default=str) + "\n")
+    text = json.dumps(report, indent=2, default=str) + "\n"
+    _write_set(
+        f"the bench report in {out}",
+        paths,
+        [
+            ("png", lambda p: bench_png(report, p)),
+            ("markdown", lambda p: _atomic_write(p, bench_markdown(report))),
+            ("json", lambda p: _atomic_write(p, text)),
+        ],
+    )
     return paths
