@@ -316,9 +316,11 @@ def accuracy(
         return np.asarray(cache[key].units)
 
     scores: list[Scores] = []
+    gates: list[dict[str, Any]] = []
     for t in progress.track(targets, desc="accuracy", unit="bundle"):
         probs = _bundle_probs(t.bundle, units_by_spec, t.backend)
         scores.append(Scores(t.label, probs, t.bundle.threshold))
+        gates.append(_gate_refusals(t.bundle, units_by_spec))
     if len({tuple(k) for k in kept}) > 1:
         raise DataError("bundles with different preprocessing skipped different images")
     split = next(iter(cache.values()))
@@ -329,13 +331,14 @@ def accuracy(
     if baseline is not None:
         base = _baseline_scores(Path(baseline), units_by_spec, cfg)
     rows = []
-    for t, s in zip(targets, scores, strict=True):
+    for t, s, gate in zip(targets, scores, gates, strict=True):
         tol = t.bundle.manifest["profile"]["tolerance"]
         row: dict[str, Any] = {
             "bundle": s.name,
             "auc": metrics.auc_ci(labels, s.probs).to_dict(),
             "at_threshold": metrics.binary_metrics(labels, s.probs, s.threshold).to_dict(),
             "tolerance": tol,
+            "quality_gate": gate,
         }
         if base is not None:
             paired = metrics.paired_auc_test(labels, base.probs, s.probs)
@@ -364,6 +367,24 @@ def accuracy(
         }
         out["roc"]["baseline"] = [a.tolist() for a in metrics.roc_curve(labels, base.probs)[:2]]
     return out
+
+
+def _gate_refusals(bundle: Bundle, units_by_spec: Any) -> dict[str, Any]:
+    """How many evaluated images the bundle's learned quality gate would refuse.
+
+    Accuracy stays measured on every image (the paired comparison needs the same cases); this
+    only reports what a cart would have declined to score. Header and image rules need the
+    files and are not applied here.
+    """
+    from edgevcf.quality import feature_matrix
+    from edgevcf.runtime import load_gate
+
+    gate = load_gate(bundle)
+    units = units_by_spec(bundle.preprocess)
+    if gate is None:
+        return {"learned": False, "n": len(units), "n_refused": None}
+    refused = gate.refuse(*gate.scores(feature_matrix(np.asarray(units, dtype=np.float32))))
+    return {"learned": True, "n": len(units), "n_refused": int(refused.sum())}
 
 
 def _baseline_scores(path: Path, units_by_spec: Any, cfg: BenchConfig) -> Scores:

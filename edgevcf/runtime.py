@@ -5,6 +5,12 @@ the bundle's artefact uses — never torch or a converter. Loading verifies the 
 every file's sha256, the manifest's own checksum), so a tampered or half-copied bundle is
 refused before it scores anyone. One Predictor may be shared by many threads: preprocessing is
 pure numpy and each backend is thread-safe.
+
+Before a score is given, the input quality gate (:mod:`edgevcf.quality`) decides whether the
+image is in scope — a lateral thoracolumbar radiograph like those the model was trained on. An
+image that is not gets ``status="not_assessable"``, ``assessable=False``, the reason, and no
+probability or decision. Bundles exported before the gate existed have no learned check: their
+predictions say so (``quality["learned"]`` is False and the reason notes it).
 """
 
 from __future__ import annotations
@@ -14,31 +20,56 @@ import os
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from edgevcf.backends import RUNTIMES, backend_class
 from edgevcf.bundle import Artifact, Bundle
 from edgevcf.deps import available
-from edgevcf.errors import BackendUnavailableError, ConfigError, DataError, EdgeVCFError
+from edgevcf.errors import (
+    BackendUnavailableError,
+    BundleError,
+    ConfigError,
+    DataError,
+    EdgeVCFError,
+)
 from edgevcf.metrics import sigmoid
+from edgevcf.quality import GATE_FILE, Assessment, QualityGate, assess_rules
+
+if TYPE_CHECKING:
+    from edgevcf.data.io import ImageMeta
 
 log = logging.getLogger(__name__)
 
 
+#: Said on every scored prediction of a bundle that has no learned quality gate.
+NO_LEARNED_GATE = (
+    "scored after header/image rules only: this bundle has no learned quality gate "
+    "(exported before edgevcf had one; re-export to add it)"
+)
+
+
 @dataclass
 class Prediction:
-    """One image's result. ``decision`` is None when the image got no score."""
+    """One image's result. ``decision`` is None when the image got no score.
+
+    ``status``: ``ok``; ``not_assessable`` (read, but not a lateral thoracolumbar radiograph of
+    adequate quality: the quality gate refused it); ``refused`` (unreadable input); ``error``
+    (the engine failed on it). ``assessable`` is False for the first two kinds of refusal;
+    ``quality`` holds the gate's verdict (:class:`edgevcf.quality.Assessment` as a dict).
+    """
 
     source: str
     probability: float | None
     decision: bool | None
     threshold: float
     model_id: str
-    status: str = "ok"  # ok | refused (input) | error (engine failed on it)
+    status: str = "ok"  # ok | not_assessable | refused (input) | error (engine failed on it)
     reason: str = ""
     timings_ms: dict[str, float] = field(default_factory=dict)
+    assessable: bool = True
+    quality: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
@@ -108,6 +139,7 @@ class Predictor:
             options.pop("model_cache", None)
         t0 = time.perf_counter()
         self.backend = backend_class(artifact.runtime)(bundle.path / artifact.file, **options)
+        self.gate = load_gate(bundle)
         self.load_ms = (time.perf_counter() - t0) * 1e3
 
     @classmethod
@@ -123,9 +155,9 @@ class Predictor:
         return cls(bundle, choose_artifact(bundle, backend), threads=threads)
 
     # ------------------------------------------------------------ prediction
-    def prepare(self, image: str | os.PathLike[str] | np.ndarray) -> tuple[np.ndarray, float]:
-        """Read (if a path) and preprocess one image into the graph's input; ms spent."""
-        t0 = time.perf_counter()
+    @staticmethod
+    def _read(image: str | os.PathLike[str] | np.ndarray) -> tuple[np.ndarray, ImageMeta | None]:
+        """The image as a 2-D float32 array, and its header facts when read from a file."""
         if isinstance(image, np.ndarray):
             img = np.asarray(image, dtype=np.float32)
             if img.ndim != 2:
@@ -133,53 +165,127 @@ class Predictor:
                     f"expected a 2-D greyscale image, got shape {img.shape}",
                     hint="pass a single-channel radiograph (H, W)",
                 )
-        else:
-            from edgevcf.data.io import read_image
+            return img, None
+        from edgevcf.data.io import read_image
 
-            img, _ = read_image(image)
+        return read_image(image)
+
+    def prepare(self, image: str | os.PathLike[str] | np.ndarray) -> tuple[np.ndarray, float]:
+        """Read (if a path) and preprocess one image into the graph's input; ms spent.
+
+        No quality check: this is the model's input as it is (see :meth:`assess`).
+        """
+        t0 = time.perf_counter()
+        img, _ = self._read(image)
         x = self.input.prepare(self.spec.to_unit(img), self.spec)
         return x, (time.perf_counter() - t0) * 1e3
+
+    def _check(
+        self, image: str | os.PathLike[str] | np.ndarray
+    ) -> tuple[np.ndarray, Assessment, dict[str, float]]:
+        """Read, preprocess and assess one image: (graph input, verdict, timings)."""
+        t0 = time.perf_counter()
+        img, meta = self._read(image)
+        unit = self.spec.to_unit(img)
+        x = self.input.prepare(unit, self.spec)
+        t1 = time.perf_counter()
+        verdict = self._assess(img, meta, unit)
+        t2 = time.perf_counter()
+        return x, verdict, {"preprocess_ms": (t1 - t0) * 1e3, "quality_ms": (t2 - t1) * 1e3}
+
+    def _assess(self, img: np.ndarray, meta: ImageMeta | None, unit: np.ndarray) -> Assessment:
+        if self.gate is None:
+            return assess_rules(img, meta)
+        return self.gate.assess(img, meta, unit=unit)
+
+    def assess(self, image: str | os.PathLike[str] | np.ndarray) -> Assessment:
+        """Whether ``image`` is in scope for this model (the quality gate alone, no score).
+
+        Raises:
+            DataError: the image is unreadable.
+        """
+        return self._check(image)[1]
+
+    def _not_assessable(
+        self, source: str, verdict: Assessment, timings: dict[str, float]
+    ) -> Prediction:
+        return Prediction(
+            source,
+            None,
+            None,
+            self.threshold,
+            self.model_id,
+            "not_assessable",
+            f"not assessable: {verdict.reason}",
+            timings,
+            assessable=False,
+            quality=verdict.to_dict(),
+        )
 
     def logits(self, x: np.ndarray) -> np.ndarray:
         """Raw logits for graph inputs ``x`` (N, C, S, S)."""
         return self.backend.run_all(x).reshape(-1)
 
-    def _result(self, source: str, logit: float, timings: dict[str, float]) -> Prediction:
+    def _result(
+        self, source: str, logit: float, timings: dict[str, float], verdict: Assessment
+    ) -> Prediction:
         p = float(sigmoid(np.asarray(logit)))
         return Prediction(
-            source, p, p >= self.threshold, self.threshold, self.model_id, timings_ms=timings
+            source,
+            p,
+            p >= self.threshold,
+            self.threshold,
+            self.model_id,
+            reason="" if verdict.learned else NO_LEARNED_GATE,
+            timings_ms=timings,
+            quality=verdict.to_dict(),
         )
 
     def predict(self, image: str | os.PathLike[str] | np.ndarray) -> Prediction:
-        """P(fresh fracture) and the decision at the bundle's threshold for one image.
+        """P(fresh fracture) and the decision at the bundle's threshold for one image — or,
+        when the quality gate finds it out of scope, ``status="not_assessable"`` and no score.
 
         Raises:
             DataError: the image is refused (unreadable, colour, multi-frame, ...).
         """
-        x, prep_ms = self.prepare(image)
+        x, verdict, timings = self._check(image)
+        source = "<array>" if isinstance(image, np.ndarray) else str(image)
+        if not verdict.assessable:
+            return self._not_assessable(source, verdict, timings)
         t0 = time.perf_counter()
         logit = self.logits(x)[0]
-        infer_ms = (time.perf_counter() - t0) * 1e3
-        source = "<array>" if isinstance(image, np.ndarray) else str(image)
-        return self._result(source, logit, {"preprocess_ms": prep_ms, "inference_ms": infer_ms})
+        timings["inference_ms"] = (time.perf_counter() - t0) * 1e3
+        return self._result(source, logit, timings, verdict)
 
     def predict_many(
         self, images: Iterable[str | os.PathLike[str] | np.ndarray], batch_size: int = 8
     ) -> list[Prediction]:
-        """Predict several images, batched; a refused image gets ``status="refused"`` and a reason
-        while the others still run (nothing is silently dropped)."""
+        """Predict several images, batched; a refused image gets ``status="refused"`` and a reason,
+        an out-of-scope one ``status="not_assessable"``, while the others still run (nothing is
+        silently dropped)."""
         items = list(images)
         out: list[Prediction | None] = [None] * len(items)
-        ready: list[tuple[int, np.ndarray, float]] = []
+        ready: list[tuple[int, np.ndarray, dict[str, float], Assessment]] = []
         for i, img in enumerate(items):
             source = "<array>" if isinstance(img, np.ndarray) else str(img)
             try:
-                x, ms = self.prepare(img)
-                ready.append((i, x, ms))
+                x, verdict, timings = self._check(img)
             except EdgeVCFError as exc:
                 out[i] = Prediction(
-                    source, None, None, self.threshold, self.model_id, "refused", exc.message
+                    source,
+                    None,
+                    None,
+                    self.threshold,
+                    self.model_id,
+                    "refused",
+                    exc.message,
+                    assessable=False,
                 )
+                continue
+            if verdict.assessable:
+                ready.append((i, x, timings, verdict))
+            else:
+                out[i] = self._not_assessable(source, verdict, timings)
         for start in range(0, len(ready), batch_size):
             chunk = ready[start : start + batch_size]
             try:
@@ -202,12 +308,35 @@ class Predictor:
                         out[c[0]] = Prediction(
                             src, None, None, self.threshold, self.model_id, "error",
                             f"inference failed: {type(exc).__name__}: {exc}"[:300],
+                            c[2], quality=c[3].to_dict(),
                         )  # fmt: skip
-            for (i, _, ms), z, infer_ms in scored:
+            for (i, _, timings, verdict), z, infer_ms in scored:
                 img = items[i]
                 source = "<array>" if isinstance(img, np.ndarray) else str(img)
-                out[i] = self._result(source, z, {"preprocess_ms": ms, "inference_ms": infer_ms})
+                out[i] = self._result(source, z, {**timings, "inference_ms": infer_ms}, verdict)
         return [p for p in out if p is not None]
+
+
+def load_gate(bundle: Bundle) -> QualityGate | None:
+    """The bundle's learned quality gate, or None for a bundle exported before gates existed.
+
+    Raises:
+        BundleError: the manifest records a gate whose file is missing, unreadable, of another
+            feature version, or fitted for another preprocessing than the bundle's.
+    """
+    record = bundle.manifest.get("quality_gate")
+    if not record:
+        return None
+    path = bundle.path / str(record.get("file", GATE_FILE))
+    if not path.is_file():
+        raise BundleError(f"bundle {bundle.path} records a quality gate but {path.name} is missing")
+    gate = QualityGate.load(path)
+    if gate.spec != bundle.manifest["preprocess"]:
+        raise BundleError(
+            f"{path.name} was fitted for another preprocessing than the bundle's",
+            hint="re-export the bundle; never mix files of two bundles",
+        )
+    return gate
 
 
 # ------------------------------------------------------------------ verify
@@ -295,4 +424,4 @@ def verify(path: str | os.PathLike[str], artifacts: Sequence[str] | None = None)
     return VerifyResult(str(bundle.path), bundle.id, checks)
 
 
-__all__ = ["Prediction", "Predictor", "VerifyResult", "choose_artifact", "verify"]
+__all__ = ["Prediction", "Predictor", "VerifyResult", "choose_artifact", "load_gate", "verify"]

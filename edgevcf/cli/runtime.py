@@ -26,9 +26,12 @@ def predict(
 ) -> None:
     """Score radiographs (DICOM, PNG, TIFF, JPEG) with a verified bundle.
 
-    Prints P(fresh fracture) and the decision at the bundle's threshold per image. An image
-    that cannot be scored (unreadable, colour, multi-frame, ...) is listed with its reason and
-    the others still run; the exit code is 5 when any image was refused.
+    Prints P(fresh fracture) and the decision at the bundle's threshold per image. First the
+    bundle's quality gate decides whether each image is in scope (a lateral thoracolumbar
+    radiograph of adequate quality, like those the model was trained on); one that is not is
+    listed as not assessable with the reason, and gets no score. An image that cannot be read
+    (unreadable, colour, multi-frame, ...) is listed with its reason. The others still run; the
+    exit code is 5 when any image got no score.
 
     \b
     Example:
@@ -42,22 +45,32 @@ def predict(
         for r in results:
             click.echo(json.dumps(r.to_dict()))
     else:
+        gate = (
+            "learned + rules"
+            if pred.gate is not None
+            else "rules only (no learned gate in this bundle: re-export to add one)"
+        )
         click.echo(
             f"model {pred.model_id[:12]} ({pred.bundle.manifest['backbone']}, "
             f"{pred.artifact.precision} on {pred.artifact.runtime}), threshold {pred.threshold:.3f}"
+            f", quality gate: {gate}"
         )
-        click.echo("| image | P(fresh) | decision | status |")
-        click.echo("|---|---|---|---|")
+        click.echo("| image | P(fresh) | decision | assessable | status |")
+        click.echo("|---|---|---|---|---|")
         for r in results:
+            ok = "yes" if r.assessable else "no"
             if r.probability is None:
-                click.echo(f"| {r.source} | - | - | {r.status}: {r.reason} |")
+                click.echo(f"| {r.source} | - | - | {ok} | {r.status}: {r.reason} |")
             else:
                 call = "FRESH fracture" if r.decision else "no fresh fracture"
-                click.echo(f"| {r.source} | {r.probability:.3f} | {call} | ok |")
-    refused = [r for r in results if r.status != "ok"]
-    if refused:
+                note = f": {r.reason}" if r.reason else ""
+                click.echo(f"| {r.source} | {r.probability:.3f} | {call} | {ok} | ok{note} |")
+    unscored = [r for r in results if r.status != "ok"]
+    if unscored:
+        out_of_scope = sum(r.status == "not_assessable" for r in unscored)
         raise DataError(
-            f"{len(refused)} of {len(results)} image(s) got no score (refused or failed)",
+            f"{len(unscored)} of {len(results)} image(s) got no score "
+            f"({out_of_scope} not assessable, {len(unscored) - out_of_scope} refused or failed)",
             hint="see the reasons above",
         )
 

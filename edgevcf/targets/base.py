@@ -37,11 +37,16 @@ from edgevcf.profiles import TargetProfile
 if TYPE_CHECKING:
     from torch import nn
 
+    from edgevcf.dataset import SplitData
+
 log = logging.getLogger(__name__)
 
 GOLDEN_COUNT = 8
 TUNING_SPLIT = "val"
 EVALUATED_SPLITS = ("val", "test")
+#: The input quality gate learns "in scope" from this split (what the model was trained on).
+GATE_SPLIT = "train"
+GATE_MAX_IMAGES = 2000
 # |logit| tolerance for golden vectors per precision (verify on another machine's runtime).
 GOLDEN_ATOL = {"fp32": 1e-3, "fp16": 5e-2, "int8": 0.25}
 
@@ -277,10 +282,12 @@ class Target(ABC):
                         default = artifacts[0]
                 golden = self._golden(ctx, artifacts)
                 golden.save(work / GOLDEN)
+                gate = self._quality_gate(ctx, manifest, tuning)
                 fp32_size = fp32_onnx.stat().st_size
                 m = self._manifest(
                     ctx, meta, artifacts, measured, parity, calib, checkpoint, fp32_size
                 )
+                m["quality_gate"] = gate
                 m["checkpoint"]["sha256"] = sha256_path(Path(checkpoint))
                 m["patients"] = patient_record(
                     [s.patient_id for s in calib.studies] if calib else [],
@@ -312,6 +319,44 @@ class Target(ABC):
             notes=ctx.notes,
             manifest=final,
         )
+
+    def _quality_gate(
+        self, ctx: ExportContext, manifest: Manifest, tuning: SplitData
+    ) -> dict[str, Any] | None:
+        """Fit the input quality gate (:mod:`edgevcf.quality`) and write it into the bundle.
+
+        In scope is what this model was trained on: the training split (up to
+        :data:`GATE_MAX_IMAGES`, evenly spaced), against generated out-of-scope images; the
+        thresholds come from the tuning split. Without a usable training split the bundle gets
+        no learned gate, and a note says so (the runtime then applies its rules only).
+        """
+        from edgevcf.dataset import load_split
+        from edgevcf.errors import ConfigError
+        from edgevcf.quality import GATE_FILE, fit_for_bundle
+
+        try:
+            train = load_split(manifest, GATE_SPLIT, ctx.spec, desc=f"preprocess {GATE_SPLIT}")
+        except DataError as exc:
+            ctx.notes.append(f"no learned quality gate: {exc.message}")
+            return None
+        keep = np.arange(len(train))
+        if len(keep) > GATE_MAX_IMAGES:
+            keep = np.unique(np.linspace(0, len(keep) - 1, GATE_MAX_IMAGES).round().astype(int))
+        try:
+            with progress.step(f"{self.name}: fit the input quality gate"):
+                gate, record = fit_for_bundle(
+                    train.units[keep],
+                    [train.studies[i].patient_id for i in keep],
+                    tuning.units,
+                    ctx.spec,
+                )
+        except ConfigError as exc:
+            ctx.notes.append(f"no learned quality gate: {exc.message}")
+            return None
+        gate.save(ctx.work / GATE_FILE)
+        record["split"] = GATE_SPLIT
+        record["tuning_split"] = TUNING_SPLIT
+        return record
 
     def _calibration(self, profile: TargetProfile, manifest: Manifest) -> CalibrationSet | None:
         if profile.quantize.precision != "int8":
