@@ -140,7 +140,7 @@ class _Runner:
         """Read + preprocess + infer + decide on a full-size DICOM; preprocessing timed apart."""
         from edgevcf.data.io import read_image
 
-        prep, e2e = [], []
+        prep, e2e, status = [], [], set()
         spec, inp = (
             (self.spec, self.input) if self.pred is None else (self.pred.spec, self.pred.input)
         )
@@ -151,13 +151,14 @@ class _Runner:
             prep.append((time.perf_counter() - t) * 1e3)
             t = time.perf_counter()
             if self.pred is not None:
-                self.pred.predict(dicom)
+                r = self.pred.predict(dicom)
+                status.add(f"{r.status}: {r.reason}" if r.reason else r.status)
             else:
                 img, _ = read_image(dicom)
                 x = inp.prepare(spec.to_unit(img), spec)
                 self.decisions.append(float(self.run(x)[0, 0]) >= self.meta.threshold)
             e2e.append((time.perf_counter() - t) * 1e3)
-        return {"preprocess": prep, "end_to_end": e2e}
+        return {"preprocess": prep, "end_to_end": e2e, "status": sorted(status)}
 
     def probs(self, path: str) -> np.ndarray:
         x = np.load(path, mmap_mode="r")
@@ -321,6 +322,7 @@ def bench_arch(
             e = row.pop("e2e")
             row["preprocess_ms"] = float(np.median(e["preprocess"]))
             row["end_to_end_ms"] = float(np.median(e["end_to_end"]))
+            row["end_to_end_status"] = e["status"]
         p = probs[label]
         row["auc"] = metrics.auc_ci(labels, p).to_dict()
         row["at_threshold"] = metrics.binary_metrics(labels, p, thr).to_dict()
