@@ -317,8 +317,9 @@ def layer_groups(path: Path) -> dict[str, list[str]]:
     """Quantizable nodes (Conv, Gemm, MatMul) grouped by the network block they belong to.
 
     The exporter names nodes after the module path (``/features/features.2/features.2.0/...``);
-    the first three components name a block in torchvision's EfficientNet, MobileNetV3 and
-    MnasNet (the stem, each inverted-residual block, the head, the classifier).
+    its first two modules name a unit of torchvision's networks: the stem, each stage (one or
+    more inverted-residual blocks: ``features.2`` of EfficientNet is two MBConv blocks, each
+    ``features.N`` of MobileNetV3 one block), the head and the classifier.
     """
     onnx = require("onnx", "the mixed-precision search")
     groups: dict[str, list[str]] = {}
