@@ -83,7 +83,8 @@ class QuantizeSettings:
     calibration: str = "default"  # a recipe in calibration/
     samples: int = 0  # 0: the recipe's count
     excluded_layers: tuple[str, ...] = ()
-    accuracy_fallback: bool = False  # gate failed: NNCF accuracy control (openvino), float blocks (ORT)
+    # gate failed: NNCF accuracy control (openvino), float blocks (ORT targets)
+    accuracy_fallback: bool = False
     accuracy_aware: bool = False  # always run accuracy-aware PTQ (openvino)
     calibrate_method: str = "minmax"  # ONNX Runtime targets: minmax | percentile | entropy
     percentile: float = 99.999  # with calibrate_method = "percentile"
