@@ -12,7 +12,12 @@ undecodable transfer syntax, a truncated file, non-finite values) is refused wit
 :class:`~edgevcf.errors.DataError` that says why: a wrong image must never become a score.
 
 No patient-identifying attribute leaves this module: :class:`ImageMeta` holds acquisition facts
-only, so it can be logged, written into reports and bundles without de-identification.
+only, so it can be logged, written into reports and bundles without de-identification. A damaged
+file can still put a patient's name where a harmless attribute should be (a wrong length makes an
+element swallow its neighbours), so nothing read from a file is quoted unless it is a well-formed
+code string: third-party messages have their quoted values masked, pydicom's warnings are turned
+into masked DEBUG logs, and pydicom's own log records are masked too (found by fuzzing a DICOM
+whose identifying fields were filled in).
 """
 
 from __future__ import annotations
@@ -22,8 +27,11 @@ import io
 import logging
 import math
 import os
+import re
+import threading
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -87,6 +95,71 @@ _PIL_GREY_MODES: dict[str, tuple[int | None, int]] = {
 _PIL_COLOUR_MODES = frozenset(
     {"RGB", "RGBA", "RGBX", "RGBa", "P", "PA", "LA", "La", "CMYK", "YCbCr", "LAB", "HSV"}
 )
+
+
+# --------------------------------------------------------------------------------------------
+# no patient data in messages
+
+#: A quoted value in a message (Python reprs of str and bytes included).
+_QUOTED = re.compile(r"b?'(?:[^'\\\n]|\\.)*'" + r'|b?"(?:[^"\\\n]|\\.)*"')
+_CODE_STRING = re.compile(r"[A-Z0-9 _]{1,16}")
+_LONG_STRING = re.compile(r"[^\x00-\x1f\x7f\\]{1,64}")
+
+
+def redact(text: str) -> str:
+    """``text`` with every quoted value masked as ``'…'``.
+
+    For messages of third-party code about a file's content: a damaged element's value may hold
+    bytes of its neighbours, a patient's name among them.
+    """
+    return _QUOTED.sub("'…'", text)
+
+
+def _shown(value: object) -> str:
+    """A DICOM code string for a message, quoted only when it is a well-formed one."""
+    text = str(value).strip()
+    return repr(text) if _CODE_STRING.fullmatch(text) else "(not a valid code string)"
+
+
+class _RedactValues(logging.Filter):
+    """Masks quoted values in pydicom's log records (it logs what it warns, values included)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            message = record.getMessage()
+        except Exception:  # a record that cannot be formatted: leave it to the handler
+            return True
+        masked = redact(message)
+        if masked != message:
+            record.msg, record.args = masked, None
+        return True
+
+
+for _name in ("pydicom", "pydicom.pixels.decoders.base", "pydicom.pixels.utils"):
+    _pydicom_logger = logging.getLogger(_name)
+    if not any(isinstance(f, _RedactValues) for f in _pydicom_logger.filters):
+        _pydicom_logger.addFilter(_RedactValues())
+
+#: ``warnings.catch_warnings`` swaps process-wide state: one reader at a time may hold it.
+_WARNINGS_LOCK = threading.Lock()
+
+
+@contextmanager
+def _warnings_as_masked_logs(p: Path) -> Iterator[None]:
+    """Warnings raised in the block become DEBUG logs with their quoted values masked.
+
+    pydicom's validation warnings quote the offending value ("Invalid value for VR UI: '...'"),
+    which in a damaged file can be a swallowed patient name; printed by Python's default
+    warning display it would reach the terminal and the logs.
+    """
+    with _WARNINGS_LOCK, warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            yield
+        finally:
+            for w in caught:
+                if not issubclass(w.category, Image.DecompressionBombWarning):
+                    logger.debug("%s: %s: %s", p, w.category.__name__, redact(str(w.message)))
 
 
 @dataclass(frozen=True)
@@ -280,28 +353,8 @@ def _read_dicom(p: Path, *, forced: bool) -> tuple[np.ndarray, ImageMeta]:
         forced: Whether the file had no ``DICM`` marker (read with pydicom's ``force=True``, and
             accepted only if it looks like a data set).
     """
-    try:
-        with _open(p) as fh:
-            ds = pydicom.dcmread(fh, force=forced)
-    except DataError:
-        raise
-    except MemoryError:
-        raise
-    except Exception as exc:  # pydicom raises many types on damaged input; all mean "unreadable"
-        if forced:
-            raise DataError(
-                f"{p}: not a DICOM file or a supported image format", hint=_SUPPORTED_FORMATS_HINT
-            ) from exc
-        raise DataError(
-            f"{p}: unreadable DICOM file ({type(exc).__name__}: {exc})",
-            hint="The file may be truncated or damaged; re-export it.",
-        ) from exc
-    if forced and not _looks_like_dicom(ds):
-        raise DataError(
-            f"{p}: not a DICOM file or a supported image format", hint=_SUPPORTED_FORMATS_HINT
-        )
-
-    _convert_elements(p, ds)
+    with _warnings_as_masked_logs(p):
+        ds = _parse_dicom(p, forced=forced)
     _refuse_unsupported_dicom(p, ds)
     rows, cols = _required_int(p, ds, "Rows"), _required_int(p, ds, "Columns")
     _check_size(p, rows, cols)
@@ -354,16 +407,43 @@ def _read_dicom(p: Path, *, forced: bool) -> tuple[np.ndarray, ImageMeta]:
         bits_allocated=_opt_int(ds.get("BitsAllocated")),
         pixel_spacing_mm=spacing,
         spacing_source=spacing_source,
-        modality=_opt_str(ds.get("Modality")),
-        view_position=_opt_str(ds.get("ViewPosition")),
-        body_part=_opt_str(ds.get("BodyPartExamined")),
-        manufacturer=_opt_str(ds.get("Manufacturer")),
+        modality=_opt_code(ds.get("Modality")),
+        view_position=_opt_code(ds.get("ViewPosition")),
+        body_part=_opt_code(ds.get("BodyPartExamined")),
+        manufacturer=_opt_long(ds.get("Manufacturer")),
         transfer_syntax=tsyntax.name,
         modality_lut=modality_kind,
         voi=voi_kind,
         inverted=inverted,
     )
     return np.ascontiguousarray(shown, dtype=np.float32), meta
+
+
+def _parse_dicom(p: Path, *, forced: bool) -> Dataset:
+    """Parse the file and decode every element now (pydicom decodes lazily, and a damaged
+    element warns or raises when first touched: here, where warnings are masked)."""
+    try:
+        with _open(p) as fh:
+            ds = pydicom.dcmread(fh, force=forced)
+    except DataError:
+        raise
+    except MemoryError:
+        raise
+    except Exception as exc:  # pydicom raises many types on damaged input; all mean "unreadable"
+        if forced:
+            raise DataError(
+                f"{p}: not a DICOM file or a supported image format", hint=_SUPPORTED_FORMATS_HINT
+            ) from exc
+        raise DataError(
+            f"{p}: unreadable DICOM file ({type(exc).__name__}: {redact(str(exc))})",
+            hint="The file may be truncated or damaged; re-export it.",
+        ) from exc
+    if forced and not _looks_like_dicom(ds):
+        raise DataError(
+            f"{p}: not a DICOM file or a supported image format", hint=_SUPPORTED_FORMATS_HINT
+        )
+    _convert_elements(p, ds)
+    return ds
 
 
 def _looks_like_dicom(ds: Dataset) -> bool:
@@ -404,9 +484,9 @@ def _convert_elements(p: Path, ds: Dataset) -> None:
         except MemoryError:
             raise
         except Exception as exc:  # pydicom's value converters raise many types
-            first = (str(exc).splitlines() or [""])[0][:200]
+            # the type only: pydicom's text quotes the element's bytes (maybe a swallowed name)
             raise DataError(
-                f"{p}: malformed DICOM attribute {where}{keyword} ({type(exc).__name__}: {first})",
+                f"{p}: malformed DICOM attribute {where}{keyword} ({type(exc).__name__})",
                 hint="The file is damaged or was written by non-conformant software.",
             ) from exc
 
@@ -429,6 +509,15 @@ def _convert_elements(p: Path, ds: Dataset) -> None:
                 raise DataError(f"{p}: malformed DICOM attribute {seq_keyword} (bad item)")
             for keyword in _LUT_KEYWORDS:
                 convert(item, keyword, f"{seq_keyword} > ")
+    # The rest too, so that nothing is decoded (and warns) later, outside the masked block; an
+    # element the reader does not use may be malformed without refusing the image.
+    for tag in list(ds.keys()):
+        try:
+            ds[tag]
+        except MemoryError:
+            raise
+        except Exception:
+            logger.debug("%s: element %s is malformed (not used)", p, tag)
 
 
 def _required_int(p: Path, ds: Dataset, keyword: str) -> int:
@@ -436,7 +525,7 @@ def _required_int(p: Path, ds: Dataset, keyword: str) -> int:
     value = _opt_int(ds.get(keyword))
     if value is None:
         raise DataError(
-            f"{p}: DICOM attribute {keyword} is not an integer ({str(ds.get(keyword))[:40]!r})",
+            f"{p}: DICOM attribute {keyword} is not an integer",
             hint="The file is damaged or was written by non-conformant software.",
         )
     return value
@@ -464,13 +553,14 @@ def _refuse_unsupported_dicom(p: Path, ds: Dataset) -> None:
     samples = _opt_int(ds.get("SamplesPerPixel")) or 1
     if samples != 1 or photometric in _COLOUR_PHOTOMETRICS or photometric.startswith("YBR"):
         raise DataError(
-            f"{p}: colour image (Photometric Interpretation {photometric}, "
+            f"{p}: colour image (Photometric Interpretation {_shown(photometric)}, "
             f"{samples} sample(s) per pixel) is refused",
             hint=_GREYSCALE_HINT,
         )
     if photometric not in ("MONOCHROME1", "MONOCHROME2"):
         raise DataError(
-            f"{p}: unsupported Photometric Interpretation {photometric!r}", hint=_GREYSCALE_HINT
+            f"{p}: unsupported Photometric Interpretation {_shown(photometric)}",
+            hint=_GREYSCALE_HINT,
         )
     frames = _opt_int(ds.get("NumberOfFrames")) or 1
     if frames > 1:
@@ -551,16 +641,17 @@ def _decode_pixels(p: Path, ds: Dataset, tsyntax: pydicom.uid.UID) -> np.ndarray
         if "less than expected" in text or "truncat" in text.lower():
             raise DataError(
                 f"{p}: truncated file: pixel data is shorter than Rows x Columns x Bits "
-                f"Allocated requires ({text.splitlines()[0]})",
+                f"Allocated requires ({redact(text.splitlines()[0])})",
                 hint="The transfer was interrupted or the file is damaged; re-export it.",
             ) from exc
         if tsyntax.is_compressed:
             raise DataError(
-                f"{p}: cannot decode {tsyntax.name!r} pixel data: {' '.join(text.split())}",
+                f"{p}: cannot decode {tsyntax.name!r} pixel data: {redact(' '.join(text.split()))}",
                 hint=_decoder_hint(tsyntax),
             ) from exc
         raise DataError(
-            f"{p}: cannot decode pixel data ({type(exc).__name__}: {text.splitlines()[0]})",
+            f"{p}: cannot decode pixel data "
+            f"({type(exc).__name__}: {redact((text.splitlines() or [''])[0])})",
             hint="The file is damaged or its group 0028 attributes are inconsistent.",
         ) from exc
 
@@ -578,7 +669,9 @@ def _lut_table(p: Path, item: Dataset, tsyntax: pydicom.uid.UID) -> tuple[np.nda
         bits = descriptor[2]
         value = item["LUTData"].value
     except (AttributeError, KeyError, IndexError, TypeError, ValueError) as exc:
-        raise DataError(f"{p}: malformed LUT (LUT Descriptor / LUT Data): {exc}") from exc
+        raise DataError(
+            f"{p}: malformed LUT (LUT Descriptor / LUT Data): {redact(str(exc))}"
+        ) from exc
     if not 1 <= bits <= 16:
         raise DataError(f"{p}: LUT with {bits} bits per entry is not supported (1..16)")
     if isinstance(value, bytes | bytearray):
@@ -625,8 +718,7 @@ def _modality_lut(
             s = i = None
         if s is None or i is None:
             raise DataError(
-                f"{p}: Rescale Slope / Intercept are not numbers "
-                f"({str(slope)[:20]!r}, {str(intercept)[:20]!r})",
+                f"{p}: Rescale Slope / Intercept are not numbers",
                 hint="The file is damaged or its modality LUT was written incorrectly.",
             )
         with np.errstate(over="ignore", invalid="ignore"):  # overflow is refused by the caller
@@ -671,7 +763,8 @@ def _voi(
         function = str(ds.get("VOILUTFunction") or "LINEAR").strip().upper()
         if function not in _VOI_FUNCTIONS:
             raise DataError(
-                f"{p}: unsupported VOI LUT Function {function!r} (LINEAR, LINEAR_EXACT, SIGMOID)",
+                f"{p}: unsupported VOI LUT Function {_shown(function)} "
+                "(LINEAR, LINEAR_EXACT, SIGMOID)",
             )
         # PS3.3: width >= 1 for LINEAR, > 0 for LINEAR_EXACT and SIGMOID.
         width_ok = width >= 1.0 if function == "LINEAR" else width > 0.0
@@ -754,6 +847,24 @@ def _opt_str(value: Any) -> str | None:
     return text or None
 
 
+def _opt_code(value: Any) -> str | None:
+    """A well-formed code string (CS: A-Z, 0-9, space, _; <= 16) or None.
+
+    Anything else is dropped rather than carried into ImageMeta (which reaches reports): in a
+    damaged file it may be a neighbour's bytes, a patient's name among them.
+    """
+    text = _opt_str(value)
+    if text is None or not _CODE_STRING.fullmatch(text.upper()):
+        return None
+    return text
+
+
+def _opt_long(value: Any) -> str | None:
+    """A well-formed long string (LO: <= 64 characters, no control characters) or None."""
+    text = _opt_str(value)
+    return text if text is not None and _LONG_STRING.fullmatch(text) else None
+
+
 def _opt_int(value: Any) -> int | None:
     """Integer or None for missing/empty/garbled DICOM values."""
     if value is None or value == "":
@@ -789,21 +900,21 @@ def _read_pillow(p: Path) -> tuple[np.ndarray, ImageMeta] | None:
 def _read_pillow_file(p: Path, fh: _BoundedReader) -> tuple[np.ndarray, ImageMeta] | None:
     """:func:`_read_pillow` on an open file (read through the bounded reader)."""
     try:
-        with warnings.catch_warnings():
-            # We enforce our own MAX_PIXELS below; Pillow's warning would only be noise.
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        # We enforce our own MAX_PIXELS below; Pillow's bomb warning would only be noise.
+        with _warnings_as_masked_logs(p):
             img = Image.open(fh)
     except UnidentifiedImageError:
         return None
     except Image.DecompressionBombError as exc:
         raise DataError(
-            f"{p}: image too large ({exc})", hint="Refused as a possible decompression bomb."
+            f"{p}: image too large ({redact(str(exc))})",
+            hint="Refused as a possible decompression bomb.",
         ) from exc
     except MemoryError:
         raise
     except Exception as exc:  # Pillow raises OSError/SyntaxError/ValueError/struct.error...
         raise DataError(
-            f"{p}: corrupt image header ({type(exc).__name__}: {exc})",
+            f"{p}: corrupt image header ({type(exc).__name__}: {redact(str(exc))})",
             hint="The file is damaged; re-export it.",
         ) from exc
     with img:
@@ -835,7 +946,7 @@ def _read_pillow_file(p: Path, fh: _BoundedReader) -> tuple[np.ndarray, ImageMet
         except Exception as exc:  # truncated data: OSError, SyntaxError, ValueError, zlib...
             raise DataError(
                 f"{p}: cannot decode image data, truncated or corrupt file "
-                f"({type(exc).__name__}: {exc})",
+                f"({type(exc).__name__}: {redact(str(exc))})",
                 hint="The transfer was interrupted or the file is damaged; re-export it.",
             ) from exc
 

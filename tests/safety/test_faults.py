@@ -115,7 +115,7 @@ def _kill_export_when(tiny: Any, parent: Path, ready: str, timeout_s: float = 24
 @pytest.mark.parametrize(
     "ready",
     [
-        "*.onnx",
+        pytest.param("*.onnx", marks=pytest.mark.slow),
         pytest.param("", marks=pytest.mark.slow),  # staging folder just made
         pytest.param("golden.npz", marks=pytest.mark.slow),
         pytest.param("manifest.json", marks=pytest.mark.slow),  # the instant before the rename
