@@ -1310,7 +1310,7 @@ def score_check(
     *,
     seed: int,
     work: Path,
-    refused_sample: int = 200,
+    refused_sample: int = 1000,
     ok_sample: int = 50,
 ) -> dict[str, Any]:
     """Inputs the reader refused go through ``Predictor.predict_many``: none may get a score.
@@ -1418,6 +1418,7 @@ def markdown(rep: dict[str, Any]) -> str:
         "| time s |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
+    seeds = rep.get("seeds", {})
     for fmt, r in rep["formats"].items():
         c, s = r["counts"], r.get("scoring", {})
         lines.append(
@@ -1426,6 +1427,17 @@ def markdown(rep: dict[str, Any]) -> str:
             f"{s.get('refused_checked', 'n/a')} | {s.get('refused_scored', 'n/a')} | "
             f"{r['seconds']:.0f} |"
         )
+    if seeds:
+        lines += [
+            "",
+            "Seed files: "
+            + "; ".join(
+                f"{fmt}: " + ", ".join(f"{n} {origin}" for origin, n in sorted(c.items()))
+                for fmt, c in seeds.items()
+            )
+            + " (pydicom: its small single-sample monochrome test files; synthetic: "
+            "`edgevcf data synth`; variant: a synthetic film rewritten per reader branch).",
+        ]
     sw = rep.get("pydicom_sweep")
     if sw:
         c = sw["counts"]
@@ -1506,6 +1518,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = {"n": a.n, "seed": a.seed, "timeout_s": a.timeout, "memory_mb": a.memory_mb,
             "bundle": Path(a.bundle).name if a.bundle else None}  # fmt: skip
     rep = report(results, args, sweep)
+    rep["seeds"] = {
+        fmt: dict(collections.Counter(s.origin for s in items))
+        for fmt, items in build_seeds(work).items()
+    }
     a.out.mkdir(parents=True, exist_ok=True)
     stem = a.out / f"{machine_name()}-fuzz"
     Path(f"{stem}.json").write_text(json.dumps(rep, indent=1) + "\n")
