@@ -16,6 +16,7 @@ Bundles go to ``~/.cache/edgevcf/reference/bundles/`` (not to git); results to
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import os
@@ -93,6 +94,11 @@ def main() -> None:
         help="export at this input size instead of the checkpoint's (rows and bundles are "
         "then labelled ARCH@SIZE; the network was trained at its own size)",
     )
+    ap.add_argument(
+        "--no-fallback",
+        action="store_true",
+        help="plain INT8 even when it fails the gate (for latency-only rows, e.g. ARCH@SIZE)",
+    )
     ap.add_argument("--root", type=Path, default=cache_root() / "reference")
     ap.add_argument("--results", type=Path, default=Path(__file__).parent / "results")
     ap.add_argument(
@@ -117,6 +123,10 @@ def main() -> None:
             prof = load_profile(name).with_overrides(
                 precision=precision, input_size=args.input_size
             )
+            if args.no_fallback:
+                prof = dataclasses.replace(
+                    prof, quantize=dataclasses.replace(prof.quantize, accuracy_fallback=False)
+                )
             row_arch = f"{arch}@{args.input_size}" if args.input_size else arch
             out = args.root / "bundles" / row_arch / label
             if not args.from_bundles:
