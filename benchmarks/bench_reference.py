@@ -389,6 +389,16 @@ def markdown(result: dict[str, Any]) -> str:
             "",
             f"## {arch} ({a1['input_size']} px; test n={a1['n_test']}, {a1['n_pos']} fresh)",
             "",
+            *(
+                [
+                    f"The {arch.partition('@')[0]} checkpoint (trained at its own size) exported "
+                    f"at {a1['input_size']} px: the latency shows how cost grows with resolution; "
+                    "the accuracy is that of a network run at a size it was not trained for.",
+                    "",
+                ]
+                if "@" in arch
+                else []
+            ),
             "| row | median ms | p99 ms | run 2 ms | spread | img/s @8 | x PyTorch | x ORT FP32 "
             "| MB | AUC (95 % CI) | ΔAUC (95 % CI) | flip % | gate | cold ms | e2e ms (ratio) "
             "| RSS MB |",
@@ -433,6 +443,11 @@ def markdown(result: dict[str, Any]) -> str:
         if "preprocess_ms" in next(iter(a1["rows"].values())):
             pre = statistics.median(r["preprocess_ms"] for r in a1["rows"].values())
             lines.append(f"\nDICOM read + preprocess alone: {pre:.1f} ms (median over rows).")
+            status = sorted(
+                {s for r in a1["rows"].values() for s in r.get("end_to_end_status", [])}
+            )
+            if status:
+                lines.append(f"End-to-end prediction status: {'; '.join(status)}.")
     return "\n".join(lines) + "\n"
 
 
@@ -454,7 +469,14 @@ def main() -> None:
     ap.add_argument("--root", type=Path, default=None)
     ap.add_argument("--results", type=Path, default=Path(__file__).parent / "results")
     ap.add_argument("--name", default=None, help="results file stem (default: the machine name)")
+    ap.add_argument("--from-json", action="store_true", help="only re-write the .md from the .json")
     args = ap.parse_args()
+    stem = args.results / (args.name or machine_name())
+    if args.from_json:
+        stem.with_suffix(".md").write_text(
+            markdown(json.loads(stem.with_suffix(".json").read_text()))
+        )
+        return
 
     from edgevcf import progress
     from edgevcf.bench import machine_info, sample_dicom
@@ -480,7 +502,6 @@ def main() -> None:
         "dicom": str(dicom) if dicom else None,
         "runs": [],
     }
-    stem = args.results / (args.name or machine_name())
     for rep in range(args.repeats):
         run: dict[str, Any] = {"created": time.strftime("%Y-%m-%dT%H:%M:%S"), "archs": {}}
         result["runs"].append(run)
