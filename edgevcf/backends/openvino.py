@@ -13,7 +13,6 @@ match its record -- or has none -- is deleted before compiling, which makes Open
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -26,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from edgevcf.backends.base import Backend
+from edgevcf.bundle import sha256_path
 from edgevcf.deps import require
 from edgevcf.errors import BundleError, ConfigError
 
@@ -34,14 +34,6 @@ log = logging.getLogger(__name__)
 _PRECISIONS = ("f32", "bf16", "f16")
 #: sha256 of each blob this backend saw OpenVINO write, kept beside the blobs.
 CACHE_RECORD = "edgevcf-cache-sha256.json"
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _read_record(cache: Path) -> dict[str, str]:
@@ -64,7 +56,7 @@ def check_cache(cache: Path) -> list[str]:
     removed = []
     for blob in sorted(cache.glob("*.blob")):
         try:
-            ok = record.get(blob.name) == _sha256(blob)
+            ok = record.get(blob.name) == sha256_path(blob)
         except OSError:
             ok = False
         if not ok:
@@ -77,7 +69,7 @@ def record_cache(cache: Path) -> None:
     """Record the sha256 of every blob in ``cache`` (written atomically)."""
     if not cache.is_dir():
         return
-    record = {b.name: _sha256(b) for b in sorted(cache.glob("*.blob"))}
+    record = {b.name: sha256_path(b) for b in sorted(cache.glob("*.blob"))}
     fd, tmp = tempfile.mkstemp(prefix=".record-", dir=cache)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:

@@ -340,8 +340,6 @@ class JetsonTarget(QdqFallback):
         """The TensorRT-conformant Q/DQ ONNX (``exclude``: more nodes kept in float)."""
         assert ctx.calib_inputs is not None
         dest = ctx.work / "model.qdq.onnx"
-        kw = profile_qdq_options(ctx)
-        kw["exclude"] = (*kw["exclude"], *exclude)
         quantize_qdq(
             ctx.fp32_onnx,
             dest,
@@ -352,7 +350,7 @@ class JetsonTarget(QdqFallback):
             op_types=QUANTIZED_OPS,
             quantize_bias=False,
             exclude_output_quantization=tuple(QUANTIZED_OPS),
-            **kw,
+            **profile_qdq_options(ctx, exclude),
         )
         ctx.extra["trt_qdq_validation"] = validate_trt_qdq(dest, static_shape=ctx.input.batch > 0)
         note = "ONNX Runtime stand-in for the TensorRT engine (accuracy, not Jetson latency)"

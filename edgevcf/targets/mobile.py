@@ -99,8 +99,6 @@ class MobileTarget(QdqFallback):
         if exclude is not None:
             assert ctx.calib_inputs is not None
             dest = ctx.work / "model.int8.onnx"
-            kw = profile_qdq_options(ctx)
-            kw["exclude"] = (*kw["exclude"], *exclude)
             quantize_qdq(
                 ctx.fp32_onnx,
                 dest,
@@ -108,7 +106,7 @@ class MobileTarget(QdqFallback):
                 activation_type="int8",
                 symmetric_activations=False,
                 per_channel=True,
-                **kw,
+                **profile_qdq_options(ctx, exclude),
             )
             census["model"] = qdq_coverage(dest)
         else:

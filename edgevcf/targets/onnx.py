@@ -301,11 +301,12 @@ def op_census(path: Path, scratch: Path) -> dict[str, Any]:
     }
 
 
-def profile_qdq_options(ctx: ExportContext) -> dict[str, Any]:
-    """The :func:`quantize_qdq` arguments every ONNX Runtime-based target takes from its profile."""
+def profile_qdq_options(ctx: ExportContext, exclude: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The :func:`quantize_qdq` arguments every ONNX Runtime-based target takes from its profile
+    (``exclude``: nodes kept in float on top of the profile's excluded layers)."""
     q = ctx.profile.quantize
     return {
-        "exclude": q.excluded_layers,
+        "exclude": (*q.excluded_layers, *exclude),
         "static_batch": ctx.input.batch,
         "calibrate_method": q.calibrate_method,
         "percentile": q.percentile,
@@ -415,8 +416,6 @@ class OnnxTarget(QdqFallback):
         assert ctx.calib_inputs is not None
         opts = ctx.profile.options
         dest = ctx.work / "model.int8.onnx"
-        kw = profile_qdq_options(ctx)
-        kw["exclude"] = (*kw["exclude"], *exclude)
         quantize_qdq(
             ctx.fp32_onnx,
             dest,
@@ -424,7 +423,7 @@ class OnnxTarget(QdqFallback):
             activation_type=str(opts["activation_type"]),
             symmetric_activations=False,
             per_channel=bool(opts["per_channel"]),
-            **kw,
+            **profile_qdq_options(ctx, exclude),
         )
         ctx.extra["integer_check"] = {"model": op_census(dest, ctx.scratch)}
         return [
