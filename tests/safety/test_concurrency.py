@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+from dicom_files import small_dicom
 from PIL import Image
 
 from edgevcf import deps
@@ -38,8 +38,6 @@ def inputs(tiny_export: Any, tmp_path_factory: pytest.TempPathFactory) -> list[A
     Films at a third to a half of the fast synthetic size keep 4,000 calls short; the size
     does not matter to what is tested (shared engine, reader and preprocessing state).
     """
-    import pydicom
-
     m = Manifest.load(tiny_export.manifest)
     paths = [s.resolve(m.root) for s in m.by_split("test").studies][:4]
     films = [read_image(p)[0] for p in paths]
@@ -48,32 +46,10 @@ def inputs(tiny_export: Any, tmp_path_factory: pytest.TempPathFactory) -> list[A
     png = folder / "film.png"
     Image.fromarray((films[2][::3, ::3] * 65535).astype(np.uint16)).save(png)
     dcm = folder / "film.dcm"
-    _write_dicom(dcm, (films[3][::3, ::3] * 4095).astype(np.uint16), pydicom)
+    small_dicom(dcm, (films[3][::3, ::3] * 4095).astype(np.uint16))
     colour = folder / "colour.png"
     Image.new("RGB", (40, 30), (200, 10, 10)).save(colour)
     return [*arrays, png, dcm, colour]
-
-
-def _write_dicom(path: Path, px: np.ndarray, pydicom: Any) -> None:
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
-
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1.1"
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID, ds.SOPInstanceUID = (
-        meta.MediaStorageSOPClassUID,
-        meta.MediaStorageSOPInstanceUID,
-    )
-    ds.Modality, ds.SamplesPerPixel, ds.PhotometricInterpretation = "DX", 1, "MONOCHROME2"
-    ds.Rows, ds.Columns = px.shape
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
-    ds.WindowCenter, ds.WindowWidth = "2048", "4096"
-    ds.PixelData = px.astype("<u2").tobytes()
-    ds.save_as(path, enforce_file_format=True)
 
 
 def _outcome(pred: Predictor, image: Any) -> Outcome:

@@ -22,9 +22,8 @@ from typing import Any
 import numpy as np
 import pydicom
 import pytest
+from dicom_files import small_dicom
 from PIL import Image
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from edgevcf.data.io import MAX_PIXELS, read_image
 from edgevcf.errors import DataError
@@ -72,32 +71,6 @@ def _limited_read(path: Path, headroom_mb: int = 1024) -> dict[str, Any]:
     return result
 
 
-def _dicom(path: Path, pixels: np.ndarray | None = None, **attrs: Any) -> Path:
-    """A small, valid DX image (explicit VR little endian) with ``attrs`` set."""
-    px = pixels if pixels is not None else (np.arange(64 * 48) % 4096).reshape(64, 48)
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1.1"
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID = meta.MediaStorageSOPClassUID
-    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
-    ds.Modality = "DX"
-    ds.SamplesPerPixel = 1
-    ds.PhotometricInterpretation = "MONOCHROME2"
-    ds.Rows, ds.Columns = px.shape
-    bits = 32 if px.dtype.itemsize == 4 else 16
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit = bits, bits if bits == 32 else 12, bits - 1
-    ds.PixelRepresentation = 0
-    ds.WindowCenter, ds.WindowWidth = "2048", "4096"
-    for k, v in attrs.items():
-        setattr(ds, k, v)
-    ds.PixelData = px.astype("<u4" if bits == 32 else "<u2").tobytes()
-    ds.save_as(path, enforce_file_format=True)
-    return path
-
-
 def _patched(path: Path, old: bytes, new: bytes) -> Path:
     data = path.read_bytes()
     assert data.count(old) == 1, old
@@ -121,7 +94,7 @@ def _png(width: int, height: int, idat: bytes, depth: int = 8) -> bytes:
 def test_forged_dicom_element_length_is_a_truncated_file_not_a_4gb_read(tmp_path: Path) -> None:
     """dicom:1 (seed 0): a length field claiming ~4 GB made pydicom's buffered ``read(length)``
     allocate 4 GB before finding the file short -> MemoryError under a memory limit."""
-    path = _dicom(tmp_path / "a.dcm")
+    path = small_dicom(tmp_path / "a.dcm")
     data = bytearray(path.read_bytes())
     at = data.find(b"\xe0\x7f\x10\x00OW")  # Pixel Data: tag, VR, 2 reserved, 4-byte length
     data[at + 8 : at + 12] = struct.pack("<I", 0xFFFFFFF0)
@@ -133,7 +106,7 @@ def test_forged_dicom_element_length_is_a_truncated_file_not_a_4gb_read(tmp_path
 
 
 @linux_only
-def test_forged_length_in_a_file_read_as_bare_dicom(tmp_path: Path) -> None:
+def test_forged_length_in_a_file_read_as_baresmall_dicom(tmp_path: Path) -> None:
     """png:117 (seed 0): bytes no parser recognises are tried as a preamble-less DICOM; an
     implicit-VR length of 2 GB there was read (allocated) in full."""
     path = tmp_path / "b.bin"
@@ -162,7 +135,7 @@ def test_forged_png_chunk_length_after_the_image_data(tmp_path: Path) -> None:
 # ------------------------------------------------------------------ malformed attribute values
 def test_rescale_intercept_that_is_no_number_is_refused(tmp_path: Path) -> None:
     """dicom:27 (seed 0): RescaleIntercept 'abc' escaped as ValueError from float()."""
-    path = _dicom(tmp_path / "d.dcm", RescaleSlope="1", RescaleIntercept="0")
+    path = small_dicom(tmp_path / "d.dcm", RescaleSlope="1", RescaleIntercept="0")
     _patched(path, b"DS\x02\x000 ", b"DS\x04\x00abc ")
     with pytest.raises(DataError, match="Rescale Slope / Intercept are not numbers"):
         read_image(path)
@@ -170,8 +143,8 @@ def test_rescale_intercept_that_is_no_number_is_refused(tmp_path: Path) -> None:
 
 def test_multivalued_rescale_slope_is_read(tmp_path: Path) -> None:
     """'1\\2' is a legal multi-valued DS: its first value is used (float() of the list failed)."""
-    path = _dicom(tmp_path / "e.dcm", RescaleSlope=["2", "3"], RescaleIntercept="0")
-    ref = _dicom(tmp_path / "f.dcm", RescaleSlope="2", RescaleIntercept="0")
+    path = small_dicom(tmp_path / "e.dcm", RescaleSlope=["2", "3"], RescaleIntercept="0")
+    ref = small_dicom(tmp_path / "f.dcm", RescaleSlope="2", RescaleIntercept="0")
     np.testing.assert_array_equal(read_image(path)[0], read_image(ref)[0])
 
 
@@ -181,7 +154,7 @@ def test_window_that_is_no_number_falls_back_to_full_range(
 ) -> None:
     """dicom:3 / dicom:759 (seed 0): WindowCenter '+' or '1 2' escaped as ValueError. Treated
     like any invalid window (width 0, NaN): full range, with a warning."""
-    path = _dicom(tmp_path / "g.dcm")
+    path = small_dicom(tmp_path / "g.dcm")
     _patched(path, b"\x28\x00\x50\x10DS\x04\x002048", b"\x28\x00\x50\x10DS" +
              struct.pack("<H", len(value)) + value)  # fmt: skip
     with caplog.at_level(logging.WARNING, logger="edgevcf.data.io"):
@@ -197,7 +170,8 @@ def test_window_that_is_no_number_falls_back_to_full_range(
 def test_element_with_a_damaged_vr_is_refused(tmp_path: Path, vr: bytes, error: str) -> None:
     """dicom:110 / dicom:165 (seed 0): pydicom converts an element on first access and raised
     NotImplementedError (unknown VR) or BytesLengthException (2 bytes read as SL) there."""
-    path = _patched(_dicom(tmp_path / "h.dcm"), b"\x28\x00\x02\x00US", b"\x28\x00\x02\x00" + vr)
+    tag = b"\x28\x00\x02\x00"
+    path = _patched(small_dicom(tmp_path / "h.dcm"), tag + b"US", tag + vr)
     with pytest.raises(DataError, match="malformed DICOM attribute SamplesPerPixel") as info:
         read_image(path)
     assert error in str(info.value)
@@ -205,7 +179,7 @@ def test_element_with_a_damaged_vr_is_refused(tmp_path: Path, vr: bytes, error: 
 
 def test_rows_that_are_no_integer_are_refused(tmp_path: Path) -> None:
     """Rows stored as text: ``int(ds.Rows)`` raised ValueError."""
-    path = _dicom(tmp_path / "i.dcm")
+    path = small_dicom(tmp_path / "i.dcm")
     _patched(path, b"\x28\x00\x10\x00US\x02\x00\x40\x00", b"\x28\x00\x10\x00CS\x02\x00ab")
     with pytest.raises(DataError, match="Rows"):
         read_image(path)
@@ -218,7 +192,7 @@ def test_32bit_pixels_with_a_wide_range(tmp_path: Path) -> None:
     lookup-table fast path ask for a 32 GB table. Now the direct path, with the same values."""
     px = ((np.arange(300 * 300) * 7919) % 4096).astype(np.uint32).reshape(300, 300)
     px[0, 0] = 0xFFFFFFF0
-    path = _dicom(tmp_path / "j.dcm", pixels=px, WindowCenter="2048", WindowWidth="4096")
+    path = small_dicom(tmp_path / "j.dcm", pixels=px, WindowCenter="2048", WindowWidth="4096")
     res = _limited_read(path, headroom_mb=1024)
     assert res["outcome"] == "ok", res
     assert res["peak_mb"] < 100
@@ -269,7 +243,7 @@ def test_dicom_with_huge_declared_dimensions_is_refused_without_allocating(
     tmp_path: Path, rows: int, cols: int
 ) -> None:
     """Declared dims over the limit are refused up front; under it, the short pixel data is."""
-    path = _dicom(tmp_path / "m.dcm")
+    path = small_dicom(tmp_path / "m.dcm")
     data = bytearray(path.read_bytes())
     for tag, value in (
         (b"\x28\x00\x10\x00US\x02\x00", rows),
@@ -289,7 +263,7 @@ def test_dicom_with_huge_declared_dimensions_is_refused_without_allocating(
 
 def test_regression_inputs_round_trip_through_pydicom(tmp_path: Path) -> None:
     """The helper writes what pydicom reads back (so the tests above damage a valid file)."""
-    ds = pydicom.dcmread(_dicom(tmp_path / "n.dcm"))
+    ds = pydicom.dcmread(small_dicom(tmp_path / "n.dcm"))
     assert ds.Rows == 64 and ds.Columns == 48
     img, meta = read_image(tmp_path / "n.dcm")
     assert img.shape == (64, 48) and meta.voi == "window:LINEAR"
