@@ -20,8 +20,11 @@ Conventions used throughout:
 
 * ``y_true`` holds 0/1 labels (bool, int, or floats that are exactly 0 or 1); 1 = positive (a fresh
   fracture). ``scores`` are finite reals where higher means "more likely positive".
-* A case is called positive iff ``score >= threshold`` (scikit-learn's ROC convention), so every
-  threshold returned here is one of the observed score values.
+* A case is called positive iff ``score >= threshold`` (scikit-learn's ROC convention). The ROC
+  curve's thresholds are the observed score values, but an *operating* threshold returned by
+  :func:`youden_threshold` or :func:`threshold_for_sensitivity` lies strictly between two adjacent
+  distinct tuning scores (their midpoint), never on one: a threshold equal to a tuning case's score
+  flips that case on any rounding difference between CPUs or engines.
 * Ties between a positive and a negative count 1/2 in the AUC (Mann–Whitney), so the AUC equals the
   trapezoidal area under the ROC curve.
 * Unusable inputs raise :class:`~edgevcf.errors.DataError`; bad parameters (confidence level,
@@ -53,6 +56,7 @@ __all__ = [
     "decision_flips",
     "mcnemar",
     "non_inferior",
+    "operating_threshold",
     "paired_auc_test",
     "roc_curve",
     "threshold_for_sensitivity",
@@ -567,7 +571,8 @@ def youden_threshold(y_true: npt.ArrayLike, scores: npt.ArrayLike) -> float:
         scores: Finite scores, higher = more likely positive.
 
     Returns:
-        An observed score value ``t``; the rule is positive iff ``score >= t``.
+        A threshold ``t`` strictly between the lowest score called positive and the next lower
+        distinct score (:func:`operating_threshold`); the rule is positive iff ``score >= t``.
 
     Raises:
         DataError: Invalid labels/scores, lengths differ, or a class is absent.
@@ -577,7 +582,7 @@ def youden_threshold(y_true: npt.ArrayLike, scores: npt.ArrayLike) -> float:
     n_pos = int(y.sum())
     n_neg = int(y.size - n_pos)
     j_scaled = tps * n_neg - fps * n_pos  # = J · n_pos · n_neg, exact
-    return float(thr[int(np.argmax(j_scaled))])  # argmax takes the first, i.e. highest, threshold
+    return operating_threshold(thr, int(np.argmax(j_scaled)))  # argmax: first = highest
 
 
 def threshold_for_sensitivity(y_true: npt.ArrayLike, scores: npt.ArrayLike, target: float) -> float:
@@ -594,7 +599,8 @@ def threshold_for_sensitivity(y_true: npt.ArrayLike, scores: npt.ArrayLike, targ
         target: Required sensitivity in (0, 1].
 
     Returns:
-        An observed score value ``t``; the rule is positive iff ``score >= t``.
+        A threshold ``t`` strictly between the lowest score called positive and the next lower
+        distinct score (:func:`operating_threshold`); the rule is positive iff ``score >= t``.
 
     Raises:
         ConfigError: ``target`` outside (0, 1].
@@ -615,7 +621,36 @@ def threshold_for_sensitivity(y_true: npt.ArrayLike, scores: npt.ArrayLike, targ
         )
     thr, tps, _ = _cumulative_counts(y, s)
     ok = tps / n_pos >= target - 1e-12
-    return float(thr[int(np.argmax(ok))])  # the last threshold has sensitivity 1, so some ok
+    return operating_threshold(thr, int(np.argmax(ok)))  # the last has sensitivity 1: some ok
+
+
+def operating_threshold(distinct: npt.ArrayLike, i: int) -> float:
+    """A threshold that calls exactly the scores ``>= distinct[i]`` positive, on none of them.
+
+    ``distinct`` holds the distinct tuning scores in decreasing order. Any ``t`` in
+    ``(distinct[i + 1], distinct[i]]`` makes the same calls on the tuning cases, but ``t =
+    distinct[i]`` puts the case that defines it *on* the threshold, where a rounding difference of
+    one ulp (another CPU's kernels, another engine: seen at 6.4e-7 between PyTorch and ONNX
+    Runtime) flips its decision. The midpoint is as far from both neighbours as possible, in the
+    space the threshold is applied in (the scores given). Below the lowest score there is no
+    neighbour: the threshold then sits below it by half its gap to the next higher score (by 0.5
+    when there is a single distinct score).
+
+    Args:
+        distinct: Distinct scores, strictly decreasing (as from the ROC construction).
+        i: Index of the lowest score still called positive.
+
+    Returns:
+        The threshold, strictly between two adjacent distinct scores whenever floating point has
+        a value there (two adjacent doubles have none; then ``distinct[i]`` is returned).
+    """
+    d = np.asarray(distinct, dtype=np.float64)
+    hi = float(d[i])
+    below = float(d[i + 1]) if i + 1 < d.size else None
+    gap = float(d[i - 1]) - hi if i > 0 else 1.0
+    lo = hi - gap if below is None else below
+    mid = hi + (lo - hi) / 2.0  # no overflow for large scores
+    return mid if lo < mid < hi else hi
 
 
 # ----------------------------------------------------------------- proportions, confusion

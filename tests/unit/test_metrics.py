@@ -336,18 +336,19 @@ THR_S = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8]
 
 
 def test_youden_threshold_ties_take_highest() -> None:
-    assert youden_threshold(THR_Y, THR_S) == 0.7  # J = .5 at 0.7, 0.5 and 0.3
-    assert youden_threshold(THR_Y[::-1], THR_S[::-1]) == 0.7  # order of cases is irrelevant
-    assert youden_threshold([0, 0, 1, 1], [1, 2, 3, 4]) == 3.0  # perfect split: lowest positive
+    # J = .5 at 0.7, 0.5 and 0.3: the highest wins, and the threshold sits between 0.7 and 0.6
+    assert youden_threshold(THR_Y, THR_S) == pytest.approx(0.65)
+    assert youden_threshold(THR_Y[::-1], THR_S[::-1]) == pytest.approx(0.65)  # order irrelevant
+    assert youden_threshold([0, 0, 1, 1], [1, 2, 3, 4]) == 2.5  # perfect split: between classes
 
 
 @pytest.mark.parametrize(
     ("target", "expected"),
-    [(0.25, 0.8), (0.5, 0.7), (0.75, 0.5), (0.76, 0.3), (1.0, 0.3), (1 - 0.25, 0.5)],
+    [(0.25, 0.75), (0.5, 0.65), (0.75, 0.45), (0.76, 0.25), (1.0, 0.25), (1 - 0.25, 0.45)],
 )
 def test_threshold_for_sensitivity(target: float, expected: float) -> None:
     t = threshold_for_sensitivity(THR_Y, THR_S, target)
-    assert t == expected
+    assert t == pytest.approx(expected)
     assert binary_metrics(THR_Y, THR_S, t).sensitivity.value >= target - 1e-12
 
 
@@ -355,11 +356,40 @@ def test_threshold_for_sensitivity_float_noise_and_ties() -> None:
     y = [1] * 10 + [0] * 5
     s = list(range(10)) + [0] * 5
     # 1 - 0.3 = 0.7000000000000001: 7 of 10 positives (scores 3..9) must count as reaching it
-    assert threshold_for_sensitivity(y, s, 1 - 0.3) == 3.0
-    # tied scores: with t = 1 positives 1..9 are flagged (0.9); 1.0 needs t = 0
-    assert threshold_for_sensitivity(y, s, 0.9) == 1.0
-    assert threshold_for_sensitivity(y, s, 1.0) == 0.0
-    assert threshold_for_sensitivity([1, 1], [0.2, 0.6], 0.5) == 0.6  # no negatives needed
+    assert threshold_for_sensitivity(y, s, 1 - 0.3) == 2.5
+    # tied scores: with t in (0, 1] positives 1..9 are flagged (0.9); 1.0 needs all, t below 0
+    assert threshold_for_sensitivity(y, s, 0.9) == 0.5
+    assert threshold_for_sensitivity(y, s, 1.0) == -0.5  # half the gap to 1 below the lowest
+    assert threshold_for_sensitivity([1, 1], [0.2, 0.6], 0.5) == pytest.approx(0.4)
+    assert threshold_for_sensitivity([1, 1], [0.3, 0.3], 1.0) == pytest.approx(-0.2)
+
+
+def test_operating_thresholds_lie_on_no_tuning_score() -> None:
+    """The calls at the threshold are those of the ROC point it was chosen at, and no case is on it.
+
+    A threshold equal to a tuning score flips that case under any rounding difference (an FP32
+    export flipped one decision on an Intel CPU, 6.4e-7 between PyTorch and ONNX Runtime).
+    """
+    rng = _rng(21)
+    for trial in range(300):
+        n = int(rng.integers(2, 60))
+        y = rng.integers(0, 2, n)
+        y[:2] = [0, 1]
+        # float32 probabilities as a model gives them, with ties (rounded to a coarse grid)
+        s = rng.random(n).astype(np.float32)
+        if trial % 3 == 0:
+            s = np.round(s * 8) / 8
+        s64 = s.astype(np.float64)
+        target = rng.uniform(0.05, 1)
+        for t in (youden_threshold(y, s64), threshold_for_sensitivity(y, s64, target)):
+            assert not np.any(s64 == t)
+            called = s64 >= t
+            picked = s64[called].min()  # the lowest score called positive
+            assert np.array_equal(called, s64 >= picked)
+            below = s64[~called]
+            if below.size:
+                assert t == pytest.approx((picked + below.max()) / 2, rel=1e-12)
+            assert np.array_equal(s >= np.float32(t), called)  # in float32 arithmetic too
 
 
 # ----------------------------------------------------------------------------------- Wilson
