@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
+import math
 import os
 import platform
 import time
@@ -49,6 +50,28 @@ GATE_SPLIT = "train"
 GATE_MAX_IMAGES = 2000
 # |logit| tolerance for golden vectors per precision (verify on another machine's runtime).
 GOLDEN_ATOL = {"fp32": 1e-3, "fp16": 5e-2, "int8": 0.25}
+#: Golden inputs lie at least this far (logits) from the threshold: 4x the INT8 tolerance.
+GOLDEN_MIN_MARGIN = 4 * GOLDEN_ATOL["int8"]
+
+
+def _logit_margin(probs: np.ndarray, threshold: float) -> np.ndarray:
+    """|logit(p) - logit(threshold)| per case: how far a decision is from flipping."""
+    eps = 1e-12
+    p = np.clip(np.asarray(probs, dtype=np.float64), eps, 1 - eps)
+    t = min(max(float(threshold), eps), 1 - eps)
+    return np.asarray(np.abs(np.log(p / (1 - p)) - math.log(t / (1 - t))))
+
+
+def golden_indices(labels: np.ndarray, margin: np.ndarray, count: int = GOLDEN_COUNT) -> np.ndarray:
+    """Up to ``count`` cases, half of each class when possible: the first whose ``margin`` is at
+    least :data:`GOLDEN_MIN_MARGIN`, then the largest margins of the rest (sorted indices)."""
+    clear = margin >= GOLDEN_MIN_MARGIN
+    order = np.concatenate(
+        [np.flatnonzero(clear), np.flatnonzero(~clear)[np.argsort(-margin[~clear], kind="stable")]]
+    )
+    pos = order[labels[order] == 1][: count // 2]
+    neg = order[labels[order] == 0][: count - len(pos)]
+    return np.sort(np.concatenate([pos, neg]))
 
 
 @dataclass
@@ -387,11 +410,18 @@ class Target(ABC):
         return out
 
     def _golden(self, ctx: ExportContext, artifacts: list[Artifact]) -> Golden:
-        """A few real tuning inputs, both classes when possible, with FP32 and expected logits."""
-        labels = ctx.tuning_labels
-        pos = np.flatnonzero(labels == 1)[: GOLDEN_COUNT // 2]
-        neg = np.flatnonzero(labels == 0)[: GOLDEN_COUNT - len(pos)]
-        idx = np.sort(np.concatenate([pos, neg]))
+        """A few real tuning inputs, both classes when possible, with FP32 and expected logits.
+
+        ``verify`` demands every golden decision be the same on the cart, and another CPU's
+        kernels move an INT8 logit by up to its tolerance; so the inputs are those furthest from
+        kernels move an INT8 logit by up to its tolerance: the inputs are the first tuning cases
+        at least :data:`GOLDEN_MIN_MARGIN` logits from the threshold (by FP32 and by every
+        measured artefact), then the furthest of the rest — never a borderline case.
+        """
+        margin = _logit_margin(ctx.fp32_probs, ctx.threshold)
+        for probs in ctx.extra.get("tuning_probs", {}).values():
+            margin = np.minimum(margin, _logit_margin(probs, ctx.threshold))
+        idx = golden_indices(ctx.tuning_labels, margin)
         x = ctx.tuning_inputs[idx]
         from edgevcf.onnx_export import onnx_logits
 
