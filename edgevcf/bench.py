@@ -47,6 +47,12 @@ def _stats(ms: list[float]) -> dict[str, float]:
     }
 
 
+_ISA_FLAGS = (
+    "avx2", "avx_vnni", "avx512f", "avx512_vnni", "avx512_bf16", "avx512_fp16",
+    "amx_tile", "amx_int8", "amx_bf16", "amx_fp16", "asimd", "asimddp", "sve", "i8mm", "bf16",
+)  # fmt: skip
+
+
 def machine_info() -> dict[str, Any]:
     """CPU, cores, governor, Jetson power mode where readable (recorded with every result)."""
     info: dict[str, Any] = {
@@ -57,12 +63,19 @@ def machine_info() -> dict[str, Any]:
         "edgevcf": __version__,
     }
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                info["cpu"] = line.split(":", 1)[1].strip()
-                break
+        cpuinfo = Path("/proc/cpuinfo").read_text().splitlines()
     except OSError:
-        pass
+        cpuinfo = []
+    for line in cpuinfo:
+        key, _, value = (part.strip() for part in line.partition(":"))
+        if key == "model name" and "cpu" not in info:
+            info["cpu"] = value
+        elif key == "cpu family" and "cpu_family" not in info:
+            info["cpu_family"] = value
+        elif key == "flags" and "cpu_isa" not in info:
+            # What decides which kernels run (and so speed-ups and the last bits of results):
+            # a 2-core "AMD EPYC" may be Zen 4 or Zen 5, an Intel Xeon may have AMX or not.
+            info["cpu_isa"] = [f for f in value.split() if f in _ISA_FLAGS]
     for key, path in (
         ("governor", "/sys/devices/system/cpu/cpu0/cpufreq/scaling_governor"),
         ("jetson_model", "/proc/device-tree/model"),
@@ -150,6 +163,63 @@ def _latency_worker(job: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _torch_latency_worker(job: dict[str, Any]) -> dict[str, Any]:
+    """PyTorch eager FP32 batch-1 latency of the checkpoint (what a user would otherwise run).
+
+    Fed the same real preprocessed radiographs as the bundles (a bundle's golden inputs), with
+    the same warm-up, iteration count and threads, so the ratios are like for like.
+    """
+    import torch
+
+    from edgevcf.models import load_checkpoint
+
+    if job["threads"]:
+        torch.set_num_threads(job["threads"])
+    model, _ = load_checkpoint(job["checkpoint"])
+    model.eval()
+    x1 = torch.from_numpy(np.ascontiguousarray(job["inputs"][:1]))
+    times = []
+    with torch.inference_mode():
+        for _ in range(job["warmup"]):
+            model(x1)
+        for _ in range(job["iterations"]):
+            t_ns = time.perf_counter_ns()
+            model(x1)
+            times.append((time.perf_counter_ns() - t_ns) / 1e6)
+    return {
+        "runtime": "pytorch-eager",
+        "precision": "fp32",
+        "threads": job["threads"] or torch.get_num_threads(),
+        "versions": {"torch": torch.__version__},
+        "batch1": _stats(times),
+    }
+
+
+def _baseline_latency(
+    checkpoint: Path, targets: list[Target], cfg: BenchConfig
+) -> dict[str, Any] | None:
+    """PyTorch eager latency of a checkpoint baseline, or None when no bundle's golden inputs
+    are what the network takes (a one-channel graph input)."""
+    from edgevcf.models import read_checkpoint_meta
+
+    size = read_checkpoint_meta(checkpoint).preprocess.input_size
+    for t in targets:
+        inputs = t.bundle.golden().inputs
+        if inputs.ndim == 4 and inputs.shape[1:] == (3, size, size):
+            bs = t.bundle.manifest["profile"]["bench"]
+            job = {
+                "kind": "torch",
+                "checkpoint": str(checkpoint),
+                "inputs": np.asarray(inputs[:1], dtype=np.float32),
+                "threads": cfg.threads if cfg.threads is not None else bs["threads"],
+                "warmup": cfg.warmup if cfg.warmup is not None else bs["warmup"],
+                "iterations": max(MIN_ITERATIONS, cfg.iterations or bs["iterations"]),
+            }
+            with progress.step("latency PyTorch eager FP32 (baseline)"):
+                return measure_latency(job, isolate=cfg.isolate)
+    return None
+
+
 def peak_rss_mb() -> float:
     """This process's peak resident memory (MB).
 
@@ -169,13 +239,15 @@ def peak_rss_mb() -> float:
 
 
 def measure_latency(job: dict[str, Any], *, isolate: bool = True) -> dict[str, Any]:
-    """Run :func:`_latency_worker` in a fresh (spawned) process, or here."""
+    """Run :func:`_latency_worker` (or the PyTorch one, ``kind: torch``) in a fresh (spawned)
+    process, or here."""
+    worker = _torch_latency_worker if job.get("kind") == "torch" else _latency_worker
     if not isolate:
-        return _latency_worker(job)
+        return worker(job)
     import multiprocessing as mp
 
     with mp.get_context("spawn").Pool(1) as pool:
-        result: dict[str, Any] = pool.apply(_latency_worker, (job,))
+        result: dict[str, Any] = pool.apply(worker, (job,))
     return result
 
 
@@ -460,6 +532,10 @@ def bench(
                     "ONNX Runtime CPU stand-in for the TensorRT engine: not a Jetson latency"
                 )
         report["bundles"].append(entry)
+    if cfg.latency and baseline is not None and Path(baseline).is_file():
+        base_lat = _baseline_latency(Path(baseline), targets, cfg)
+        if base_lat is not None:
+            report["baseline_latency"] = base_lat
     if data is not None:
         report["accuracy"] = accuracy(targets, data, baseline, cfg)
     report["gates"] = gates(report)

@@ -35,20 +35,35 @@ DEMO_TARGETS: tuple[tuple[str, str, str | None], ...] = (
 
 @dataclass(frozen=True)
 class DemoConfig:
-    """What the demo builds."""
+    """What the demo builds.
 
-    patients: int = 300
-    epochs: int = 6
-    arch: str = "mobilenet_v3_large"
-    input_size: int | None = None
+    The defaults were chosen by measuring (2-core CPUs, see the README): a model inside the
+    study's range (test AUC >= 0.85) on a test split large enough (>= 250 images) that
+    non-inferiority at 0.01 can be decided, while the whole ``make demo`` from a fresh clone,
+    install included, stays within 15 minutes.
+    """
+
+    patients: int = 1500
+    epochs: int = 16
+    arch: str = "mobilenet_v3_small"
+    input_size: int | None = 224
+    lr: float = 2e-3
     seed: int = 0
-    calibration: str = "small"
+    val: float = 0.15
+    test: float = 0.2
+    calibration: str | None = None  # None: each profile's own recipe
+    fallback: bool = True  # let an export that fails its gate try the profile's fallback
     iterations: int = 200
+    quick: bool = False
 
     @classmethod
-    def quick(cls) -> DemoConfig:
-        """The ~2-minute version: fewer patients, a small network at 128 px, two epochs."""
-        return cls(patients=120, epochs=2, arch="mobilenet_v3_small", input_size=128)
+    def quick_run(cls) -> DemoConfig:
+        """The ~2-minute smoke run: few patients, 128 px, two epochs. It shows that every step
+        runs, not what INT8 keeps: its test split is too small to decide a 0.01 margin."""
+        return cls(
+            patients=120, epochs=2, input_size=128, lr=2e-3, test=0.15, calibration="small",
+            fallback=False, quick=True,
+        )  # fmt: skip
 
 
 @dataclass
@@ -65,6 +80,7 @@ class DemoResult:
     reused: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    quick: bool = False
 
 
 def _data(out: Path, cfg: DemoConfig, reused: list[str]) -> Path:
@@ -78,11 +94,18 @@ def _data(out: Path, cfg: DemoConfig, reused: list[str]) -> Path:
             saved.get("config") == json.loads(json.dumps(synth.to_dict()))
             and saved.get("patients") == cfg.patients
             and saved.get("seed") == cfg.seed
+            and (saved.get("val"), saved.get("test")) == (cfg.val, cfg.test)
         ):
             reused.append("data")
             return out / "manifest.csv"
     return generate(
-        out, cfg.patients, seed=cfg.seed, cfg=synth, workers=os.cpu_count() or 1
+        out,
+        cfg.patients,
+        seed=cfg.seed,
+        cfg=synth,
+        workers=os.cpu_count() or 1,
+        val=cfg.val,
+        test=cfg.test,
     ).manifest
 
 
@@ -91,7 +114,9 @@ def _train(manifest: Path, out: Path, cfg: DemoConfig, reused: list[str]) -> Pat
     from edgevcf.models import read_checkpoint_meta
     from edgevcf.train import TrainConfig, train
 
-    tc = TrainConfig(arch=cfg.arch, epochs=cfg.epochs, input_size=cfg.input_size, seed=cfg.seed)
+    tc = TrainConfig(
+        arch=cfg.arch, epochs=cfg.epochs, input_size=cfg.input_size, lr=cfg.lr, seed=cfg.seed
+    )
     ckpt = out / "model.safetensors"
     if ckpt.is_file():
         try:
@@ -119,9 +144,12 @@ def _export(
     bundles = {}
     for label, name, precision in DEMO_TARGETS:
         prof = load_profile(name).with_overrides(precision=precision)
-        # A small calibration set and no accuracy-control fallback keep the demo within its
-        # 15 minutes; the intel-cpu-aa profile and benchmarks/ show the fallback.
-        q = dataclasses.replace(prof.quantize, calibration=cfg.calibration, accuracy_fallback=False)
+        q = prof.quantize
+        q = dataclasses.replace(
+            q,
+            calibration=cfg.calibration or q.calibration,
+            accuracy_fallback=q.accuracy_fallback and cfg.fallback,
+        )
         prof = dataclasses.replace(prof, quantize=q)
         dest = out / label
         target = get_target(prof.target)
@@ -176,5 +204,5 @@ def run_demo(out: str | os.PathLike[str], cfg: DemoConfig | None = None) -> Demo
         paths = write_bench(report, root / "report")
     return DemoResult(
         root, manifest, ckpt, bundles, report, paths, checks, reused, skipped,
-        time.perf_counter() - t0,
+        time.perf_counter() - t0, cfg.quick,
     )  # fmt: skip

@@ -1,15 +1,17 @@
 """Progress display for long work, silenced globally by ``--quiet``.
 
 Library code wraps long loops in :func:`track`; the CLI turns it off with
-:func:`set_enabled`. Progress goes to stderr so stdout stays clean for ``--json`` output.
+:func:`set_enabled`. Progress goes to the console's stderr (:func:`edgevcf.console.stderr`, the
+terminal even while toolchain chatter is sent to the log) so stdout stays clean for ``--json``.
 """
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import TypeVar
+
+from edgevcf import console
 
 T = TypeVar("T")
 
@@ -41,7 +43,7 @@ def track(
         total=total,
         desc=desc,
         unit=unit,
-        file=sys.stderr,
+        file=console.stderr(),
         dynamic_ncols=True,
         leave=False,
     )
@@ -62,17 +64,18 @@ def step(desc: str) -> Iterator[None]:
 
     t0 = time.perf_counter()
     stop = threading.Event()
-    tty = sys.stderr.isatty()
+    err = console.stderr()
+    tty = err.isatty()
 
     def tick() -> None:
         while not stop.wait(1.0):
             if tty:
-                sys.stderr.write(f"\r{desc} ... {time.perf_counter() - t0:.0f} s")
-                sys.stderr.flush()
+                err.write(f"\r{desc} ... {time.perf_counter() - t0:.0f} s")
+                err.flush()
 
     if tty:
-        sys.stderr.write(f"{desc} ...")
-        sys.stderr.flush()
+        err.write(f"{desc} ...")
+        err.flush()
     thread = threading.Thread(target=tick, daemon=True)
     thread.start()
     ok = False
@@ -84,8 +87,8 @@ def step(desc: str) -> Iterator[None]:
         thread.join()
         state = "done" if ok else "failed"
         lead = "\r\033[K" if tty else ""
-        sys.stderr.write(f"{lead}{desc}: {state} in {time.perf_counter() - t0:.1f} s\n")
-        sys.stderr.flush()
+        err.write(f"{lead}{desc}: {state} in {time.perf_counter() - t0:.1f} s\n")
+        err.flush()
 
 
 @contextmanager

@@ -223,6 +223,14 @@ def bench_markdown(report: dict[str, Any]) -> str:
         )
         if lat.get("note"):
             lines.append(f"|  | ↳ {lat['note']} | | | | | | | | | | | |")
+    base = report.get("baseline_latency")
+    if base:
+        b1 = base["batch1"]
+        lines.append(
+            f"| baseline (checkpoint) | {base['runtime']} | {base['precision']} | "
+            f"{base['threads']} | {b1['median_ms']:.2f} | {b1['p90_ms']:.2f} | {b1['p99_ms']:.2f} "
+            f"| {b1['min_ms']:.2f} | | | | | |"
+        )
     acc = report.get("accuracy")
     if acc:
         lines += [
@@ -344,3 +352,98 @@ def write_bench(report: dict[str, Any], out_dir: str | os.PathLike[str]) -> dict
         ],
     )
     return paths
+
+
+def bench_summary(report: dict[str, Any]) -> list[str]:
+    """What a bench run showed, in words: the fastest bundle that passed every gate with its
+    speed-ups measured in this run, its ΔAUC and flip rate; and each miss, by how much.
+
+    A table's FAIL cell says that a gate failed; a user deciding what to deploy needs which
+    gate, by how much, and what passed instead.
+    """
+    lat = {e["bundle"]: e for e in report["bundles"]}
+    acc = report.get("accuracy") or {}
+    rows = {r["bundle"]: r for r in acc.get("bundles", [])}
+    lines: list[str] = []
+    if acc:
+        lines.append(
+            f"Accuracy on the {acc['split']} split: {acc['n']} images of {acc['patients']} "
+            f"patients ({acc['n_pos']} fresh), used for no tuning."
+        )
+        if "baseline" in acc:
+            a = acc["baseline"]["auc"]
+            lines.append(
+                f"  FP32 baseline: AUC {a['auc']:.3f} "
+                f"(95 % CI {a['ci_low']:.3f}-{a['ci_high']:.3f})."
+            )
+
+    def ms(name: str) -> float | None:
+        e = lat.get(name, {}).get("latency")
+        return None if not e or e.get("note") else float(e["batch1"]["median_ms"])
+
+    base = report.get("baseline_latency")
+    torch_ms = float(base["batch1"]["median_ms"]) if base else None
+    ort = next(
+        (e["bundle"] for e in report["bundles"]
+         if e["target"] == "onnx" and e["precision"] == "fp32" and ms(e["bundle"]) is not None),
+        None,
+    )  # fmt: skip
+    passed = [g["bundle"] for g in report["gates"] if g["passed"] and ms(g["bundle"]) is not None]
+    if passed:
+        best = min(passed, key=lambda b: ms(b) or 0.0)
+        e, best_ms = lat[best], ms(best) or 0.0
+        ratios = []
+        if torch_ms:
+            ratios.append(f"{torch_ms / best_ms:.1f}x PyTorch eager FP32 ({torch_ms:.2f} ms)")
+        if ort and ort != best:
+            ratios.append(f"{(ms(ort) or 0.0) / best_ms:.2f}x ONNX Runtime FP32 ({ms(ort):.2f} ms)")
+        lines.append(
+            f"Fastest bundle that passed every gate: {Path(best).name} ({e['precision']} on "
+            f"{e['latency']['runtime']}), {best_ms:.2f} ms per image"
+            + (f": {' and '.join(ratios)}, measured side by side in this run." if ratios else ".")
+        )
+        r = rows.get(best)
+        if r and r.get("paired_vs_baseline"):
+            p, f, tol = r["paired_vs_baseline"], r["flips"], r["tolerance"]
+            lines.append(
+                f"  vs FP32: ΔAUC {p['diff']:+.4f} (95 % CI {p['ci_low']:+.4f} to "
+                f"{p['ci_high']:+.4f}; non-inferior: lower bound above -{tol['max_auc_drop']:g}); "
+                f"{f['flips']} of {f['n']} decisions flipped ({100 * f['flip_rate']['value']:.1f} "
+                f"%; limit {100 * tol['max_flip_rate']:.1f} %)."
+            )
+    elif report["gates"]:
+        lines.append("No bundle passed every gate with a latency measured here.")
+    for g in report["gates"]:
+        if g["passed"] is not False:
+            continue
+        lines.append(f"Missed: {Path(g['bundle']).name}: " + "; ".join(_misses(g, rows, lat)) + ".")
+    for e in report["bundles"]:
+        if (e.get("latency") or {}).get("note"):
+            lines.append(f"Note: {Path(e['bundle']).name}: {e['latency']['note']}.")
+    return lines
+
+
+def _misses(g: dict[str, Any], rows: dict[str, Any], lat: dict[str, Any]) -> list[str]:
+    """Each failed gate of one bundle, with the measured value and the limit."""
+    out = []
+    r = rows.get(g["bundle"], {})
+    tol = r.get("tolerance", {})
+    if g["auc_non_inferior"] is False:
+        p = r["paired_vs_baseline"]
+        out.append(
+            f"ΔAUC {p['diff']:+.4f}, CI lower bound {p['ci_low']:+.4f} is below the "
+            f"-{tol['max_auc_drop']:g} non-inferiority margin"
+        )
+    if g["flip_rate_ok"] is False:
+        f = r["flips"]
+        out.append(
+            f"{f['flips']} of {f['n']} decisions flipped ({100 * f['flip_rate']['value']:.1f} %, "
+            f"limit {100 * tol['max_flip_rate']:.1f} %)"
+        )
+    if g["latency_ok"] is False:
+        e = lat[g["bundle"]]
+        out.append(
+            f"median latency {e['latency']['batch1']['median_ms']:.2f} ms over its "
+            f"{e['latency_budget_ms']:g} ms budget"
+        )
+    return out

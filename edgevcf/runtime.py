@@ -216,7 +216,7 @@ class Predictor:
             self.threshold,
             self.model_id,
             "not_assessable",
-            f"not assessable: {verdict.reason}",
+            verdict.reason,
             timings,
             assessable=False,
             quality=verdict.to_dict(),

@@ -130,8 +130,9 @@ def synth_fast_dataset(tmp_path_factory: pytest.TempPathFactory) -> SynthResult:
 
 @pytest.fixture(scope="session", autouse=True)
 def _isolated_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
-    """Keep the suite's preprocessed-image cache out of the user's ~/.cache/edgevcf."""
+    """Keep the suite's preprocessed-image cache and logs out of the user's home."""
     os.environ["EDGEVCF_CACHE"] = str(tmp_path_factory.mktemp("edgevcf_cache"))
+    os.environ["EDGEVCF_LOG_DIR"] = str(tmp_path_factory.mktemp("edgevcf_logs"))
 
 
 # ------------------------------------------------------------------ one tiny trained model

@@ -4,19 +4,32 @@ Subcommands are loaded lazily (click's LazyGroup pattern) so ``edgevcf --help`` 
 heavy backend. Library errors (:class:`~edgevcf.errors.EdgeVCFError`) become ``Error: ...`` and
 ``hint: ...`` on stderr with the error's exit code; ``--debug`` shows the traceback instead.
 Any other exception is a bug and keeps its traceback.
+
+The console holds edgevcf's own output only: what the toolchains print (Python logging,
+warnings, native libraries writing to file descriptors 1 and 2) goes to a log file in the
+command's output folder (:mod:`edgevcf.console`); ``--verbose`` or ``--debug`` show it instead.
+Commands write with :func:`echo`, which reaches the console while that split is in force.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
-import sys
 from typing import Any
 
 import click
 
-from edgevcf import __version__
+from edgevcf import __version__, console
 from edgevcf.deps import import_symbol
 from edgevcf.errors import EdgeVCFError
+
+
+def echo(message: str = "", *, err: bool = False, nl: bool = True) -> None:
+    """``click.echo`` to the console (stdout, or stderr with ``err``), never into the log."""
+    click.echo(message, file=console.stderr() if err else console.stdout(), nl=nl)
+
+#: Where the root command leaves the console settings for the leaf commands (``ctx.meta``).
+CONSOLE_KEY = "edgevcf.console"
 
 #: name -> "module:attribute" of each top-level command, imported only when used.
 LAZY_COMMANDS: dict[str, str] = {
@@ -49,22 +62,51 @@ class LazyGroup(click.Group):
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         if cmd_name in self.lazy_commands:
             command: click.Command = import_symbol(self.lazy_commands[cmd_name])
-            return command
+            return _captured(command)
         return super().get_command(ctx, cmd_name)
+
+
+def _captured(cmd: click.Command) -> click.Command:
+    """Run each leaf command's callback inside :func:`edgevcf.console.capture`.
+
+    Not earlier: ``--help`` and usage errors are printed while a command line is parsed, after
+    the root's callback has run, and belong on the console.
+    """
+    if getattr(cmd, "_edgevcf_captured", False):
+        return cmd
+    if isinstance(cmd, click.Group):
+        for sub in cmd.commands.values():
+            _captured(sub)
+    elif cmd.callback is not None:
+        inner = cmd.callback
+
+        @functools.wraps(inner)
+        def run(*args: Any, **kwargs: Any) -> Any:
+            settings = click.get_current_context().find_root().meta.get(CONSOLE_KEY, {})
+            with console.capture(**settings):
+                return inner(*args, **kwargs)
+
+        cmd.callback = run
+    cmd._edgevcf_captured = True  # type: ignore[attr-defined]
+    return cmd
 
 
 class RootGroup(LazyGroup):
     """Root group: turns library errors into a clean message and exit code."""
 
     def invoke(self, ctx: click.Context) -> Any:
+        console.forget_last_log()
         try:
             return super().invoke(ctx)
         except EdgeVCFError as exc:
             if ctx.params.get("debug"):
                 raise
-            click.echo(f"Error: {exc.message}", err=True)
+            echo(f"Error: {exc.message}", err=True)
             if exc.hint:
-                click.echo(f"hint: {exc.hint}", err=True)
+                echo(f"hint: {exc.hint}", err=True)
+            log = console.log_path()
+            if log is not None and log.is_file() and log.stat().st_size:
+                echo(f"log: {log} (toolchain output; --debug shows everything)", err=True)
             ctx.exit(exc.exit_code)
 
 
@@ -77,8 +119,16 @@ class RootGroup(LazyGroup):
 @click.option(
     "--debug", is_flag=True, help="Show tracebacks and debug logs instead of short error messages."
 )
+@click.option(
+    "-v",
+    "--verbose",
+    is_flag=True,
+    help="Show the toolchains' own output (ONNX Runtime, NNCF, TensorFlow, ...) on the console "
+    "instead of only in the log file.",
+)
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars and no informational logs.")
-def cli(debug: bool, quiet: bool) -> None:
+@click.pass_context
+def cli(ctx: click.Context, debug: bool, verbose: bool, quiet: bool) -> None:
     """edgevcf: deploy a fresh vertebral-fracture classifier to edge hardware and prove it works.
 
     \b
@@ -95,9 +145,7 @@ def cli(debug: bool, quiet: bool) -> None:
 
     progress.set_enabled(not quiet)
     level = logging.DEBUG if debug else (logging.WARNING if quiet else logging.INFO)
-    logging.basicConfig(
-        level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr
-    )
+    ctx.meta[CONSOLE_KEY] = {"level": level, "enabled": not (debug or verbose)}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -124,4 +172,4 @@ def _in_main_thread() -> bool:
     return threading.current_thread() is threading.main_thread()
 
 
-__all__ = ["cli", "main"]
+__all__ = ["cli", "echo", "main"]

@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from edgevcf.cli import echo
+
 if TYPE_CHECKING:  # for annotations only; imported lazily at run time
     from edgevcf.data.manifest import Manifest, Study
 
@@ -98,20 +100,20 @@ def split_cmd(
         raise ConfigError("--out and --in-place exclude each other", hint="give one of them")
     loaded = Manifest.load(manifest)
     if loaded.splits():
-        click.echo(f"note: replacing the existing split column of {manifest}", err=True)
+        echo(f"note: replacing the existing split column of {manifest}", err=True)
     result = loaded.split_by_patient(val=val, test=test, seed=seed)
     target = (
         manifest if in_place else (out_path or manifest.with_name(f"{manifest.stem}.split.csv"))
     )
     written = result.save(target)
 
-    click.echo(
+    echo(
         f"Split {len(result)} studies of {len(result.patients())} patients by patient "
         f"(val {val:g}, test {test:g}, seed {seed}):"
     )
     for line in _counts_table(result.counts()):
-        click.echo(line)
-    click.echo(f"Wrote {written}")
+        echo(line)
+    echo(f"Wrote {written}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -158,29 +160,29 @@ def check_cmd(manifest: Path, no_read: bool, as_json: bool) -> None:
 
     if as_json:
         summary = _summary(manifest, loaded, counts, leaks, failures, files_checked=not no_read)
-        click.echo(json.dumps(summary, indent=2, sort_keys=False))
+        echo(json.dumps(summary, indent=2, sort_keys=False))
     else:
-        click.echo(f"Manifest {manifest}: {len(loaded)} studies, {len(loaded.patients())} patients")
+        echo(f"Manifest {manifest}: {len(loaded)} studies, {len(loaded.patients())} patients")
         for line in _counts_table(counts):
-            click.echo(line)
+            echo(line)
         if UNASSIGNED in counts:
             n = sum(c["images"] for c in counts[UNASSIGNED].values())
-            click.echo(f"Note: {n} studies have no split; make one with `edgevcf data split`.")
+            echo(f"Note: {n} studies have no split; make one with `edgevcf data split`.")
         if leaks:
-            click.echo(f"Leakage: {len(leaks)} patient(s) in more than one split:")
+            echo(f"Leakage: {len(leaks)} patient(s) in more than one split:")
             for pid, splits in leaks.items():
-                click.echo(f"  {pid}: {', '.join(splits)}")
+                echo(f"  {pid}: {', '.join(splits)}")
         else:
-            click.echo("Leakage: none (splits are patient-disjoint)")
+            echo("Leakage: none (splits are patient-disjoint)")
         if no_read:
-            click.echo("Images: not read (--no-read)")
+            echo("Images: not read (--no-read)")
         elif failures:
-            click.echo(f"Images: {len(failures)} of {len(loaded)} missing or unreadable:")
+            echo(f"Images: {len(failures)} of {len(loaded)} missing or unreadable:")
             for study, reason in failures:
-                click.echo(f"  {study.path} (patient {study.patient_id}): {reason}")
+                echo(f"  {study.path} (patient {study.patient_id}): {reason}")
         else:
-            click.echo(f"Images: all {len(loaded)} readable")
-        click.echo(f"Fingerprint: {loaded.fingerprint()}")
+            echo(f"Images: all {len(loaded)} readable")
+        echo(f"Fingerprint: {loaded.fingerprint()}")
 
     problems: list[str] = []
     hints: list[str] = []
@@ -397,7 +399,7 @@ def synth(
         test=test,
         preview=not no_preview,
     )
-    click.echo(
+    echo(
         f"Wrote {result.images} images of {result.patients} patients in {result.seconds:.1f} s "
         f"({result.images_per_second:.1f} images/s) to {result.out_dir}"
     )
@@ -405,11 +407,11 @@ def synth(
         if split == "all":
             continue
         neg, pos = by_label.get(0, {}), by_label.get(1, {})
-        click.echo(
+        echo(
             f"  {split:<6} {neg.get('images', 0) + pos.get('images', 0):>5} images  "
             f"{neg.get('patients', 0) + pos.get('patients', 0):>4} patients  "
             f"{pos.get('images', 0)} positive"
         )
-    click.echo(f"Manifest: {result.manifest}")
+    echo(f"Manifest: {result.manifest}")
     if result.preview:
-        click.echo(f"Preview:  {result.preview}")
+        echo(f"Preview:  {result.preview}")

@@ -7,6 +7,8 @@ from typing import Any
 
 import click
 
+from edgevcf import console
+from edgevcf.cli import echo
 from edgevcf.errors import AccuracyGateError, ConfigError
 
 
@@ -142,6 +144,8 @@ def export(
         raise ConfigError("--build-engine applies to jetson profiles only")
     for p in profiles:  # fail on a missing backend before an hour of work on the others
         get_target(p.target).check_available(p)
+    if len(profiles) > 1:  # a parent folder of bundles (a single bundle holds only what it pins)
+        console.log_to(out / console.LOG_NAME)
     results = []
     for p in profiles:
         dest = out if len(profiles) == 1 else out / p.name
@@ -154,7 +158,7 @@ def export(
             build_bundle_engine(dest, force=True)
         results.append(res)
     if as_json:
-        click.echo(
+        echo(
             json.dumps(
                 [
                     {
@@ -178,11 +182,11 @@ def export(
             )
         )
     else:
-        click.echo(summary_table(results))
-        click.echo("AUCs on the tuning (val) split vs PyTorch FP32; confirm with `edgevcf bench`.")
+        echo(summary_table(results))
+        echo("AUCs on the tuning (val) split vs PyTorch FP32; confirm with `edgevcf bench`.")
         for r in results:
             for note in r.notes:
-                click.echo(f"note ({r.profile}): {note}")
+                echo(f"note ({r.profile}): {note}")
     failed = [r.profile for r in results if r.gate_passed is False]
     if failed:
         raise AccuracyGateError(
@@ -222,18 +226,18 @@ def targets(as_json: bool) -> None:
             }
         )
     if as_json:
-        click.echo(json.dumps(rows, indent=2))
+        echo(json.dumps(rows, indent=2))
         return
-    click.echo("| profile | aliases | target | precision | export here | run here | device |")
-    click.echo("|---|---|---|---|---|---|---|")
+    echo("| profile | aliases | target | precision | export here | run here | device |")
+    echo("|---|---|---|---|---|---|---|")
     for r in rows:
-        click.echo(
+        echo(
             f"| {r['profile']} | {', '.join(r['aliases'])} | {r['target']} | {r['precision']} "
             f"| {'yes' if r['exports_here'] else 'no'} | {r['runs_here']} | {r['device']} |"
         )
     for r in rows:
         if r["install_hint"]:
-            click.echo(f"{r['profile']}: {r['install_hint']}")
+            echo(f"{r['profile']}: {r['install_hint']}")
 
 
 @click.command("build")
@@ -251,4 +255,4 @@ def build(bundle: Path, force: bool) -> None:
 
     require("tensorrt", "building a TensorRT engine")
     path = build_bundle_engine(bundle, force=force)
-    click.echo(f"Built {path}")
+    echo(f"Built {path}")

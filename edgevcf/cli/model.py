@@ -10,6 +10,9 @@ from pathlib import Path
 
 import click
 
+from edgevcf import console
+from edgevcf.cli import echo
+
 _ARCH_HELP = (
     "Backbone: efficientnet_b0, mobilenet_v3_large, mnasnet1_0 (the study's), mobilenet_v3_small, "
     "mobilenet_v2, mnasnet0_5, efficientnet_b1..b3."
@@ -110,16 +113,17 @@ def train(
         augment=not no_augment,
         cache=not no_cache,
     )
+    console.log_to(out_dir / console.LOG_NAME)
     res = run(manifest, out_dir, cfg, resume=resume)
     if not res.history:
         return  # a non-zero rank of a torchrun job
-    click.echo(
+    echo(
         f"Best epoch {res.best_epoch}: validation AUC {res.best_val_auc:.4f}, threshold "
         f"{res.threshold:.4f}; {res.seconds / 60:.1f} min"
     )
     if res.skipped:
-        click.echo(f"Skipped {len(res.skipped)} unreadable images (see {out_dir / 'history.json'})")
-    click.echo(f"Checkpoint: {res.checkpoint}")
+        echo(f"Skipped {len(res.skipped)} unreadable images (see {out_dir / 'history.json'})")
+    echo(f"Checkpoint: {res.checkpoint}")
 
 
 @click.command("evaluate")
@@ -164,10 +168,10 @@ def evaluate(
     res = run(checkpoint, manifest, split=split, readers=readers)
     paths = write_evaluation(res, out_dir)
     if as_json:
-        click.echo(json.dumps(res.to_dict(), indent=2, sort_keys=True))
+        echo(json.dumps(res.to_dict(), indent=2, sort_keys=True))
     else:
-        click.echo(evaluation_markdown(res))
-        click.echo(f"Wrote {paths['json']}, {paths['markdown']}, {paths['roc']}")
+        echo(evaluation_markdown(res))
+        echo(f"Wrote {paths['json']}, {paths['markdown']}, {paths['roc']}")
 
 
 @click.command("import-checkpoint")
@@ -195,4 +199,4 @@ def import_checkpoint(src: Path, arch: str, out: Path) -> None:
 
     model, meta = import_state_dict(src, arch)
     path = save_checkpoint(out, model, meta)
-    click.echo(f"Wrote {path} ({arch}, input {meta.preprocess.input_size} px)")
+    echo(f"Wrote {path} ({arch}, input {meta.preprocess.input_size} px)")

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import click
 
+from edgevcf import console
+from edgevcf.cli import echo
 from edgevcf.errors import BundleError, DataError
 
 _BACKEND_HELP = (
@@ -43,28 +45,29 @@ def predict(
     results = pred.predict_many(images)
     if as_json:
         for r in results:
-            click.echo(json.dumps(r.to_dict()))
+            echo(json.dumps(r.to_dict()))
     else:
         gate = (
             "learned + rules"
             if pred.gate is not None
             else "rules only (no learned gate in this bundle: re-export to add one)"
         )
-        click.echo(
+        echo(
             f"model {pred.model_id[:12]} ({pred.bundle.manifest['backbone']}, "
             f"{pred.artifact.precision} on {pred.artifact.runtime}), threshold {pred.threshold:.3f}"
             f", quality gate: {gate}"
         )
-        click.echo("| image | P(fresh) | decision | assessable | status |")
-        click.echo("|---|---|---|---|---|")
+        echo("| image | P(fresh) | decision | assessable | status |")
+        echo("|---|---|---|---|---|")
         for r in results:
             ok = "yes" if r.assessable else "no"
             if r.probability is None:
-                click.echo(f"| {r.source} | - | - | {ok} | {r.status}: {r.reason} |")
+                status = r.status.replace("_", " ")  # "not assessable: <the gate's reason>"
+                echo(f"| {r.source} | - | - | {ok} | {status}: {r.reason} |")
             else:
                 call = "FRESH fracture" if r.decision else "no fresh fracture"
                 note = f": {r.reason}" if r.reason else ""
-                click.echo(f"| {r.source} | {r.probability:.3f} | {call} | {ok} | ok{note} |")
+                echo(f"| {r.source} | {r.probability:.3f} | {call} | {ok} | ok{note} |")
     unscored = [r for r in results if r.status != "ok"]
     if unscored:
         out_of_scope = sum(r.status == "not_assessable" for r in unscored)
@@ -92,11 +95,11 @@ def verify(bundle: Path, artifacts: tuple[str, ...], as_json: bool) -> None:
 
     res = run(bundle, artifacts or None)
     if as_json:
-        click.echo(json.dumps(res.to_dict(), indent=2))
+        echo(json.dumps(res.to_dict(), indent=2))
     else:
-        click.echo(f"bundle {res.bundle} (id {res.model_id[:12]}): checksums ok")
-        click.echo("| artefact | engine | precision | result | max |Δlogit| (tol) | decisions |")
-        click.echo("|---|---|---|---|---|---|")
+        echo(f"bundle {res.bundle} (id {res.model_id[:12]}): checksums ok")
+        echo("| artefact | engine | precision | result | max |Δlogit| (tol) | decisions |")
+        echo("|---|---|---|---|---|---|")
         for c in res.checks:
             diff = (
                 f"{c.max_abs_logit_diff:.2e} ({c.atol:g})"
@@ -105,7 +108,7 @@ def verify(bundle: Path, artifacts: tuple[str, ...], as_json: bool) -> None:
             )
             dec = f"{c.n - c.decision_mismatches}/{c.n} same" if c.n else "-"
             status = c.status + (f": {c.reason}" if c.reason else "")
-            click.echo(
+            echo(
                 f"| {c.artifact} | {c.runtime} | {c.precision} | {status} | {diff} | {dec} |"
             )
     if not res.passed:
@@ -180,7 +183,7 @@ def bench(
     from edgevcf.bench import BenchConfig
     from edgevcf.bench import bench as run
     from edgevcf.errors import AccuracyGateError
-    from edgevcf.report import bench_markdown, write_bench
+    from edgevcf.report import bench_markdown, bench_summary, write_bench
 
     cfg = BenchConfig(
         split=split,
@@ -194,11 +197,13 @@ def bench(
     if out is not None:
         paths = write_bench(report, out)
     if as_json:
-        click.echo(json.dumps(report, indent=2, default=str))
+        echo(json.dumps(report, indent=2, default=str))
     else:
-        click.echo(bench_markdown(report))
+        echo(bench_markdown(report))
+        for line in bench_summary(report):
+            echo(line)
         if out is not None:
-            click.echo(f"Wrote {paths['json']}, {paths['markdown']}, {paths['png']}")
+            echo(f"Wrote {paths['json']}, {paths['markdown']}, {paths['png']}")
     if report["passed"] is False:
         failed = [Path(g["bundle"]).name for g in report["gates"] if g["passed"] is False]
         raise AccuracyGateError(f"gate failed for {', '.join(failed)}")
@@ -226,24 +231,38 @@ def demo(out: Path, quick: bool, patients: int | None, epochs: int | None) -> No
     import dataclasses
 
     from edgevcf.demo import DemoConfig, run_demo
-    from edgevcf.report import bench_markdown
+    from edgevcf.report import bench_markdown, bench_summary
 
-    cfg = DemoConfig.quick() if quick else DemoConfig()
+    cfg = DemoConfig.quick_run() if quick else DemoConfig()
     cfg = dataclasses.replace(
         cfg,
         patients=patients if patients is not None else cfg.patients,
         epochs=epochs if epochs is not None else cfg.epochs,
     )
+    console.log_to(out / console.LOG_NAME)
     res = run_demo(out, cfg)
-    click.echo(bench_markdown(res.report))
-    click.echo("| bundle | verify |\n|---|---|")
+    echo(bench_markdown(res.report))
+    echo("| bundle | verify |\n|---|---|")
     for label, ok in res.verify.items():
-        click.echo(f"| {label} | {'pass' if ok else 'FAIL'} |")
-    click.echo()
+        echo(f"| {label} | {'pass' if ok else 'FAIL'} |")
+    echo()
     if res.reused:
-        click.echo(f"Reused (inputs unchanged): {', '.join(res.reused)}")
-    click.echo(f"Data:     {res.manifest}  (preview: {res.manifest.parent / 'preview.png'})")
-    click.echo(f"Model:    {res.checkpoint}  (quick epochs: a demo model, not the reference one)")
-    click.echo(f"Bundles:  {res.out / 'bundles'}/")
-    click.echo(f"Report:   {res.report_paths['markdown']}, {res.report_paths['png']}")
-    click.echo(f"Done in {res.seconds / 60:.1f} min.")
+        echo(f"Reused (inputs unchanged): {', '.join(res.reused)}")
+    echo(f"Data:     {res.manifest}  (preview: {res.manifest.parent / 'preview.png'})")
+    echo(f"Model:    {res.checkpoint}  (quick epochs: a demo model, not the reference one)")
+    echo(f"Bundles:  {res.out / 'bundles'}/")
+    echo(f"Report:   {res.report_paths['markdown']}, {res.report_paths['png']}")
+    echo(f"Log:      {console.log_path() or '-'}  (the toolchains' own output)")
+    echo()
+    echo("What this run showed:")
+    if res.quick:
+        echo(
+            "  A quick smoke run (--quick): a small network, 2 epochs, a small test split. It shows"
+            "\n  that every step runs; its numbers are not the claim (run `make demo` for that)."
+        )
+    for line in bench_summary(res.report):
+        echo(f"  {line}")
+    failed = [label for label, ok in res.verify.items() if not ok]
+    if failed:
+        echo(f"  verify FAILED for {', '.join(failed)}: see the verify table above.")
+    echo(f"Done in {res.seconds / 60:.1f} min.")

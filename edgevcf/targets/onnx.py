@@ -17,7 +17,7 @@ import numpy as np
 from edgevcf import progress
 from edgevcf.bundle import Artifact
 from edgevcf.deps import require
-from edgevcf.errors import QuantizationError
+from edgevcf.errors import ExportError, QuantizationError
 from edgevcf.targets.base import ArtifactMetrics, ExportContext, Target
 
 log = logging.getLogger(__name__)
@@ -365,10 +365,19 @@ class QdqFallback(Target):
             if not set(v) <= set(q.excluded_layers)
         }
         cost: dict[str, float] = {}
+        unusable: dict[str, str] = {}
         for key in progress.track(
             list(groups), desc=f"{self.name}: block sensitivity", unit="block"
         ):
-            arts = self._quantize(ctx, tuple(groups[key]))
+            try:
+                arts = self._quantize(ctx, tuple(groups[key]))
+            except (ExportError, QuantizationError) as exc:
+                # ONNX Runtime's quantiser writes an invalid graph for some exclusions (seen:
+                # the classifier's Gemm in float with int8 asymmetric activations, "Gemm_bias_dq"
+                # with a missing input): such a block is simply not a candidate.
+                unusable[key] = exc.message
+                log.info("%s: block %s cannot be kept in float alone: %s", self.name, key, exc)
+                continue
             z = self.run_artifact(ctx, arts[0], x).reshape(-1)
             cost[key] = float(np.abs(z - ref).mean())
         ranked = sorted(cost, key=cost.__getitem__)
@@ -387,13 +396,16 @@ class QdqFallback(Target):
                     f"({', '.join(floated)}): gate passes on the tuning split"
                 )
                 ctx.extra["mixed_precision"] = {"float_blocks": floated, "tried": tried,
-                                                "rank_mae_logit": cost}  # fmt: skip
+                                                "rank_mae_logit": cost,
+                                                "unusable": unusable}  # fmt: skip
                 return arts
         ctx.notes.append(
             f"INT8 failed the gate and keeping up to {self.MAX_FLOAT_BLOCKS} blocks in float did "
             "not make it pass: the plain INT8 artefact is kept (consider fp16/fp32)"
         )
-        ctx.extra["mixed_precision"] = {"float_blocks": [], "tried": tried, "rank_mae_logit": cost}
+        ctx.extra["mixed_precision"] = {
+            "float_blocks": [], "tried": tried, "rank_mae_logit": cost, "unusable": unusable
+        }  # fmt: skip
         return self._quantize(ctx, ())
 
 

@@ -17,7 +17,13 @@ def test_demo_builds_then_reuses_and_rebuilds_on_change(
 ) -> None:
     monkeypatch.setattr(demo, "DEMO_TARGETS", (("onnx-cpu-int8", "onnx-cpu", "int8"),))
     cfg = demo.DemoConfig(
-        patients=40, epochs=1, arch="mobilenet_v3_small", input_size=64, calibration="small"
+        patients=40,
+        epochs=1,
+        arch="mobilenet_v3_small",
+        input_size=64,
+        test=0.15,
+        calibration="small",
+        fallback=False,
     )
     first = demo.run_demo(tmp_path, cfg)
     assert first.reused == []
@@ -31,3 +37,17 @@ def test_demo_builds_then_reuses_and_rebuilds_on_change(
     changed = demo.run_demo(tmp_path, dataclasses.replace(cfg, epochs=2))
     assert changed.reused == ["data"]  # new training config -> new model -> new bundle
     assert changed.checkpoint == first.checkpoint  # same place, rebuilt content
+
+    resplit = demo.run_demo(tmp_path, dataclasses.replace(cfg, epochs=2, test=0.2))
+    assert "data" not in resplit.reused  # other split fractions -> other data
+
+
+def test_default_demo_is_sized_for_a_decidable_claim() -> None:
+    """The default must give >= 250 test images (non-inferiority at 0.01 is decidable there)."""
+    from edgevcf.data.synth import SynthConfig
+
+    cfg = demo.DemoConfig()
+    p_films = SynthConfig.fast().images_per_patient  # P(1 film), P(2), P(3)
+    images_per_patient = sum((k + 1) * p for k, p in enumerate(p_films))
+    assert cfg.patients * cfg.test * images_per_patient >= 250
+    assert not cfg.quick and demo.DemoConfig.quick_run().quick

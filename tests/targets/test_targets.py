@@ -253,3 +253,35 @@ def test_mixed_precision_fallback_restores_int8_when_nothing_passes(
     assert res.gate_passed is False
     assert any("did not make it pass" in n for n in bundle.manifest["notes"])
     assert bundle.manifest["target_facts"]["integer_check"]["model"]["integer_ops"] > 0
+
+
+@pytest.mark.requires_onnxruntime
+def test_mobile_fallback_skips_a_block_the_quantiser_cannot_keep_in_float(
+    tiny_export: Any, profile_for: Any, export_bundle: Any, tmp_path: Path
+) -> None:
+    """ONNX Runtime's quantiser writes an invalid graph when the classifier's Gemm stays float
+    with int8 asymmetric activations (seen in the demo: "Gemm_bias_dq" missing an input). The
+    search must treat such a block as no candidate, not end the export."""
+    import dataclasses
+
+    from edgevcf.targets import get_target
+    from edgevcf.targets.onnx import layer_groups
+
+    _, fp32 = export_bundle("onnx-cpu")
+    groups = layer_groups(fp32.path / fp32.artifact().file)
+    head = [k for k in groups if k.startswith("classifier")]
+    keep = sorted({*head, sorted(groups)[0]})
+    prof = profile_for(
+        "mobile-arm",
+        accuracy_fallback=True,
+        excluded_layers=tuple(n for k, v in groups.items() if k not in keep for n in v),
+    )
+    prof = dataclasses.replace(
+        prof,
+        tolerance=dataclasses.replace(prof.tolerance, max_auc_drop=0.0, max_flip_rate=0.0),
+        options={**prof.options, "tflite": False},
+    )
+    get_target("mobile").export(tiny_export.checkpoint, prof, tiny_export.manifest, tmp_path / "b")
+    facts = Bundle.load(tmp_path / "b").manifest["target_facts"]["mixed_precision"]
+    assert set(facts["rank_mae_logit"]) | set(facts["unusable"]) == set(keep)
+    assert all(reason for reason in facts["unusable"].values())

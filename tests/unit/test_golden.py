@@ -1,4 +1,4 @@
-"""Golden vectors are chosen clear of the threshold, so `verify` on another CPU is not a coin toss."""
+"""Golden vectors are chosen clear of the threshold: `verify` elsewhere is no coin toss."""
 
 from __future__ import annotations
 
