@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 DEMO_OUT ?= demo-out
 DEMO_FLAGS ?=
-PIP_QUIET ?= -q
+PIP_QUIET ?= -qq
 
 .PHONY: demo test lint install install-dev clean help
 

@@ -402,15 +402,20 @@ def bench_summary(report: dict[str, Any]) -> list[str]:
             f"{e['latency']['runtime']}), {best_ms:.2f} ms per image"
             + (f": {' and '.join(ratios)}, measured side by side in this run." if ratios else ".")
         )
-        r = rows.get(best)
-        if r and r.get("paired_vs_baseline"):
-            p, f, tol = r["paired_vs_baseline"], r["flips"], r["tolerance"]
+        lines += _vs_fp32(rows.get(best))
+        quantized = [b for b in passed if lat[b]["precision"] != "fp32"]
+        if quantized and lat[best]["precision"] == "fp32":
+            q = min(quantized, key=lambda b: ms(b) or 0.0)
+            q_ms = ms(q) or 0.0
+            ratio = best_ms / q_ms
             lines.append(
-                f"  vs FP32: ΔAUC {p['diff']:+.4f} (95 % CI {p['ci_low']:+.4f} to "
-                f"{p['ci_high']:+.4f}; non-inferior: lower bound above -{tol['max_auc_drop']:g}); "
-                f"{f['flips']} of {f['n']} decisions flipped ({100 * f['flip_rate']['value']:.1f} "
-                f"%; limit {100 * tol['max_flip_rate']:.1f} %)."
+                f"Fastest {lat[q]['precision'].upper()} bundle that passed: {Path(q).name}, "
+                f"{q_ms:.2f} ms per image"
+                + (f", {torch_ms / q_ms:.1f}x PyTorch eager FP32" if torch_ms else "")
+                + f" — {'slower' if ratio < 1 else 'faster'} than {Path(best).name} "
+                f"({ratio:.2f}x) on this machine: quantisation must earn its place per CPU."
             )
+            lines += _vs_fp32(rows.get(q))
     elif report["gates"]:
         lines.append("No bundle passed every gate with a latency measured here.")
     for g in report["gates"]:
@@ -421,6 +426,19 @@ def bench_summary(report: dict[str, Any]) -> list[str]:
         if (e.get("latency") or {}).get("note"):
             lines.append(f"Note: {Path(e['bundle']).name}: {e['latency']['note']}.")
     return lines
+
+
+def _vs_fp32(r: dict[str, Any] | None) -> list[str]:
+    """The paired comparison of one bundle with the FP32 baseline, in one line."""
+    if not r or not r.get("paired_vs_baseline"):
+        return []
+    p, f, tol = r["paired_vs_baseline"], r["flips"], r["tolerance"]
+    return [
+        f"  vs FP32: ΔAUC {p['diff']:+.4f} (95 % CI {p['ci_low']:+.4f} to {p['ci_high']:+.4f}; "
+        f"non-inferior: lower bound above -{tol['max_auc_drop']:g}); {f['flips']} of {f['n']} "
+        f"decisions flipped ({100 * f['flip_rate']['value']:.1f} %; limit "
+        f"{100 * tol['max_flip_rate']:.1f} %)."
+    ]
 
 
 def _misses(g: dict[str, Any], rows: dict[str, Any], lat: dict[str, Any]) -> list[str]:

@@ -249,7 +249,7 @@ def demo(out: Path, quick: bool, patients: int | None, epochs: int | None) -> No
     if res.reused:
         echo(f"Reused (inputs unchanged): {', '.join(res.reused)}")
     echo(f"Data:     {res.manifest}  (preview: {res.manifest.parent / 'preview.png'})")
-    echo(f"Model:    {res.checkpoint}  (quick epochs: a demo model, not the reference one)")
+    echo(f"Model:    {res.checkpoint}  (trained in this run)")
     echo(f"Bundles:  {res.out / 'bundles'}/")
     echo(f"Report:   {res.report_paths['markdown']}, {res.report_paths['png']}")
     echo(f"Log:      {console.log_path() or '-'}  (the toolchains' own output)")

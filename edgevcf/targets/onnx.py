@@ -142,7 +142,7 @@ def quantize_qdq(
             )
         if bias_correction:
             report = correct_weight_bias(prep, out, calib[:bias_correction_samples])
-            log.info("bias correction: %s", report)
+            log.debug("bias correction: %s", report)
     except QuantizationError:
         raise
     except Exception as exc:

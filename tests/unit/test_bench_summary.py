@@ -1,0 +1,99 @@
+"""The bench's summary in words: what passed, how fast (ratios from the same run), what missed."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from edgevcf.report import bench_summary
+
+TOL = {"max_auc_drop": 0.01, "max_flip_rate": 0.02}
+
+
+def _bundle(name: str, target: str, precision: str, ms: float, note: str = "") -> dict[str, Any]:
+    lat: dict[str, Any] = {"runtime": "rt", "batch1": {"median_ms": ms}}
+    if note:
+        lat["note"] = note
+    return {"bundle": name, "target": target, "precision": precision, "latency": lat,
+            "latency_budget_ms": 1.0}  # fmt: skip
+
+
+def _row(name: str, diff: float, low: float, flips: int) -> dict[str, Any]:
+    return {
+        "bundle": name,
+        "tolerance": TOL,
+        "paired_vs_baseline": {"diff": diff, "ci_low": low, "ci_high": diff + 0.005},
+        "flips": {"flips": flips, "n": 400, "flip_rate": {"value": flips / 400}},
+    }
+
+
+def _report() -> dict[str, Any]:
+    bundles = [
+        _bundle("b/onnx-fp32", "onnx", "fp32", 0.5),
+        _bundle("b/ov-int8", "openvino", "int8", 0.4),
+        _bundle("b/ort-int8", "onnx", "int8", 0.8),
+        _bundle("b/jetson", "jetson", "int8", 2.0, note="ORT stand-in"),
+        _bundle("b/slow-int8", "mobile", "int8", 1.5),
+    ]
+    gates = [
+        {"bundle": "b/onnx-fp32", "auc_non_inferior": True, "flip_rate_ok": True,
+         "latency_ok": True, "passed": True},
+        {"bundle": "b/ov-int8", "auc_non_inferior": False, "flip_rate_ok": False,
+         "latency_ok": True, "passed": False},
+        {"bundle": "b/ort-int8", "auc_non_inferior": True, "flip_rate_ok": True,
+         "latency_ok": True, "passed": True},
+        {"bundle": "b/jetson", "auc_non_inferior": True, "flip_rate_ok": True,
+         "latency_ok": None, "passed": True},
+        {"bundle": "b/slow-int8", "auc_non_inferior": True, "flip_rate_ok": True,
+         "latency_ok": False, "passed": False},
+    ]  # fmt: skip
+    rows = [
+        _row("b/onnx-fp32", 0.0, 0.0, 0),
+        _row("b/ov-int8", -0.0048, -0.0103, 9),
+        _row("b/ort-int8", -0.0005, -0.0036, 4),
+        _row("b/jetson", -0.0002, -0.003, 2),
+        _row("b/slow-int8", 0.0, -0.002, 1),
+    ]
+    return {
+        "bundles": bundles,
+        "gates": gates,
+        "baseline_latency": {"batch1": {"median_ms": 3.0}},
+        "accuracy": {
+            "split": "test", "n": 400, "n_pos": 180, "patients": 300, "bundles": rows,
+            "baseline": {"auc": {"auc": 0.91, "ci_low": 0.88, "ci_high": 0.94}},
+        },
+    }  # fmt: skip
+
+
+def test_summary_names_the_fastest_passing_bundle_and_every_miss() -> None:
+    text = "\n".join(bench_summary(_report()))
+    assert "400 images of 300 patients" in text
+    assert "AUC 0.910 (95 % CI 0.880-0.940)" in text
+    # the stand-in's latency is no claim: the fastest passing one with a real latency is FP32
+    assert "Fastest bundle that passed every gate: onnx-fp32" in text
+    assert "6.0x PyTorch eager FP32 (3.00 ms)" in text
+    assert "Fastest INT8 bundle that passed: ort-int8, 0.80 ms" in text
+    assert "slower than onnx-fp32 (0.62x)" in text
+    assert "4 of 400 decisions flipped (1.0 %; limit 2.0 %)" in text
+    assert (
+        "Missed: ov-int8: ΔAUC -0.0048, CI lower bound -0.0103 is below the -0.01 "
+        "non-inferiority margin; 9 of 400 decisions flipped (2.2 %, limit 2.0 %)." in text
+    )
+    assert "Missed: slow-int8: median latency 1.50 ms over its 1 ms budget." in text
+    assert "Note: jetson: ORT stand-in." in text
+
+
+def test_an_int8_winner_is_compared_with_ort_fp32() -> None:
+    r = _report()
+    r["gates"][1].update(auc_non_inferior=True, flip_rate_ok=True, passed=True)
+    text = "\n".join(bench_summary(r))
+    assert "passed every gate: ov-int8 (int8 on rt), 0.40 ms per image: " in text
+    assert "7.5x PyTorch eager FP32 (3.00 ms) and 1.25x ONNX Runtime FP32 (0.50 ms)" in text
+    assert "Fastest INT8" not in text  # the winner is INT8 already
+    assert "Missed: ov-int8" not in text
+
+
+def test_nothing_passing_is_said() -> None:
+    r = _report()
+    for g in r["gates"]:
+        g["passed"] = False
+    assert "No bundle passed every gate with a latency measured here." in bench_summary(r)
