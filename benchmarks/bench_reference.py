@@ -367,7 +367,10 @@ def markdown(result: dict[str, Any]) -> str:
     runs = result["runs"]
     m = result["machine"]
     lines = [
-        f"# Benchmark: {machine_name()} ({m.get('cpu', '?')})",
+        f"# Benchmark: {machine_name()} ({m.get('cpu', '?')}"
+        + (f", CPU family {m['cpu_family']}" if "cpu_family" in m else "")
+        + (f"; {' '.join(m['cpu_isa'])}" if m.get("cpu_isa") else "")
+        + ")",
         "",
         f"{m['platform']}; Python {m['python']}; edgevcf {m['edgevcf']}; "
         f"{result['threads']} threads; batch 1 latency over {result['rounds']} interleaved rounds "
