@@ -1,7 +1,8 @@
 """The main job end to end on the built-in default: ``edgevcf demo`` / ``make demo``.
 
-synthetic data -> a quickly trained FP32 model -> bundles for every target runnable here ->
-``verify`` each -> ``bench`` them all against the FP32 baseline -> one report.
+synthetic data -> an FP32 model trained here (inside the study's AUC range) -> bundles for every
+target runnable here -> ``verify`` each -> ``bench`` them all against the FP32 baseline on the
+untouched test split -> one report, and a summary in words (:func:`edgevcf.report.bench_summary`).
 
 Re-running reuses what is already built, but never silently stale: each step's inputs are
 fingerprinted (generator settings, the manifest and training config, the checkpoint's sha256
@@ -61,7 +62,7 @@ class DemoConfig:
         """The ~2-minute smoke run: few patients, 128 px, two epochs. It shows that every step
         runs, not what INT8 keeps: its test split is too small to decide a 0.01 margin."""
         return cls(
-            patients=120, epochs=2, input_size=128, lr=2e-3, test=0.15, calibration="small",
+            patients=120, epochs=2, input_size=128, test=0.15, calibration="small",
             fallback=False, quick=True,
         )  # fmt: skip
 

@@ -28,6 +28,7 @@ def echo(message: str = "", *, err: bool = False, nl: bool = True) -> None:
     """``click.echo`` to the console (stdout, or stderr with ``err``), never into the log."""
     click.echo(message, file=console.stderr() if err else console.stdout(), nl=nl)
 
+
 #: Where the root command leaves the console settings for the leaf commands (``ctx.meta``).
 CONSOLE_KEY = "edgevcf.console"
 
