@@ -595,14 +595,25 @@ def _transfer_syntax(p: Path, ds: Dataset) -> pydicom.uid.UID:
     return tsyntax
 
 
+#: What ``_decoder_hint`` recommends: permissively licensed decoders only (a device cannot ship a
+#: GPL library unawares). python-gdcm (BSD-style) decodes JPEG lossless/baseline and JPEG-LS,
+#: pylibjpeg-openjpeg (MIT) JPEG 2000; pylibjpeg-libjpeg is GPLv3 and never recommended.
+DECODERS_EXTRA = "pip install 'edgevcf[decoders]'"
+
+
 def _decoder_hint(tsyntax: pydicom.uid.UID, missing: Sequence[str] = ()) -> str:
     """Name the package(s) that would let pydicom decode this transfer syntax."""
     if tsyntax in pydicom.uid.JPEG2000TransferSyntaxes:
-        hint = "Install a JPEG 2000 decoder: pip install pylibjpeg pylibjpeg-openjpeg"
+        hint = f"Install a JPEG 2000 decoder: {DECODERS_EXTRA} (pylibjpeg-openjpeg, MIT licence)"
     elif tsyntax in pydicom.uid.JPEGLSTransferSyntaxes:
-        hint = "Install a JPEG-LS decoder: pip install pylibjpeg pylibjpeg-libjpeg (or pyjpegls)"
+        hint = f"Install a JPEG-LS decoder: {DECODERS_EXTRA} (python-gdcm, BSD-style licence)"
+    elif tsyntax == pydicom.uid.JPEGExtended12Bit:
+        hint = (
+            "12-bit JPEG Extended is decoded only by pylibjpeg-libjpeg, which is GPLv3 (check "
+            "before shipping it in a device); ask the sender for JPEG Lossless or uncompressed"
+        )
     elif tsyntax in pydicom.uid.JPEGTransferSyntaxes:
-        hint = "Install a JPEG decoder: pip install pylibjpeg pylibjpeg-libjpeg"
+        hint = f"Install a JPEG decoder: {DECODERS_EXTRA} (python-gdcm, BSD-style licence)"
     elif tsyntax in pydicom.uid.RLETransferSyntaxes:
         hint = "Install an RLE decoder: pip install numpy (or pylibjpeg pylibjpeg-rle)"
     else:

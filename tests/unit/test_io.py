@@ -407,9 +407,9 @@ def test_unknown_voi_function_refused(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("name", "package"),
     [
-        ("MR_small_jpeg_ls_lossless.dcm", "pylibjpeg-libjpeg"),
-        ("JPEG-lossy.dcm", "pylibjpeg-libjpeg"),  # 12-bit JPEG: Pillow's plugin fails
-        ("JPGLosslessP14SV1_1s_1f_8b.dcm", "pylibjpeg-libjpeg"),
+        ("MR_small_jpeg_ls_lossless.dcm", "python-gdcm"),
+        ("JPEG-lossy.dcm", "pylibjpeg-libjpeg"),  # 12-bit JPEG: only the GPLv3 one decodes it
+        ("JPGLosslessP14SV1_1s_1f_8b.dcm", "python-gdcm"),
         ("JPEG2000.dcm", "pylibjpeg-openjpeg"),
         ("MR_small_jp2klossless.dcm", "pylibjpeg-openjpeg"),
         ("MR_small_RLE.dcm", "pylibjpeg-rle"),
@@ -428,13 +428,27 @@ def test_compressed_dicom_read_or_refused_with_package_hint(name: str, package: 
         assert package in error.hint
 
 
-def test_jpeg_ls_refused_without_pylibjpeg() -> None:
+def test_jpeg_ls_refused_without_a_decoder() -> None:
     path = _tf("MR_small_jpeg_ls_lossless.dcm")
     if _can_decode(path):
         pytest.skip("a JPEG-LS decoder is installed here")
     error = _assert_refused(path, "JPEG-LS", "no decoder plugin")
     assert error.hint is not None
-    assert "pylibjpeg" in error.hint
+    assert "edgevcf[decoders]" in error.hint and "python-gdcm" in error.hint
+
+
+def test_decoder_hints_recommend_no_gpl_library() -> None:
+    """A device cannot ship a GPL decoder unawares: every hint names permissive ones."""
+    for uid in (
+        *pydicom.uid.JPEGTransferSyntaxes,
+        *pydicom.uid.JPEGLSTransferSyntaxes,
+        *pydicom.uid.JPEG2000TransferSyntaxes,
+    ):
+        hint = io_mod._decoder_hint(uid)
+        if "pylibjpeg-libjpeg" in hint:  # named only to warn that it is GPLv3
+            assert uid == pydicom.uid.JPEGExtended12Bit and "GPLv3" in hint
+        else:
+            assert "edgevcf[decoders]" in hint
 
 
 def test_missing_jpeg2000_decoder_names_openjpeg(monkeypatch: pytest.MonkeyPatch) -> None:
