@@ -190,9 +190,13 @@ def bench_markdown(report: dict[str, Any]) -> str:
     lines = [
         "# edgevcf bench",
         "",
-        f"Machine: {m.get('cpu', m['machine'])}, {m['cpu_count']} cores, "
+        f"Machine: {m.get('cpu', m['machine'])}"
+        + (f" (CPU family {m['cpu_family']})" if "cpu_family" in m else "")
+        + f", {m['cpu_count']} cores, "
         f"governor {m.get('governor', 'n/a')}{', ' + m['power_mode'] if 'power_mode' in m else ''}"
-        f"; edgevcf {m['edgevcf']}.",
+        f"; edgevcf {m['edgevcf']}"
+        + (f"; ISA: {' '.join(m['cpu_isa'])}" if m.get("cpu_isa") else "")
+        + ".",
         "",
         "## Latency (batch 1 unless stated; preprocessing separate from inference)",
         "",
