@@ -1,0 +1,5 @@
+"""The cart's DICOM side: what ``edgevcf serve`` is built from (cart side: no toolchain imports).
+
+So far: :mod:`edgevcf.serve.sr`, the Structured Report that carries one film's result back to
+the hospital's systems with the producing model's identity.
+"""
