@@ -1,5 +1,6 @@
 """The cart's DICOM side: what ``edgevcf serve`` is built from (cart side: no toolchain imports).
 
 So far: :mod:`edgevcf.serve.sr`, the Structured Report that carries one film's result back to
-the hospital's systems with the producing model's identity.
+the hospital's systems with the producing model's identity; :mod:`edgevcf.serve.journal`, the
+SQLite (WAL) job journal that makes every accepted film survive a crash, once per SOP Instance UID.
 """

@@ -1,0 +1,182 @@
+"""The job journal: what happened to every film the cart accepted, durable across ``kill -9``.
+
+A film moves ``received -> scored -> written -> forwarded`` (or ends ``failed`` with a reason).
+Each step is one SQLite transaction in WAL mode with ``synchronous=FULL``: once a call returns,
+the step survives a crash or power loss, so the success status goes back to the modality only
+after :meth:`Journal.receive` returned, and a restart resumes every job that is not finished
+(:meth:`Journal.unfinished`). The key is the SHA-256 of the SOP Instance UID: a film sent twice is
+one job (idempotence), and the journal — like logs and metrics — holds no identifier in clear.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from edgevcf.errors import ConfigError
+
+#: The order a job moves in; ``failed`` ends a job from any state before ``forwarded``.
+STATES = ("received", "scored", "written", "forwarded")
+FAILED = "failed"
+SCHEMA_VERSION = 1
+
+
+def uid_key(sop_instance_uid: str) -> str:
+    """The journal key (and the name logs may show): SHA-256 of the UID, hex."""
+    return hashlib.sha256(sop_instance_uid.strip().encode("ascii", "replace")).hexdigest()
+
+
+@dataclass(frozen=True)
+class Job:
+    """One film's row."""
+
+    key: str
+    state: str
+    spool: str
+    result: dict[str, Any] | None
+    sr: str | None
+    reason: str
+    attempts: int
+    received_at: float
+    updated_at: float
+
+
+class Journal:
+    """The SQLite job journal (thread-safe: one connection behind a lock)."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.execute("PRAGMA busy_timeout=5000")
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS jobs (key TEXT PRIMARY KEY, state TEXT NOT NULL, "
+            "spool TEXT NOT NULL, result TEXT, sr TEXT, reason TEXT NOT NULL DEFAULT '', "
+            "attempts INTEGER NOT NULL DEFAULT 0, received_at REAL NOT NULL, "
+            "updated_at REAL NOT NULL)"
+        )
+        self._db.execute("CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT)")
+        row = self._db.execute("SELECT v FROM meta WHERE k = 'schema'").fetchone()
+        if row is None:
+            self._db.execute("INSERT INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
+        elif int(row[0]) > SCHEMA_VERSION:
+            raise ConfigError(
+                f"journal {self.path} has schema {row[0]}, newer than this edgevcf's "
+                f"({SCHEMA_VERSION})",
+                hint="run the edgevcf version that wrote it, or move the journal aside",
+            )
+
+    def close(self) -> None:
+        """Close the database (every step is already on disk)."""
+        with self._lock:
+            self._db.close()
+
+    def __enter__(self) -> Journal:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def receive(self, sop_instance_uid: str, spool: str | Path) -> bool:
+        """Record a film that is on disk (``spool``, written and fsynced by the caller).
+
+        Returns:
+            True for a new film; False when the same SOP Instance UID is already journaled (a
+            resend: the modality gets success again, and no second result is made).
+        """
+        now = time.time()
+        with self._lock:
+            cur = self._db.execute(
+                "INSERT OR IGNORE INTO jobs (key, state, spool, received_at, updated_at) "
+                "VALUES (?, 'received', ?, ?, ?)",
+                (uid_key(sop_instance_uid), str(spool), now, now),
+            )
+            return cur.rowcount == 1
+
+    def advance(self, key: str, state: str, **fields: Any) -> None:
+        """Move job ``key`` one step on (``result`` = a JSON-able dict, ``sr`` = a path).
+
+        Raises:
+            ConfigError: an unknown state, or a step out of order (a bug in the caller).
+        """
+        if state not in STATES:
+            raise ConfigError(f"unknown job state {state!r}", hint=f"one of {', '.join(STATES)}")
+        with self._lock:
+            row = self._db.execute("SELECT state FROM jobs WHERE key = ?", (key,)).fetchone()
+            if row is None or row[0] == FAILED or STATES.index(state) != STATES.index(row[0]) + 1:
+                raise ConfigError(
+                    f"job {key[:12]}: cannot go from {row[0] if row else 'nothing'} to {state}"
+                )
+            sets, args = ["state = ?", "updated_at = ?"], [state, time.time()]
+            if "result" in fields:
+                sets.append("result = ?")
+                args.append(json.dumps(fields["result"], sort_keys=True))
+            if "sr" in fields:
+                sets.append("sr = ?")
+                args.append(str(fields["sr"]))
+            self._db.execute(f"UPDATE jobs SET {', '.join(sets)} WHERE key = ?", (*args, key))
+
+    def attempt(self, key: str) -> int:
+        """Count one (failed) forwarding attempt; returns the count so far."""
+        with self._lock:
+            self._db.execute(
+                "UPDATE jobs SET attempts = attempts + 1, updated_at = ? WHERE key = ?",
+                (time.time(), key),
+            )
+            row = self._db.execute("SELECT attempts FROM jobs WHERE key = ?", (key,)).fetchone()
+        return int(row[0]) if row else 0
+
+    def fail(self, key: str, reason: str) -> None:
+        """End a job that cannot go on (its reason is stored; it holds no patient data)."""
+        with self._lock:
+            self._db.execute(
+                "UPDATE jobs SET state = ?, reason = ?, updated_at = ? WHERE key = ? "
+                "AND state != 'forwarded'",
+                (FAILED, reason[:500], time.time(), key),
+            )
+
+    def get(self, key: str) -> Job | None:
+        """One job, or None."""
+        with self._lock:
+            row = self._db.execute(f"SELECT {_COLUMNS} FROM jobs WHERE key = ?", (key,)).fetchone()
+        return _job(row) if row else None
+
+    def unfinished(self) -> list[Job]:
+        """Jobs a restart must resume, oldest first (not forwarded, not failed)."""
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT {_COLUMNS} FROM jobs WHERE state NOT IN ('forwarded', 'failed') "
+                "ORDER BY received_at"
+            ).fetchall()
+        return [_job(r) for r in rows]
+
+    def counts(self) -> dict[str, int]:
+        """Jobs per state (for metrics and the status page)."""
+        with self._lock:
+            rows = self._db.execute("SELECT state, COUNT(*) FROM jobs GROUP BY state").fetchall()
+        out = dict.fromkeys((*STATES, FAILED), 0)
+        out.update({str(s): int(n) for s, n in rows})
+        return out
+
+
+_COLUMNS = "key, state, spool, result, sr, reason, attempts, received_at, updated_at"
+
+
+def _job(row: tuple[Any, ...]) -> Job:
+    key, state, spool, result, sr, reason, attempts, received, updated = row
+    return Job(
+        key, state, spool, json.loads(result) if result else None, sr, reason, int(attempts),
+        float(received), float(updated),
+    )  # fmt: skip
+
+
+__all__ = ["FAILED", "STATES", "Job", "Journal", "uid_key"]
