@@ -149,7 +149,7 @@ class TargetProfile:
             if key not in table_of:
                 raise ConfigError(f"unknown profile override {key!r}")
             table = table_of[key]
-            new = _check_table(
+            new = check_table(
                 type(getattr(p, table)),
                 {**dataclasses.asdict(getattr(p, table)), key: value},
                 f"override --{key.replace('_', '-')}",
@@ -183,7 +183,7 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
     return value
 
 
-def _check_table(cls: type, data: dict[str, Any], source: str, table: str) -> Any:
+def check_table(cls: type, data: dict[str, Any], source: str, table: str) -> Any:
     """Build a settings dataclass, refusing unknown keys and wrong types."""
     import typing
 
@@ -280,7 +280,7 @@ def parse_profile(data: dict[str, Any], source: str, default_name: str = "") -> 
         raw = data.get(name, {})
         if not isinstance(raw, dict):
             raise ConfigError(f"{source}: [{name}] must be a table")
-        built[name] = _check_table(cls, raw, source, name)
+        built[name] = check_table(cls, raw, source, name)
     options = data.get("options", {})
     if not isinstance(options, dict):
         raise ConfigError(f"{source}: [options] must be a table")
