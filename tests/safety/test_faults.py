@@ -303,3 +303,13 @@ def _alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     return Path(f"/proc/{pid}/status").read_text().find("State:\tZ") < 0
+
+
+def test_spool_disk_full_leaves_nothing_and_recovers(tmp_path: Path) -> None:
+    from edgevcf.serve.spool import Spool
+
+    s = Spool(tmp_path / "spool", reserve_mb=0)
+    with _file_size_limit(4096), pytest.raises(OutputError, match="cannot store a film"):
+        s.put("ab" * 32, b"x" * 100_000)
+    assert list((tmp_path / "spool").iterdir()) == []  # no half file under any name
+    assert s.put("ab" * 32, b"x" * 100_000).stat().st_size == 100_000  # space is back
