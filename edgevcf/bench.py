@@ -195,6 +195,15 @@ def _torch_latency_worker(job: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _timing(cfg: BenchConfig, bs: dict[str, Any]) -> dict[str, int]:
+    """Threads, warm-up and timed runs: the command line's, else the profile's ``[bench]``."""
+    return {
+        "threads": cfg.threads if cfg.threads is not None else bs["threads"],
+        "warmup": cfg.warmup if cfg.warmup is not None else bs["warmup"],
+        "iterations": max(MIN_ITERATIONS, cfg.iterations or bs["iterations"]),
+    }
+
+
 def _baseline_latency(
     checkpoint: Path, targets: list[Target], cfg: BenchConfig
 ) -> dict[str, Any] | None:
@@ -206,14 +215,11 @@ def _baseline_latency(
     for t in targets:
         inputs = t.bundle.golden().inputs
         if inputs.ndim == 4 and inputs.shape[1:] == (3, size, size):
-            bs = t.bundle.manifest["profile"]["bench"]
             job = {
                 "kind": "torch",
                 "checkpoint": str(checkpoint),
                 "inputs": np.asarray(inputs[:1], dtype=np.float32),
-                "threads": cfg.threads if cfg.threads is not None else bs["threads"],
-                "warmup": cfg.warmup if cfg.warmup is not None else bs["warmup"],
-                "iterations": max(MIN_ITERATIONS, cfg.iterations or bs["iterations"]),
+                **_timing(cfg, t.bundle.manifest["profile"]["bench"]),
             }
             with progress.step("latency PyTorch eager FP32 (baseline)"):
                 return measure_latency(job, isolate=cfg.isolate)
@@ -514,13 +520,10 @@ def bench(
             "latency_budget_ms": bs["latency_budget_ms"],
         }
         if cfg.latency:
-            threads = cfg.threads if cfg.threads is not None else bs["threads"]
             job = {
                 "bundle": str(b.path),
                 "backend": t.backend,
-                "threads": threads,
-                "warmup": cfg.warmup if cfg.warmup is not None else bs["warmup"],
-                "iterations": max(MIN_ITERATIONS, cfg.iterations or bs["iterations"]),
+                **_timing(cfg, bs),
                 "batch_sizes": list(cfg.batch_sizes or bs["batch_sizes"]),
                 "dicom": str(dicom) if dicom else None,
                 "e2e_iterations": 20,

@@ -6,8 +6,8 @@ heavy backend. Library errors (:class:`~edgevcf.errors.EdgeVCFError`) become ``E
 Any other exception is a bug and keeps its traceback.
 
 The console holds edgevcf's own output only: what the toolchains print (Python logging,
-warnings, native libraries writing to file descriptors 1 and 2) goes to a log file in the
-command's output folder (:mod:`edgevcf.console`); ``--verbose`` or ``--debug`` show it instead.
+warnings, native libraries writing to file descriptors 1 and 2) goes to a log file
+(:mod:`edgevcf.console` says where); ``--verbose`` or ``--debug`` show it instead.
 Commands write with :func:`echo`, which reaches the console while that split is in force.
 """
 
