@@ -43,6 +43,7 @@ BACKENDS: dict[str, Backend] = {
     "litert": Backend("ai_edge_litert", "ai-edge-litert", "pip install 'edgevcf[litert]'"),
     "litert_torch": Backend("litert_torch", "litert-torch", "pip install 'edgevcf[mobile]'"),
     "tensorrt": Backend("tensorrt", "tensorrt", _JETPACK_HINT),
+    "pynetdicom": Backend("pynetdicom", "pynetdicom", "pip install 'edgevcf[serve]'"),
 }
 
 

@@ -45,6 +45,7 @@ LAZY_COMMANDS: dict[str, str] = {
     "verify": "edgevcf.cli.runtime:verify",
     "bench": "edgevcf.cli.runtime:bench",
     "demo": "edgevcf.cli.runtime:demo",
+    "serve": "edgevcf.cli.serve:serve",
 }
 
 

@@ -108,9 +108,7 @@ def verify(bundle: Path, artifacts: tuple[str, ...], as_json: bool) -> None:
             )
             dec = f"{c.n - c.decision_mismatches}/{c.n} same" if c.n else "-"
             status = c.status + (f": {c.reason}" if c.reason else "")
-            echo(
-                f"| {c.artifact} | {c.runtime} | {c.precision} | {status} | {diff} | {dec} |"
-            )
+            echo(f"| {c.artifact} | {c.runtime} | {c.precision} | {status} | {diff} | {dec} |")
     if not res.passed:
         raise BundleError(
             "verification failed: this machine's runtime does not reproduce the bundle",

@@ -39,7 +39,7 @@ class Listen:
     """The node's own AE and its limits."""
 
     ae_title: str = "EDGEVCF"
-    port: int = 11112
+    port: int = 11112  # 0: any free port (said at start)
     host: str = "127.0.0.1"
     max_pdu: int = 65536
     max_dataset_mb: float = 200.0
@@ -193,12 +193,12 @@ def _check_values(c: ServeConfig) -> None:
     ]
     problems = [p for where, title in titles if (p := _ae_problem(title, where))]
     for where, port, zero_ok in (
-        ("[listen] port", c.listen.port, False),
+        ("[listen] port", c.listen.port, True),
         ("[http] port", c.http.port, True),
         *((f"[[destinations]] #{i + 1} port", d.port, False) for i, d in enumerate(c.destinations)),
     ):
         if not (zero_ok and port == 0) and not 1 <= port <= 65535:
-            problems.append(f"{where} must be 1..65535{' (0: off)' if zero_ok else ''}")
+            problems.append(f"{where} must be 1..65535{' (or 0)' if zero_ok else ''}")
     if not c.allowed:
         problems.append("[[allowed]] is empty: no modality could send (list AE title and host)")
     if any(not a.host.strip() or "*" in a.host for a in c.allowed):

@@ -64,6 +64,10 @@ class Journal:
             "attempts INTEGER NOT NULL DEFAULT 0, received_at REAL NOT NULL, "
             "updated_at REAL NOT NULL)"
         )
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS deliveries (key TEXT NOT NULL, destination TEXT NOT NULL, "
+            "at REAL NOT NULL, PRIMARY KEY (key, destination))"
+        )
         self._db.execute("CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT)")
         row = self._db.execute("SELECT v FROM meta WHERE k = 'schema'").fetchone()
         if row is None:
@@ -156,6 +160,48 @@ class Journal:
             rows = self._db.execute(
                 f"SELECT {_COLUMNS} FROM jobs WHERE state NOT IN ('forwarded', 'failed') "
                 "ORDER BY received_at"
+            ).fetchall()
+        return [_job(r) for r in rows]
+
+    def in_state(self, state: str, limit: int = 1000) -> list[Job]:
+        """Jobs in ``state``, oldest first (the outbox reads ``written``)."""
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT {_COLUMNS} FROM jobs WHERE state = ? ORDER BY received_at LIMIT ?",
+                (state, limit),
+            ).fetchall()
+        return [_job(r) for r in rows]
+
+    def delivered(self, key: str, destination: str) -> None:
+        """Record that ``destination`` confirmed the result of ``key`` (once per pair)."""
+        with self._lock:
+            self._db.execute(
+                "INSERT OR IGNORE INTO deliveries VALUES (?, ?, ?)", (key, destination, time.time())
+            )
+
+    def deliveries(self, key: str) -> set[str]:
+        """The destinations that already confirmed the result of ``key``."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT destination FROM deliveries WHERE key = ?", (key,)
+            ).fetchall()
+        return {str(r[0]) for r in rows}
+
+    def finished_before(self, when: float, limit: int = 1000) -> list[Job]:
+        """Forwarded or failed jobs last changed before ``when`` (their files may be deleted)."""
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT {_COLUMNS} FROM jobs WHERE state IN ('forwarded', 'failed') "
+                "AND updated_at < ? ORDER BY updated_at LIMIT ?",
+                (when, limit),
+            ).fetchall()
+        return [_job(r) for r in rows]
+
+    def recent(self, limit: int = 20) -> list[Job]:
+        """The last jobs changed, newest first (for the status page)."""
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT {_COLUMNS} FROM jobs ORDER BY updated_at DESC LIMIT ?", (limit,)
             ).fetchall()
         return [_job(r) for r in rows]
 

@@ -63,8 +63,17 @@ class ModelIdentity:
     @property
     def device_uid(self) -> str:
         """A UID of the model: 2.25 (UUID-derived) from the first 128 bits of its id."""
-        digest = hashlib.sha256(self.model_id.encode()).hexdigest()
-        return "2.25." + str(int(digest[:32], 16))
+        return derived_uid(self.model_id)
+
+
+def derived_uid(*parts: str) -> str:
+    """A UID under 2.25 from the first 128 bits of SHA-256 over ``parts``.
+
+    The same inputs always give the same UID: the SR of one film by one model keeps its SOP
+    Instance UID when it is made again after a crash or sent again, so a PACS stores it once.
+    """
+    digest = hashlib.sha256("\x00".join(parts).encode()).hexdigest()
+    return "2.25." + str(int(digest[:32], 16))
 
 
 @dataclass(frozen=True)
@@ -147,6 +156,7 @@ def result_sr(
     *,
     when: _dt.datetime | None = None,
     series_uid: str | None = None,
+    sop_uid: str | None = None,
     instance_number: int = 1,
 ) -> Dataset:
     """The Structured Report of ``finding`` on ``film`` (see the module docstring).
@@ -157,6 +167,8 @@ def result_sr(
         model: The producing model.
         when: Content date/time (default: now, local time).
         series_uid: The SR series (default: a new UID; a service keeps one per study).
+        sop_uid: The SR's SOP Instance UID (default: a new UID; a service derives it from the
+            film and the model, see :func:`derived_uid`).
         instance_number: Instance Number within that series.
 
     Returns:
@@ -164,16 +176,16 @@ def result_sr(
     """
     when = when or _dt.datetime.now()
     date, time = when.strftime("%Y%m%d"), when.strftime("%H%M%S")
-    sop_uid = generate_uid()
+    uid = UID(sop_uid) if sop_uid else generate_uid()
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = COMPREHENSIVE_SR
-    meta.MediaStorageSOPInstanceUID = sop_uid
+    meta.MediaStorageSOPInstanceUID = uid
     meta.TransferSyntaxUID = ExplicitVRLittleEndian
     sr = Dataset()
     sr.file_meta = meta
     if "SpecificCharacterSet" in film:  # names are written back in the film's repertoire
         sr.SpecificCharacterSet = film.SpecificCharacterSet
-    sr.SOPClassUID, sr.SOPInstanceUID = COMPREHENSIVE_SR, sop_uid
+    sr.SOPClassUID, sr.SOPInstanceUID = COMPREHENSIVE_SR, uid
     sr.InstanceCreationDate, sr.InstanceCreationTime = date, time
     _copy_patient_and_study(film, sr)
     # SR Document Series and General Equipment
@@ -266,4 +278,4 @@ def _content(film: Dataset, f: Finding, model: ModelIdentity) -> list[Dataset]:
     return items
 
 
-__all__ = ["COMPREHENSIVE_SR", "Finding", "ModelIdentity", "result_sr"]
+__all__ = ["COMPREHENSIVE_SR", "Finding", "ModelIdentity", "derived_uid", "result_sr"]

@@ -1,0 +1,135 @@
+"""``edgevcf serve``: the cart's DICOM node (films in, one Structured Report per film out)."""
+
+from __future__ import annotations
+
+import signal
+import threading
+from pathlib import Path
+from typing import Any
+
+import click
+
+from edgevcf.cli import echo
+from edgevcf.errors import ConfigError
+
+
+def _split(value: str, what: str, with_port: bool) -> dict[str, Any]:
+    """``AE@HOST`` (or ``AE@HOST:PORT``) into a config entry."""
+    ae, at, rest = value.partition("@")
+    host, colon, port = rest.rpartition(":") if with_port else (rest, "", "")
+    if not at or not ae or not (host if with_port else rest):
+        form = "AE@HOST:PORT" if with_port else "AE@HOST"
+        raise ConfigError(f"{what} {value!r} is not {form}", hint=f"e.g. {what} CART_DX1@10.1.2.3")
+    if not with_port:
+        return {"ae_title": ae, "host": rest}
+    if not colon or not port.isdigit():
+        raise ConfigError(f"{what} {value!r} needs a port", hint=f"e.g. {what} PACS@10.1.2.10:104")
+    return {"ae_title": ae, "host": host, "port": int(port)}
+
+
+@click.command("serve")
+@click.argument("bundle", type=click.Path(file_okay=False, path_type=Path))
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="serve.toml (listen, tls, allowed, destinations, storage, http, scoring); the options "
+    "below override it.",
+)
+@click.option("--ae-title", help="Our AE title [EDGEVCF].")
+@click.option("--host", help="Address to listen on [127.0.0.1].")
+@click.option("--port", type=click.IntRange(0, 65535), help="DICOM port [11112; 0: any free].")
+@click.option(
+    "--allow",
+    multiple=True,
+    metavar="AE@HOST",
+    help="A modality allowed to send (calling AE title and its host; repeatable).",
+)
+@click.option(
+    "--forward",
+    multiple=True,
+    metavar="AE@HOST:PORT",
+    help="A destination (PACS) the results are sent to (repeatable).",
+)
+@click.option("--spool", type=click.Path(file_okay=False), help="Spool folder [./spool].")
+@click.option("--journal", type=click.Path(dir_okay=False), help="Job journal [./journal.sqlite].")
+@click.option("--http-port", type=click.IntRange(0, 65535), help="Status pages [8080; 0: off].")
+@click.option("--workers", type=click.IntRange(min=0), help="Scoring threads [0: one per core].")
+@click.option("--backend", help="Engine (as for predict) [auto].")
+def serve(
+    bundle: Path,
+    config_path: Path | None,
+    ae_title: str | None,
+    host: str | None,
+    port: int | None,
+    allow: tuple[str, ...],
+    forward: tuple[str, ...],
+    spool: str | None,
+    journal: str | None,
+    http_port: int | None,
+    workers: int | None,
+    backend: str | None,
+) -> None:
+    """Receive films over DICOM, score each with BUNDLE, return one Structured Report per film.
+
+    A Storage SCP (C-STORE, C-ECHO) for DX, CR, Secondary Capture and RF films. Only the
+    modalities on the allow-list (AE title and host) may associate. A film is on disk and in the
+    job journal before its success status goes back; each is scored with the bundle's quality
+    gate, its result written as a Comprehensive SR in the film's study and sent to every
+    destination (retried until it arrives), and logged as one JSON line in SPOOL/results.jsonl.
+    After a crash, starting again resumes every unfinished film. Stop with Ctrl-C or SIGTERM.
+
+    \b
+    Examples:
+      edgevcf serve bundles/openvino-int8 --allow CART_DX1@127.0.0.1 --forward PACS@127.0.0.1:104
+      edgevcf serve bundles/openvino-int8 --config /etc/edgevcf/serve.toml
+    """
+    from edgevcf.profiles import read_toml
+    from edgevcf.serve.config import parse_serve_config
+    from edgevcf.serve.service import Service
+
+    data: dict[str, Any] = read_toml(config_path, "serve config") if config_path else {}
+    base = config_path.parent if config_path else Path.cwd()
+    listen = data.setdefault("listen", {})
+    for key, value in (("ae_title", ae_title), ("host", host), ("port", port)):
+        if value is not None:
+            listen[key] = value
+    for key, value in (("spool", spool), ("journal", journal)):
+        if value is not None:  # relative to where the command runs, as a shell user expects
+            data.setdefault("storage", {})[key] = str(Path(value).resolve())
+    if http_port is not None:
+        data.setdefault("http", {})["port"] = http_port
+    for key, value in (("workers", workers), ("backend", backend)):
+        if value is not None:
+            data.setdefault("scoring", {})[key] = value
+    data["allowed"] = [*data.get("allowed", []), *(_split(a, "--allow", False) for a in allow)]
+    data["destinations"] = [
+        *data.get("destinations", []), *(_split(f, "--forward", True) for f in forward)
+    ]  # fmt: skip
+    cfg = parse_serve_config(data, str(config_path or "command line"), base=base)
+
+    service = Service(bundle, cfg)
+    addresses = service.start()
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    ident = service.identity
+    host_, port_ = addresses.dicom
+    echo(
+        f"edgevcf serve: {cfg.listen.ae_title} on {host_}:{port_}"
+        f"{' (TLS)' if cfg.tls.cert else ''}; model {ident.model_id[:12]} "
+        f"({ident.backbone}, {ident.precision} on {ident.runtime}), "
+        f"threshold {service.predictor.threshold:.3f}"
+    )
+    echo(
+        f"  allowed: {', '.join(f'{p.ae_title}@{p.host}' for p in cfg.allowed)}; results to: "
+        + (", ".join(f"{d.ae_title}@{d.host}:{d.port}" for d in cfg.destinations) or "log only")
+    )
+    if addresses.http:
+        echo(f"  status: http://{addresses.http[0]}:{addresses.http[1]}/ (metrics: /metrics)")
+    echo(f"  spool: {cfg.storage.spool}; journal: {cfg.storage.journal}")
+    while not stop.wait(0.5):
+        pass
+    echo("stopping: finishing queued films ...")
+    service.stop()
+    echo(f"stopped ({service.metrics.count('received_total')} film(s) received this run)")

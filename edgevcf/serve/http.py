@@ -1,0 +1,123 @@
+"""Health, metrics and a status page on a local HTTP port (standard library only).
+
+* ``/healthz``: 200 and ``{"status": "ok", ...}`` while the node runs (its scoring threads and
+  outbox alive), else 503: what a supervisor or a container probe asks.
+* ``/metrics``: Prometheus text (:class:`~edgevcf.serve.metrics.Metrics`).
+* ``/`` (``/status``): a small page for the cart's technician, ``/status.json`` the same as
+  JSON: model id and bundle hash, queue depths, destinations, the last results by hashed UID
+  and decision. Never a name, an ID or a clear UID.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import html
+import json
+import logging
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from threading import Thread
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+
+def start_http(service: Any) -> ThreadingHTTPServer:
+    """Serve ``service``'s pages on ``[http] host:port`` in a daemon thread.
+
+    Raises:
+        ConfigError: the port cannot be opened.
+    """
+    from edgevcf.errors import ConfigError
+
+    class Handler(BaseHTTPRequestHandler):
+        server_version = "edgevcf"
+        sys_version = ""
+
+        def log_message(self, format: str, *args: Any) -> None:  # stdlib's name
+            log.debug("http: " + format, *args)
+
+        def do_GET(self) -> None:  # stdlib's name
+            path = self.path.split("?", 1)[0]
+            if path == "/healthz":
+                alive = service.healthy()
+                body = json.dumps({"status": "ok" if alive else "failing", **service.health()})
+                self._send(200 if alive else 503, body, "application/json")
+            elif path == "/metrics":
+                self._send(200, service.metrics.text(), "text/plain; version=0.0.4")
+            elif path == "/status.json":
+                self._send(200, json.dumps(service.status(), indent=1), "application/json")
+            elif path in ("/", "/status"):
+                self._send(200, status_page(service.status()), "text/html; charset=utf-8")
+            else:
+                self._send(404, "not found\n", "text/plain")
+
+        def _send(self, code: int, body: str, kind: str) -> None:
+            data = body.encode()
+            self.send_response(code)
+            self.send_header("Content-Type", kind)
+            self.send_header("Content-Length", str(len(data)))
+            self.send_header("Cache-Control", "no-store")
+            self.send_header(
+                "Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'"
+            )
+            self.end_headers()
+            self.wfile.write(data)
+
+    hc = service.config.http
+    try:
+        server = ThreadingHTTPServer((hc.host, hc.port), Handler)
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot open the HTTP port {hc.host}:{hc.port}: {exc.strerror or exc}",
+            hint="choose another [http] port, or 0 to turn the pages off",
+        ) from None
+    server.daemon_threads = True
+    Thread(target=server.serve_forever, name="edgevcf-http", daemon=True).start()
+    return server
+
+
+def status_page(s: dict[str, Any]) -> str:
+    """The status page (plain HTML, refreshes itself every 5 s, no script)."""
+    e = html.escape
+    jobs = "".join(f"<tr><td>{e(k)}</td><td>{v}</td></tr>" for k, v in s["jobs"].items())
+    dests = (
+        "".join(
+            f"<tr><td>{e(n)}</td><td>{d['confirmed']}</td><td>{d['failures']}</td>"
+            f"<td>{e(d['last_error']) or '-'}</td></tr>"
+            for n, d in s["destinations"].items()
+        )
+        or "<tr><td colspan=4>none configured (results go to the result log)</td></tr>"
+    )
+    rows = "".join(_row(r) for r in s["recent"]) or "<tr><td colspan=6>no films yet</td></tr>"
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><meta http-equiv="refresh" content="5">
+<title>edgevcf serve: {e(s["ae_title"])}</title>
+<style>body{{font-family:sans-serif;margin:1.5em}}
+table{{border-collapse:collapse;margin:.5em 0 1.5em}}
+td,th{{border:1px solid #ccc;padding:.2em .6em;text-align:left}}</style></head>
+<body><h1>edgevcf serve: {e(s["ae_title"])}</h1>
+<p id="model">Model <b>{e(s["backbone"])}</b> {e(s["precision"])} on {e(s["runtime"])},
+threshold {s["threshold"]:.4f}<br>bundle id <code id="bundle">{e(s["model_id"])}</code></p>
+<p id="totals">received {s["received"]}, refused {s["refused"]}, scoring queue
+{s["scoring_queue"]}, up {s["uptime_s"]:.0f} s</p>
+<h2>Jobs</h2><table id="jobs"><tr><th>state</th><th>jobs</th></tr>{jobs}</table>
+<h2>Destinations</h2><table id="destinations"><tr><th>destination</th><th>confirmed</th>
+<th>failures in a row</th><th>last error</th></tr>{dests}</table>
+<h2>Last results</h2><table id="recent"><tr><th>film (SHA-256 of its UID)</th><th>state</th>
+<th>status</th><th>decision</th><th>P(fresh)</th><th>time</th></tr>{rows}</table>
+</body></html>
+"""
+
+
+def _row(r: dict[str, Any]) -> str:
+    e = html.escape
+    p = "-" if r["probability"] is None else f"{r['probability']:.3f}"
+    when = dt.datetime.fromtimestamp(r["updated_at"]).strftime("%H:%M:%S")
+    return (
+        f"<tr><td><code>{e(r['uid_sha256'])}</code></td><td>{e(r['state'])}</td>"
+        f"<td>{e(r['status'] or '-')}</td><td>{e(r['decision'])}</td><td>{p}</td>"
+        f"<td>{when}</td></tr>"
+    )
+
+
+__all__ = ["start_http", "status_page"]
