@@ -154,8 +154,9 @@ class Service:
         if self._stopped.is_set():
             return Status(OUT_OF_RESOURCES, "node is stopping")
         try:
-            ds = dcmread(io.BytesIO(data), stop_before_pixels=True)
+            ds = dcmread(io.BytesIO(data))
             missing = [k for k in REQUIRED if not str(ds.get(k, "") or "").strip()]
+            short = _short_pixels(ds)
         except Exception as exc:  # any parse failure is the sender's data
             self._refused("malformed")
             log.warning("refused a data set from %s: not parseable (%s)", calling_ae,
@@ -164,6 +165,9 @@ class Service:
         if missing:
             self._refused("incomplete")
             return Status(DATASET_MISMATCH, f"missing {', '.join(missing)}")
+        if short:
+            self._refused("malformed")
+            return Status(CANNOT_UNDERSTAND, short)
         if (
             str(ds.SOPInstanceUID).strip() != sop_instance.strip()
             or str(ds.SOPClassUID).strip() != sop_class.strip()
@@ -352,6 +356,21 @@ def _identity(predictor: Any) -> Any:
         runtime=predictor.artifact.runtime,
         signer_key_id=None,
     )
+
+
+def _short_pixels(ds: Any) -> str:
+    """Why native pixel data is shorter than its header says (a truncated film), or ""."""
+    if "PixelData" not in ds or ds.file_meta.TransferSyntaxUID.is_compressed:
+        return ""
+    try:
+        frames = int(ds.get("NumberOfFrames") or 1)
+        bits = int(ds.BitsAllocated)
+        n = int(ds.Rows) * int(ds.Columns) * int(ds.get("SamplesPerPixel") or 1) * frames
+    except (AttributeError, TypeError, ValueError):
+        return "image header incomplete (Rows, Columns, Bits Allocated)"
+    need = (n * bits + 7) // 8
+    have = len(ds.PixelData)
+    return f"pixel data truncated ({have} of {need} bytes)" if have < need else ""
 
 
 def _no_path(message: str, path: str) -> str:
