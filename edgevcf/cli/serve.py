@@ -14,16 +14,18 @@ from edgevcf.errors import ConfigError
 
 
 def _split(value: str, what: str, with_port: bool) -> dict[str, Any]:
-    """``AE@HOST`` (or ``AE@HOST:PORT``) into a config entry."""
+    """``AE@HOST`` (or ``AE@HOST:PORT`` for a destination) into a config entry."""
+    form, example = (
+        ("AE@HOST:PORT", "PACS@10.1.2.10:104") if with_port else ("AE@HOST", "CART_DX1@10.1.2.3")
+    )
     ae, at, rest = value.partition("@")
-    host, colon, port = rest.rpartition(":") if with_port else (rest, "", "")
-    if not at or not ae or not (host if with_port else rest):
-        form = "AE@HOST:PORT" if with_port else "AE@HOST"
-        raise ConfigError(f"{what} {value!r} is not {form}", hint=f"e.g. {what} CART_DX1@10.1.2.3")
+    if not at or not ae or not rest:
+        raise ConfigError(f"{what} {value!r} is not {form}", hint=f"e.g. {what} {example}")
     if not with_port:
         return {"ae_title": ae, "host": rest}
-    if not colon or not port.isdigit():
-        raise ConfigError(f"{what} {value!r} needs a port", hint=f"e.g. {what} PACS@10.1.2.10:104")
+    host, colon, port = rest.rpartition(":")
+    if not colon or not host or not port.isdigit():
+        raise ConfigError(f"{what} {value!r} needs a port ({form})", hint=f"e.g. {what} {example}")
     return {"ae_title": ae, "host": host, "port": int(port)}
 
 
