@@ -21,7 +21,7 @@ from typing import Any
 from edgevcf.serve.config import Destination, ServeConfig
 from edgevcf.serve.journal import Job, Journal
 from edgevcf.serve.metrics import Metrics
-from edgevcf.serve.scp import client_tls
+from edgevcf.serve.scp import client_tls, no_delay
 
 log = logging.getLogger(__name__)
 
@@ -116,7 +116,7 @@ class Outbox:
     def _send(self, dest: Destination, name: str, jobs: list[Job]) -> None:
         """One association to ``dest`` for ``jobs``; back-off on any failure."""
         from pydicom import dcmread
-        from pynetdicom import AE
+        from pynetdicom import AE, evt
 
         from edgevcf.serve.sr import COMPREHENSIVE_SR
 
@@ -125,7 +125,10 @@ class Outbox:
         ae.acse_timeout = ae.network_timeout = 15
         ae.dimse_timeout = 60
         tls = client_tls(self.config, dest.host) if dest.tls else None
-        assoc = ae.associate(dest.host, dest.port, ae_title=dest.ae_title, tls_args=tls)
+        assoc = ae.associate(
+            dest.host, dest.port, ae_title=dest.ae_title, tls_args=tls,
+            evt_handlers=[(evt.EVT_CONN_OPEN, no_delay)],
+        )  # fmt: skip
         if not assoc.is_established:
             self._failed(name, "association not established (down, or not accepting us)")
             return

@@ -198,3 +198,16 @@ def test_a_restart_resumes_and_sends_nothing_twice(
         assert storescu(svc.addresses.dicom[1], films[0]).returncode == 0  # resend: no new job
         assert svc.journal.counts()["forwarded"] == 3
     assert sorted(source_uid(r) for r in pacs.reports()) == sorted(_sent_uids(films[:3]))
+
+
+def test_a_data_set_over_the_limit_ends_its_association_only(
+    serve_bundle: Path, films: list[Path], tmp_path: Path
+) -> None:
+    size_mb = films[0].stat().st_size / 1e6
+    cfg = config(tmp_path, listen={"max_dataset_mb": size_mb / 4, "max_pdu": 16384})
+    with running(serve_bundle, cfg) as svc:
+        port = svc.addresses.dicom[1]
+        assert storescu(port, films[0]).returncode != 0
+        assert svc.journal.counts()["received"] == 0
+        assert echoscu(port).returncode == 0  # the node goes on
+        assert 'reason="too_large"' in _metrics(svc)
