@@ -3,7 +3,7 @@
 Real programs on both sides: each sender is a loop of dcmtk ``storescu`` runs (one association
 per film, as most modalities send), the PACS is dcmtk ``storescp``, the node is ``edgevcf serve``
 in its own process (its RSS sampled every second). Each film is a copy of one full-size 16-bit
-DICOM (the bench's synthetic film, 2,329 x 2,929, or ``--film``) under a new SOP Instance UID
+DICOM (the bench's synthetic CR film, 2,493 x 2,029, or ``--film``) under a new SOP Instance UID
 (patched in place, same length, so writing a copy costs a file write and no encoding).
 
 Measured: films/s sustained (first send to last SR at the PACS), per film the time from the start

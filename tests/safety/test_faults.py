@@ -11,18 +11,16 @@ from __future__ import annotations
 
 import json
 import os
-import resource
 import signal
 import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
+from fs_limits import file_size_limit
 
 from edgevcf.bundle import Bundle
 from edgevcf.errors import BundleError, OutputError
@@ -155,19 +153,6 @@ def test_export_after_a_killed_one_succeeds(tiny_export: Any, tmp_path: Path) ->
 
 
 # ------------------------------------------------------------------ reports: disk full
-@contextmanager
-def _file_size_limit(limit: int) -> Iterator[None]:
-    """This process may not grow a file past ``limit`` bytes for the block (EFBIG)."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
-    old = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, hard))
-    try:
-        yield
-    finally:
-        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
-        signal.signal(signal.SIGXFSZ, old)
-
-
 @pytest.fixture(scope="module")
 def bench_report(export_bundle: Any, tiny_export: Any) -> dict[str, Any]:
     """A real bench report (accuracy of the onnx-cpu bundle on the test split)."""
@@ -195,7 +180,7 @@ def test_bench_report_with_the_disk_full_is_absent(
     write_bench(bench_report, out)  # a complete earlier run: must not survive a failed one
     names = ("bench.json", "bench.md", "bench.png")
     assert _report_state(out, names) == set(names)
-    with _file_size_limit(4096), pytest.raises(OutputError, match="File too large") as err:
+    with file_size_limit(4096), pytest.raises(OutputError, match="File too large") as err:
         write_bench(bench_report, out)
     assert "free disk space" in (err.value.hint or "")
     assert _report_state(out, names) == set()
@@ -225,7 +210,7 @@ def test_evaluation_report_with_the_disk_full_is_absent(tiny_export: Any, tmp_pa
     write_evaluation(res, out)
     names = ("metrics.json", "report.md", "roc.png")
     assert _report_state(out, names) == set(names)
-    with _file_size_limit(4096), pytest.raises(OutputError, match="File too large"):
+    with file_size_limit(4096), pytest.raises(OutputError, match="File too large"):
         write_evaluation(res, out)
     assert _report_state(out, names) == set()
 
@@ -309,7 +294,7 @@ def test_spool_disk_full_leaves_nothing_and_recovers(tmp_path: Path) -> None:
     from edgevcf.serve.spool import Spool
 
     s = Spool(tmp_path / "spool", reserve_mb=0)
-    with _file_size_limit(4096), pytest.raises(OutputError, match="cannot store a film"):
+    with file_size_limit(4096), pytest.raises(OutputError, match="cannot store a film"):
         s.put("ab" * 32, b"x" * 100_000)
     assert list((tmp_path / "spool").iterdir()) == []  # no half file under any name
     assert s.put("ab" * 32, b"x" * 100_000).stat().st_size == 100_000  # space is back

@@ -211,3 +211,51 @@ def test_a_data_set_over_the_limit_ends_its_association_only(
         assert svc.journal.counts()["received"] == 0
         assert echoscu(port).returncode == 0  # the node goes on
         assert 'reason="too_large"' in _metrics(svc)
+
+
+def test_a_film_that_cannot_be_decoded_gets_an_undetermined_sr_and_blocks_nobody(
+    serve_bundle: Path, films: list[Path], pacs: Pacs, tmp_path: Path
+) -> None:
+    """Well-formed on the wire, undecodable pixels (a JPEG Lossless stream of junk): accepted,
+    reported as not assessable with the reader's reason; the films after it are scored."""
+    need("dsrdump")
+    from pydicom.encaps import encapsulate
+    from pydicom.uid import JPEGLosslessSV1
+
+    ds = pydicom.dcmread(films[0])
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = "1.2.826.0.1.77.1"
+    ds.PixelData = encapsulate([b"\xff\xd8" + bytes(range(256)) * 8 + b"\xff\xd9"])
+    ds.file_meta.TransferSyntaxUID = JPEGLosslessSV1
+    broken = tmp_path / "junk.dcm"
+    ds.save_as(broken, enforce_file_format=True)
+    cfg = config(tmp_path, destinations=[{"ae_title": "PACS", "host": "127.0.0.1",
+                                          "port": pacs.port}])  # fmt: skip
+    with running(serve_bundle, cfg) as svc:
+        port = svc.addresses.dicom[1]
+        assert storescu(port, broken, extra=("-xs",)).returncode == 0
+        assert storescu(port, *films[1:3]).returncode == 0
+        wait_for(lambda: len(pacs.reports()) == 3)
+        results = {j.key: j.result for j in svc.journal.recent(3)}
+    bad = results[uid_key("1.2.826.0.1.77.1")]
+    assert bad is not None and bad["status"] == "refused" and bad["probability"] is None
+    assert sum(r is not None and r["status"] != "refused" for r in results.values()) == 2
+    (sr_file,) = [p for p in pacs.folder.iterdir()
+                  if source_uid(pydicom.dcmread(p)) == "1.2.826.0.1.77.1"]  # fmt: skip
+    dump = subprocess.run(["dsrdump", str(sr_file)], capture_output=True, text=True).stdout
+    assert '(373068000,SCT,"Undetermined")' in dump
+    assert "Reason not assessable" in dump and str(tmp_path) not in dump  # no spool path
+
+
+def test_retention_keeps_forwarded_films_until_it_ends(
+    serve_bundle: Path, films: list[Path], tmp_path: Path
+) -> None:
+    cfg = config(tmp_path, storage={"retention_hours": 1.0})
+    with running(serve_bundle, cfg) as svc:
+        assert storescu(svc.addresses.dicom[1], films[0]).returncode == 0
+        wait_for(lambda: svc.journal.counts()["forwarded"] == 1)
+        assert len(list(svc.films.root.iterdir())) == 1  # kept for its hour
+        svc._sweep()
+        assert len(list(svc.films.root.iterdir())) == 1
+    spool = Path(cfg.storage.spool, "films")
+    assert oct(spool.stat().st_mode & 0o777) == "0o700"
+    assert all(oct(p.stat().st_mode & 0o777) == "0o600" for p in spool.iterdir())

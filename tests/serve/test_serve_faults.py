@@ -6,19 +6,17 @@ encoders) stored and scored."""
 from __future__ import annotations
 
 import os
-import resource
 import shutil
 import signal
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pydicom
 import pytest
+from fs_limits import file_size_limit
 from peers import (
     BIN,
     Pacs,
@@ -82,26 +80,13 @@ def test_mutual_tls_admits_the_sites_cart_only(
 
 
 # ------------------------------------------------------------------ disk full
-@contextmanager
-def _file_size_limit(limit: int) -> Iterator[None]:
-    """This process may not grow a file past ``limit`` bytes for the block (EFBIG)."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
-    old = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, hard))
-    try:
-        yield
-    finally:
-        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
-        signal.signal(signal.SIGXFSZ, old)
-
-
 def test_spool_full_answers_out_of_resources_and_recovers(
     serve_bundle: Path, films: list[Path], tmp_path: Path
 ) -> None:
     size = films[0].stat().st_size
     with running(serve_bundle, config(tmp_path)) as svc:
         port = svc.addresses.dicom[1]
-        with _file_size_limit(size // 2):
+        with file_size_limit(size // 2):
             refused = storescu(port, films[0])
         assert refused.returncode != 0 or "Out of Resources" in refused.stderr + refused.stdout
         assert svc.journal.counts()["received"] == 0  # nothing half-accepted
