@@ -183,8 +183,6 @@ def result_sr(
     meta.TransferSyntaxUID = ExplicitVRLittleEndian
     sr = Dataset()
     sr.file_meta = meta
-    if "SpecificCharacterSet" in film:  # names are written back in the film's repertoire
-        sr.SpecificCharacterSet = film.SpecificCharacterSet
     sr.SOPClassUID, sr.SOPInstanceUID = COMPREHENSIVE_SR, uid
     sr.InstanceCreationDate, sr.InstanceCreationTime = date, time
     _copy_patient_and_study(film, sr)
@@ -223,8 +221,14 @@ def result_sr(
     sr.ConceptNameCodeSequence = Sequence([CONCEPTS["report"]])
     sr.ContinuityOfContent = "SEPARATE"
     sr.ContentSequence = Sequence(_content(film, finding, model))
-    if "SpecificCharacterSet" not in sr and not _ascii(sr):
-        sr.SpecificCharacterSet = "ISO_IR 192"  # UTF-8 for what the default repertoire lacks
+    content = Dataset()
+    content.ContentSequence = sr.ContentSequence
+    if "SpecificCharacterSet" in film and _ascii(content):
+        sr.SpecificCharacterSet = film.SpecificCharacterSet  # names in the film's repertoire
+    elif not _ascii(sr):
+        # our own texts (a reader's reason, say) may hold what the film's repertoire lacks:
+        # UTF-8 holds the film's names and ours alike
+        sr.SpecificCharacterSet = "ISO_IR 192"
     return sr
 
 

@@ -122,3 +122,15 @@ def test_type2_attributes_present_when_the_film_lacks_them(tmp_path: Path) -> No
 def test_device_uid_is_stable_per_model() -> None:
     assert MODEL.device_uid == ModelIdentity("ab" * 32, "x", "fp32", "onnxruntime").device_uid
     assert MODEL.device_uid != ModelIdentity("cd" * 32, "x", "fp32", "onnxruntime").device_uid
+
+
+def test_our_own_non_latin_text_switches_the_report_to_utf8(tmp_path: Path) -> None:
+    """A reason with a character the film's repertoire lacks is kept (UTF-8), names too."""
+    film = _film()
+    film.SpecificCharacterSet = "ISO_IR 100"
+    film.PatientName = "Müller^Jürgen"
+    finding = Finding(False, None, None, 0.5, "pixel data cannot be decoded — not a JPEG stream")
+    back = pydicom.dcmread(_save(result_sr(film, finding, MODEL), tmp_path / "sr.dcm"))
+    assert back.SpecificCharacterSet == "ISO_IR 192"
+    assert str(back.PatientName) == "Müller^Jürgen"
+    assert "—" in back_text(tmp_path / "sr.dcm", "Reason not assessable")
