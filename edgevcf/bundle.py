@@ -26,13 +26,17 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from edgevcf.data.preprocess import Preprocess
 from edgevcf.errors import BundleError, ConfigError, OutputError
 from edgevcf.onnx_export import InputSpec
+from edgevcf.signing import SIGNATURE_FILE
+
+if TYPE_CHECKING:
+    from edgevcf.signing import Trust
 
 log = logging.getLogger(__name__)
 
@@ -143,19 +147,32 @@ class Bundle:
         self.path = path
         self.manifest = manifest
         self._raw = raw  # manifest.json as read, to refuse edits that keep its JSON meaning
+        #: The key id that signed the bundle, once checked against a trust list (else None:
+        #: origin not checked).
+        self.signer_key_id: str | None = None
 
     # -------------------------------------------------------------- reading
     @classmethod
-    def load(cls, path: str | os.PathLike[str], *, verify: bool = True) -> Bundle:
-        """Open a bundle, checking schema, its own checksum and every file's sha256.
+    def load(
+        cls, path: str | os.PathLike[str], *, verify: bool = True, trust: Trust | None = None
+    ) -> Bundle:
+        """Open a bundle, checking schema, its own checksum and every file's sha256; with
+        ``trust``, its signature too (who released it), before anything else reads it.
 
         Raises:
-            BundleError: not a bundle, unknown schema, or any checksum / file-list mismatch.
+            BundleError: not a bundle, unknown schema, any checksum / file-list mismatch; with
+                ``trust``: unsigned, signed by a key not trusted or revoked, a signature that
+                does not verify, or files other than those signed.
         """
         root = Path(path)
         mpath = root / MANIFEST
         if not root.is_dir():
             raise BundleError(f"{root} is not a bundle folder", hint="give the folder export wrote")
+        signer = None
+        if trust is not None:  # origin first: nothing unsigned is even parsed
+            from edgevcf.signing import verify_signature
+
+            signer = verify_signature(root, trust)
         if not mpath.is_file():
             raise BundleError(f"{root} has no {MANIFEST}: not a (complete) bundle")
         try:
@@ -179,6 +196,7 @@ class Bundle:
         bundle = cls(root, manifest, raw)
         if verify:
             bundle.verify_files()
+        bundle.signer_key_id = signer
         return bundle
 
     def verify_files(self) -> None:
@@ -201,7 +219,7 @@ class Bundle:
             str(p.relative_to(self.path)).replace(os.sep, "/")
             for p in self.path.rglob("*")
             if p.is_file()
-        } - {MANIFEST}
+        } - {MANIFEST, SIGNATURE_FILE}  # the signature signs the bundle: it is not in it
         problems = [f"missing file {n}" for n in sorted(set(listed) - present)]
         problems += [f"unexpected file {n}" for n in sorted(present - set(listed))]
         for name in sorted(set(listed) & present):
@@ -259,7 +277,7 @@ def finalize_manifest(root: Path, manifest: dict[str, Any]) -> dict[str, Any]:
     files = {
         str(p.relative_to(root)).replace(os.sep, "/"): sha256_path(p)
         for p in sorted(root.rglob("*"))
-        if p.is_file() and p.name != MANIFEST
+        if p.is_file() and p.relative_to(root).as_posix() not in (MANIFEST, SIGNATURE_FILE)
     }
     out = {"schema": SCHEMA, "schema_version": SCHEMA_VERSION, **manifest, "files": files}
     out["checksum"] = _checksum(out)

@@ -44,6 +44,7 @@ BACKENDS: dict[str, Backend] = {
     "litert_torch": Backend("litert_torch", "litert-torch", "pip install 'edgevcf[mobile]'"),
     "tensorrt": Backend("tensorrt", "tensorrt", _JETPACK_HINT),
     "pynetdicom": Backend("pynetdicom", "pynetdicom", "pip install 'edgevcf[serve]'"),
+    "cryptography": Backend("cryptography", "cryptography", "pip install 'edgevcf[signing]'"),
 }
 
 

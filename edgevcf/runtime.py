@@ -39,6 +39,7 @@ from edgevcf.quality import GATE_FILE, Assessment, QualityGate, assess_rules
 
 if TYPE_CHECKING:
     from edgevcf.data.io import ImageMeta
+    from edgevcf.signing import Trust
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +71,7 @@ class Prediction:
     timings_ms: dict[str, float] = field(default_factory=dict)
     assessable: bool = True
     quality: dict[str, Any] = field(default_factory=dict)
+    signer_key_id: str | None = None  # who signed the bundle, when checked (--trust); else None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
@@ -149,9 +151,11 @@ class Predictor:
         backend: str = "auto",
         *,
         threads: int | None = None,
+        trust: Trust | None = None,
     ) -> Predictor:
-        """Verify the bundle at ``path`` and load its artefact for ``backend``."""
-        bundle = Bundle.load(path)
+        """Verify the bundle at ``path`` (with ``trust``: its signer too, see
+        :func:`edgevcf.signing.verify_signature`) and load its artefact for ``backend``."""
+        bundle = Bundle.load(path, trust=trust)
         return cls(bundle, choose_artifact(bundle, backend), threads=threads)
 
     # ------------------------------------------------------------ prediction
@@ -251,11 +255,16 @@ class Predictor:
         x, verdict, timings = self._check(image)
         source = "<array>" if isinstance(image, np.ndarray) else str(image)
         if not verdict.assessable:
-            return self._not_assessable(source, verdict, timings)
+            return self._signed(self._not_assessable(source, verdict, timings))
         t0 = time.perf_counter()
         logit = self.logits(x)[0]
         timings["inference_ms"] = (time.perf_counter() - t0) * 1e3
-        return self._result(source, logit, timings, verdict)
+        return self._signed(self._result(source, logit, timings, verdict))
+
+    def _signed(self, p: Prediction) -> Prediction:
+        """Every result names who signed the model (None: origin not checked)."""
+        p.signer_key_id = self.bundle.signer_key_id
+        return p
 
     def predict_many(
         self, images: Iterable[str | os.PathLike[str] | np.ndarray], batch_size: int = 8
@@ -314,7 +323,7 @@ class Predictor:
                 img = items[i]
                 source = "<array>" if isinstance(img, np.ndarray) else str(img)
                 out[i] = self._result(source, z, {**timings, "inference_ms": infer_ms}, verdict)
-        return [p for p in out if p is not None]
+        return [self._signed(p) for p in out if p is not None]
 
 
 def load_gate(bundle: Bundle) -> QualityGate | None:
@@ -362,6 +371,8 @@ class VerifyResult:
     bundle: str
     model_id: str
     checks: list[ArtifactCheck]
+    signer_key_id: str | None = None  # the trusted key that signed it; None: origin not checked
+    signature_claimed: str | None = None  # the key id model.sig names (unchecked), if any
 
     @property
     def passed(self) -> bool:
@@ -375,18 +386,25 @@ class VerifyResult:
             "bundle": self.bundle,
             "model_id": self.model_id,
             "passed": self.passed,
+            "origin_checked": self.signer_key_id is not None,
+            "signer_key_id": self.signer_key_id,
             "checks": [asdict(c) for c in self.checks],
         }
 
 
-def verify(path: str | os.PathLike[str], artifacts: Sequence[str] | None = None) -> VerifyResult:
-    """Run the bundle's golden vectors through this machine's engines.
+def verify(
+    path: str | os.PathLike[str],
+    artifacts: Sequence[str] | None = None,
+    trust: Trust | None = None,
+) -> VerifyResult:
+    """Run the bundle's golden vectors through this machine's engines (with ``trust``: after
+    checking who signed it).
 
     Each artefact passes when every logit is within the bundle's tolerance for its precision of
     what the validated runtime computed at export *and* every decision at the bundled threshold
     is identical. Artefacts whose engine is not installed here are skipped (with the reason).
     """
-    bundle = Bundle.load(path)
+    bundle = Bundle.load(path, trust=trust)
     golden = bundle.golden()
     atol_by_precision: dict[str, float] = bundle.manifest["golden"]["atol_logit"]
     thr = bundle.threshold
@@ -421,7 +439,11 @@ def verify(path: str | os.PathLike[str], artifacts: Sequence[str] | None = None)
                 f"max |logit diff| {check.max_abs_logit_diff:.3g} (tolerance {atol:g}), "
                 f"{mism} decision(s) differ"
             )
-    return VerifyResult(str(bundle.path), bundle.id, checks)
+    from edgevcf.signing import signer_hint
+
+    return VerifyResult(
+        str(bundle.path), bundle.id, checks, bundle.signer_key_id, signer_hint(bundle.path)
+    )
 
 
 __all__ = ["Prediction", "Predictor", "VerifyResult", "choose_artifact", "load_gate", "verify"]

@@ -46,6 +46,8 @@ LAZY_COMMANDS: dict[str, str] = {
     "bench": "edgevcf.cli.runtime:bench",
     "demo": "edgevcf.cli.runtime:demo",
     "serve": "edgevcf.cli.serve:serve",
+    "keys": "edgevcf.cli.keys:keys",
+    "sign": "edgevcf.cli.keys:sign",
 }
 
 

@@ -97,6 +97,14 @@ def summary_table(results: list[Any]) -> str:
     is_flag=True,
     help="jetson: also build the TensorRT engine (where tensorrt imports: on the device).",
 )
+@click.option(
+    "--sign",
+    "sign_key",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    help="Sign each bundle that passes its gate with this private key (edgevcf keys new).",
+)
+@click.option("--passphrase-env", metavar="VAR", help="Environment variable with the key's "
+              "passphrase (never pass it inline).")  # fmt: skip
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON on stdout.")
 def export(
     targets: str,
@@ -110,6 +118,8 @@ def export(
     out: Path,
     force: bool,
     build_engine: bool,
+    sign_key: Path | None,
+    passphrase_env: str | None,
     as_json: bool,
 ) -> None:
     """Export, calibrate, quantize and compile a checkpoint into verified deployment bundles.
@@ -144,6 +154,13 @@ def export(
         raise ConfigError("--build-engine applies to jetson profiles only")
     for p in profiles:  # fail on a missing backend before an hour of work on the others
         get_target(p.target).check_available(p)
+    passphrase = None
+    if sign_key is not None:  # and on a wrong key or passphrase
+        from edgevcf.cli.keys import passphrase_from_env
+        from edgevcf.signing import load_private_key
+
+        passphrase = passphrase_from_env(passphrase_env)
+        load_private_key(sign_key, passphrase)
     if len(profiles) > 1:  # a parent folder of bundles (a single bundle holds only what it pins)
         console.log_to(out / console.LOG_NAME)
     results = []
@@ -156,6 +173,12 @@ def export(
             from edgevcf.targets.jetson import build_bundle_engine
 
             build_bundle_engine(dest, force=True)
+        if sign_key is not None and res.gate_passed is not False:
+            from edgevcf.signing import sign_bundle
+
+            res.notes.append(f"signed with key {sign_bundle(dest, sign_key, passphrase)}")
+        elif sign_key is not None:
+            res.notes.append("not signed: it failed its accuracy gate")
         results.append(res)
     if as_json:
         echo(

@@ -9,6 +9,7 @@ import click
 
 from edgevcf import console
 from edgevcf.cli import echo
+from edgevcf.cli.keys import load_trust, trust_options
 from edgevcf.errors import BundleError, DataError
 
 _BACKEND_HELP = (
@@ -23,8 +24,15 @@ _BACKEND_HELP = (
 @click.option("--backend", default="auto", show_default=True, help=_BACKEND_HELP)
 @click.option("--threads", type=click.IntRange(min=0), default=None, help="Engine threads.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per image (JSON lines).")
+@trust_options
 def predict(
-    bundle: Path, images: tuple[Path, ...], backend: str, threads: int | None, as_json: bool
+    bundle: Path,
+    images: tuple[Path, ...],
+    backend: str,
+    threads: int | None,
+    as_json: bool,
+    trust: tuple[Path, ...],
+    revoked: tuple[str, ...],
 ) -> None:
     """Score radiographs (DICOM, PNG, TIFF, JPEG) with a verified bundle.
 
@@ -41,7 +49,7 @@ def predict(
     """
     from edgevcf.runtime import Predictor
 
-    pred = Predictor.from_bundle(bundle, backend, threads=threads)
+    pred = Predictor.from_bundle(bundle, backend, threads=threads, trust=load_trust(trust, revoked))
     results = pred.predict_many(images)
     if as_json:
         for r in results:
@@ -55,8 +63,10 @@ def predict(
         echo(
             f"model {pred.model_id[:12]} ({pred.bundle.manifest['backbone']}, "
             f"{pred.artifact.precision} on {pred.artifact.runtime}), threshold {pred.threshold:.3f}"
-            f", quality gate: {gate}"
-        )
+            f", quality gate: {gate}, "
+            + (f"signed by {pred.bundle.signer_key_id[:16]} (trusted)"
+               if pred.bundle.signer_key_id else "origin not checked (no --trust)")
+        )  # fmt: skip
         echo("| image | P(fresh) | decision | assessable | status |")
         echo("|---|---|---|---|---|")
         for r in results:
@@ -84,20 +94,38 @@ def predict(
     "--artifact", "artifacts", multiple=True, help="Check only this artefact (repeatable)."
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-def verify(bundle: Path, artifacts: tuple[str, ...], as_json: bool) -> None:
+@trust_options
+def verify(
+    bundle: Path,
+    artifacts: tuple[str, ...],
+    as_json: bool,
+    trust: tuple[Path, ...],
+    revoked: tuple[str, ...],
+) -> None:
     """Acceptance test on the cart: the bundle's golden vectors through this machine's engines.
 
     Checks every file's checksum, then runs the recorded real inputs through each artefact
     whose engine is installed and compares with the outputs recorded at export: logits within
-    the tolerance for the artefact's precision and identical decisions. Exit code 7 on failure.
+    the tolerance for the artefact's precision and identical decisions. With --trust, first
+    checks who signed it (unsigned, untrusted, revoked or altered: refused). Exit code 7 on
+    failure.
     """
     from edgevcf.runtime import verify as run
 
-    res = run(bundle, artifacts or None)
+    res = run(bundle, artifacts or None, trust=load_trust(trust, revoked))
     if as_json:
         echo(json.dumps(res.to_dict(), indent=2))
     else:
         echo(f"bundle {res.bundle} (id {res.model_id[:12]}): checksums ok")
+        if res.signer_key_id:
+            echo(f"origin: signed by trusted key {res.signer_key_id}")
+        else:
+            claimed = (
+                f" (it carries a signature by {res.signature_claimed[:16]})"
+                if res.signature_claimed
+                else ""
+            )
+            echo(f"origin: NOT checked{claimed}: pass --trust KEY.pub to require a trusted signer")
         echo("| artefact | engine | precision | result | max |Δlogit| (tol) | decisions |")
         echo("|---|---|---|---|---|---|")
         for c in res.checks:
@@ -150,6 +178,7 @@ def verify(bundle: Path, artifacts: tuple[str, ...], as_json: bool) -> None:
     help="Folder for bench.json, bench.md and bench.png.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the JSON report on stdout.")
+@trust_options
 def bench(
     bundles: tuple[str, ...],
     data: Path | None,
@@ -162,6 +191,8 @@ def bench(
     no_latency: bool,
     out: Path | None,
     as_json: bool,
+    trust: tuple[Path, ...],
+    revoked: tuple[str, ...],
 ) -> None:
     """Benchmark bundles on this machine: latency, and accuracy against the FP32 baseline.
 
@@ -183,6 +214,13 @@ def bench(
     from edgevcf.errors import AccuracyGateError
     from edgevcf.report import bench_markdown, bench_summary, write_bench
 
+    checked = load_trust(trust, revoked)
+    if checked is not None:  # every bundle's signer, before any of them runs
+        from edgevcf.bundle import Bundle
+
+        for b in bundles:
+            folder = b.rsplit(":", 1)[0] if ":" in b and not Path(b).exists() else b
+            Bundle.load(folder, trust=checked)
     cfg = BenchConfig(
         split=split,
         backend=backend,

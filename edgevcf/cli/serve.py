@@ -10,6 +10,7 @@ from typing import Any
 import click
 
 from edgevcf.cli import echo
+from edgevcf.cli.keys import trust_options
 from edgevcf.errors import ConfigError
 
 
@@ -58,6 +59,7 @@ def _split(value: str, what: str, with_port: bool) -> dict[str, Any]:
 @click.option("--http-port", type=click.IntRange(0, 65535), help="Status pages [8080; 0: off].")
 @click.option("--workers", type=click.IntRange(min=0), help="Scoring threads [0: one per core].")
 @click.option("--backend", help="Engine (as for predict) [auto].")
+@trust_options
 def serve(
     bundle: Path,
     config_path: Path | None,
@@ -71,6 +73,8 @@ def serve(
     http_port: int | None,
     workers: int | None,
     backend: str | None,
+    trust: tuple[Path, ...],
+    revoked: tuple[str, ...],
 ) -> None:
     """Receive films over DICOM, score each with BUNDLE, return one Structured Report per film.
 
@@ -104,6 +108,10 @@ def serve(
     for key, value in (("workers", workers), ("backend", backend)):
         if value is not None:
             data.setdefault("scoring", {})[key] = value
+    if trust or revoked:
+        t = data.setdefault("trust", {})
+        t["keys"] = [*t.get("keys", []), *(str(p.resolve()) for p in trust)]
+        t["revoked"] = [*t.get("revoked", []), *revoked]
     data["allowed"] = [*data.get("allowed", []), *(_split(a, "--allow", False) for a in allow)]
     data["destinations"] = [
         *data.get("destinations", []), *(_split(f, "--forward", True) for f in forward)
@@ -121,8 +129,10 @@ def serve(
         f"edgevcf serve: {cfg.listen.ae_title} on {host_}:{port_}"
         f"{' (TLS)' if cfg.tls.cert else ''}; model {ident.model_id[:12]} "
         f"({ident.backbone}, {ident.precision} on {ident.runtime}), "
-        f"threshold {service.predictor.threshold:.3f}"
-    )
+        f"threshold {service.predictor.threshold:.3f}, "
+        + (f"signed by trusted key {ident.signer_key_id[:16]}" if ident.signer_key_id
+           else "origin not checked (no trust configured)")
+    )  # fmt: skip
     echo(
         f"  allowed: {', '.join(f'{p.ae_title}@{p.host}' for p in cfg.allowed)}; results to: "
         + (", ".join(f"{d.ae_title}@{d.host}:{d.port}" for d in cfg.destinations) or "log only")

@@ -21,6 +21,10 @@ Relative paths are relative to the config file. Example::
     [storage]
     spool = "/var/lib/edgevcf/spool"
     journal = "/var/lib/edgevcf/journal.sqlite"
+
+    [trust]                   # run only bundles signed by these keys (edgevcf keys new)
+    keys = ["/etc/edgevcf/trust"]
+    revoked = []
 """
 
 from __future__ import annotations
@@ -91,6 +95,15 @@ class Scoring:
 
 
 @dataclass(frozen=True)
+class TrustKeys:
+    """Run only bundles signed by these public keys (files, or folders of ``*.pub``); the key
+    ids in ``revoked`` are refused whatever the list says. Empty ``keys``: origin not checked."""
+
+    keys: tuple[str, ...] = ()
+    revoked: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class Peer:
     """A modality allowed to send (an ``[[allowed]]`` entry)."""
 
@@ -118,6 +131,7 @@ class ServeConfig:
     forward: Forward = field(default_factory=Forward)
     http: Http = field(default_factory=Http)
     scoring: Scoring = field(default_factory=Scoring)
+    trust: TrustKeys = field(default_factory=TrustKeys)
     allowed: tuple[Peer, ...] = ()
     destinations: tuple[Destination, ...] = ()
     source: str = "defaults"
@@ -125,7 +139,7 @@ class ServeConfig:
 
 TABLES: dict[str, type] = {
     "listen": Listen, "tls": Tls, "storage": Storage, "forward": Forward, "http": Http,
-    "scoring": Scoring,
+    "scoring": Scoring, "trust": TrustKeys,
 }  # fmt: skip
 LISTS: dict[str, type] = {"allowed": Peer, "destinations": Destination}
 
@@ -167,6 +181,8 @@ def parse_serve_config(data: dict[str, Any], source: str, base: Path | None = No
         built["storage"] = dataclasses.replace(
             st, spool=str(base / st.spool), journal=str(base / st.journal)
         )
+        tk = built["trust"]
+        built["trust"] = dataclasses.replace(tk, keys=tuple(str(base / k) for k in tk.keys))
         t = built["tls"]
         built["tls"] = dataclasses.replace(
             t, **{k: str(base / getattr(t, k)) for k in ("cert", "key", "ca") if getattr(t, k)}

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from edgevcf.errors import EdgeVCFError, OutputError
+from edgevcf.errors import ConfigError, EdgeVCFError, OutputError
 from edgevcf.serve.config import ServeConfig
 from edgevcf.serve.forward import Outbox
 from edgevcf.serve.journal import Job, Journal, uid_key
@@ -91,9 +91,17 @@ class Service:
         st = self.config.storage
         cores = os.cpu_count() or 1
         n = self.config.scoring.workers or cores
+        trust = None
+        if self.config.trust.keys:
+            from edgevcf.signing import Trust
+
+            trust = Trust.load(list(self.config.trust.keys), self.config.trust.revoked)
+        elif self.config.trust.revoked:
+            raise ConfigError("[trust] revoked needs [trust] keys")
         self.predictor = Predictor.from_bundle(
-            self.bundle_path, self.config.scoring.backend, threads=max(1, cores // n)
-        )
+            self.bundle_path, self.config.scoring.backend, threads=max(1, cores // n),
+            trust=trust,
+        )  # fmt: skip
         self.identity = _identity(self.predictor)
         root = Path(st.spool)
         self.films = Spool(root / "films", reserve_mb=st.reserve_mb)
@@ -331,6 +339,7 @@ class Service:
             "backbone": self.identity.backbone,
             "precision": self.identity.precision,
             "runtime": self.identity.runtime,
+            "signer_key_id": self.identity.signer_key_id,
             "threshold": self.predictor.threshold,
             "jobs": self.journal.counts(),
             "scoring_queue": self._queue.qsize(),
@@ -354,7 +363,7 @@ def _identity(predictor: Any) -> Any:
         backbone=str(m.get("backbone", "unknown")),
         precision=str(m.get("precision", "unknown")),
         runtime=predictor.artifact.runtime,
-        signer_key_id=None,
+        signer_key_id=predictor.bundle.signer_key_id,
     )
 
 

@@ -100,3 +100,34 @@ def test_the_node_imports_no_toolchain(serve_bundle: Path, tmp_path: Path) -> No
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.strip().endswith("ok")
+
+
+def test_with_trust_only_a_signed_bundle_serves_and_its_sr_names_the_signer(
+    serve_bundle: Path, films: list[Path], pacs: Pacs, tmp_path: Path
+) -> None:
+    import shutil
+
+    import pydicom
+    from peers import config, running
+
+    from edgevcf.errors import BundleError
+    from edgevcf.serve.service import Service
+    from edgevcf.signing import new_key, sign_bundle
+
+    _, pub, kid = new_key(tmp_path / "site")
+    dest = [{"ae_title": "PACS", "host": "127.0.0.1", "port": pacs.port}]
+    cfg = config(tmp_path, destinations=dest, trust={"keys": [str(pub)]})
+    with pytest.raises(BundleError, match="not signed"):
+        Service(serve_bundle, cfg).start()  # unsigned: refused before a port opens
+    signed = tmp_path / "signed"
+    shutil.copytree(serve_bundle, signed)
+    sign_bundle(signed, tmp_path / "site")
+    with running(signed, cfg) as svc:
+        assert svc.status()["signer_key_id"] == kid
+        assert storescu(svc.addresses.dicom[1], films[0]).returncode == 0
+        wait_for(lambda: len(pacs.reports()) == 1)
+    (sr,) = pacs.reports()
+    texts = {i.ConceptNameCodeSequence[0].CodeMeaning: getattr(i, "TextValue", None)
+             for i in sr.ContentSequence}  # fmt: skip
+    assert texts["Signer key id"] == kid
+    assert isinstance(sr, pydicom.Dataset)

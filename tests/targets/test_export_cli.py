@@ -192,3 +192,41 @@ def test_users_own_fp32_onnx_is_parity_checked(tiny_export: Any, tmp_path: Path)
     export_onnx(torch_model, meta.preprocess, other, batch=1)
     res = _export(tiny_export, tmp_path / "c", "--onnx", str(other))
     assert res.exit_code == 8 and "differ from PyTorch" in res.output
+
+
+def test_the_site_workflow_key_export_sign_trust(
+    tiny_export: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """keys new (passphrase from the environment) -> export --sign -> verify --trust; a wrong
+    passphrase fails before any export work."""
+    if not deps.available("cryptography"):
+        pytest.skip("needs cryptography: pip install 'edgevcf[signing]'")
+    monkeypatch.setenv("SITE_PASS", "correct horse battery")
+    res = _run("keys", "new", "--out", str(tmp_path / "site"), "--passphrase-env", "SITE_PASS")
+    assert res.exit_code == 0, res.output
+    kid = res.output.split("key id:")[1].split()[0]
+    monkeypatch.setenv("WRONG_PASS", "nope")
+    res = CliRunner().invoke(cli, [
+        "export", "--target", "onnx-cpu", "--checkpoint", str(tiny_export.checkpoint),
+        "--calib", str(tiny_export.manifest), "--out", str(tmp_path / "x"),
+        "--sign", str(tmp_path / "site"), "--passphrase-env", "WRONG_PASS",
+    ])  # fmt: skip
+    assert res.exit_code == 3 and not (tmp_path / "x").exists(), res.output
+    res = _export(tiny_export, tmp_path / "b", "--sign", str(tmp_path / "site"),
+                  "--passphrase-env", "SITE_PASS")  # fmt: skip
+    assert res.exit_code in (0, 4), res.output
+    if res.exit_code == 4:  # a bundle that failed its gate is never signed
+        assert not (tmp_path / "b" / "model.sig").exists()
+        return
+    assert f"signed with key {kid}" in res.output
+    res = _run("verify", str(tmp_path / "b"), "--trust", str(tmp_path / "site.pub"))
+    assert res.exit_code == 0 and f"signed by trusted key {kid}" in res.output
+    _run("keys", "new", "--out", str(tmp_path / "other"))
+    res = CliRunner().invoke(cli, ["verify", str(tmp_path / "b"), "--trust",
+                                   str(tmp_path / "other.pub")])  # fmt: skip
+    assert res.exit_code == 7 and "not trusted" in res.output
+    res = _run("sign", str(tmp_path / "b"), "--key", str(tmp_path / "other"))  # re-signed
+    assert res.exit_code == 0
+    res = CliRunner().invoke(cli, ["verify", str(tmp_path / "b"), "--trust",
+                                   str(tmp_path / "other.pub")])  # fmt: skip
+    assert res.exit_code == 0, res.output
