@@ -29,8 +29,17 @@ $(VENV)/.stamp-dev: pyproject.toml $(VENV)/.stamp-core
 	$(BIN)/pip install $(PIP_QUIET) -e '.[dev]'
 	@touch $@
 
+# OpenSSF's model-signing, the peer the signing tests check both directions against, in a venv
+# of its own: its Sigstore stack (34 packages) conflicts with the export toolchain's pins and
+# never belongs on a cart.
+TOOLS ?= .venv-tools
+$(TOOLS)/.stamp: Makefile
+	$(PYTHON) -m venv $(TOOLS)
+	$(TOOLS)/bin/pip install $(PIP_QUIET) 'model-signing==1.1.1' pyOpenSSL
+	@touch $@
+
 install: $(VENV)/.stamp-core
-install-dev: $(VENV)/.stamp-dev
+install-dev: $(VENV)/.stamp-dev $(TOOLS)/.stamp
 
 demo: install
 	$(BIN)/edgevcf demo --out $(DEMO_OUT) $(DEMO_FLAGS)
