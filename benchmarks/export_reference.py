@@ -49,7 +49,7 @@ def machine_name() -> str:
     return f"{platform.machine()}-{os.cpu_count()}cpu"
 
 
-def _row(arch: str, label: str, bundle: Bundle) -> dict[str, Any]:
+def _row(arch: str, label: str, bundle: Bundle, seconds: float | None) -> dict[str, Any]:
     """One table row, read back from the bundle's own manifest (what was shipped)."""
     m = bundle.manifest
     facts = m.get("target_facts", {})
@@ -68,7 +68,8 @@ def _row(arch: str, label: str, bundle: Bundle) -> dict[str, Any]:
         "delta_auc": default["paired"],
         "flip_rate": default["flips"]["flip_rate"]["value"],
         "gate_passed": default["gate"]["passed"],
-        "export_seconds": m["export_seconds"],
+        # measured by this run; a bundle records it no more (older ones did)
+        "export_seconds": seconds if seconds is not None else m.get("export_seconds"),
         "n_tuning": m["metrics"]["n"],
         "integer_check": census,
         "other_artifacts": {
@@ -129,6 +130,7 @@ def main() -> None:
                 )
             row_arch = f"{arch}@{args.input_size}" if args.input_size else arch
             out = args.root / "bundles" / row_arch / label
+            seconds = None
             if not args.from_bundles:
                 t = time.perf_counter()
                 res = get_target(prof.target).export(ckpt, prof, data, out, force=True)
@@ -138,9 +140,10 @@ def main() -> None:
                     f"{time.perf_counter() - t:.0f} s",
                     flush=True,
                 )
+                seconds = round(res.seconds, 1)
             elif not (out / "manifest.json").is_file():
                 continue
-            rows.append(_row(row_arch, label, Bundle.load(out)))
+            rows.append(_row(row_arch, label, Bundle.load(out), seconds))
             write([rows[-1]], args)  # after each row: a crash later loses nothing
 
 
@@ -191,7 +194,8 @@ def write(rows: list[dict[str, Any]], args: argparse.Namespace) -> None:
         lines.append(
             f"| {r['arch']} | {r['target']} | {r['size_bytes'] / 1e6:.2f} "
             f"({r['fp32_onnx_bytes'] / 1e6:.2f}) | {auc} | {delta} | {100 * r['flip_rate']:.1f} "
-            f"| {gate} | {ints or '-'} | {r['export_seconds']:.0f} |"
+            f"| {gate} | {ints or '-'} | "
+            f"{'-' if r['export_seconds'] is None else format(r['export_seconds'], '.0f')} |"
         )
         for k, v in r["other_artifacts"].items():
             if v["auc"] is not None:

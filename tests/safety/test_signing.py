@@ -322,3 +322,32 @@ def test_we_verify_a_bundle_signed_by_model_signing(
     _threshold_attack(work)
     with pytest.raises(BundleError, match="not what was signed"):
         Bundle.load(work, trust=trust)
+
+
+@pytest.mark.parametrize("precision", ["fp32", "int8"])
+def test_re_export_with_the_same_inputs_signs_the_same_content(
+    tiny_export: Any, profile_for: Any, keys: dict[str, Path], tmp_path: Path, precision: str
+) -> None:
+    """Same checkpoint, profile and data: every file of the bundle byte-identical, so the two
+    signatures sign the same statement (a re-export needs no new review)."""
+    from edgevcf.targets import get_target
+
+    prof = profile_for("onnx-cpu", precision=precision)
+    for name in ("a", "b"):
+        get_target(prof.target).export(tiny_export.checkpoint, prof, tiny_export.manifest,
+                                       tmp_path / name)  # fmt: skip
+        sign_bundle(tmp_path / name, keys["site"])
+    files = sorted(p.name for p in (tmp_path / "a").iterdir())
+    assert files == sorted(p.name for p in (tmp_path / "b").iterdir())
+    a, b = tmp_path / "a", tmp_path / "b"
+    differ = [
+        f for f in files if f != SIGNATURE_FILE and (a / f).read_bytes() != (b / f).read_bytes()
+    ]
+    assert differ == []
+
+    def payload(n: str) -> str:
+        return json.loads((tmp_path / n / SIGNATURE_FILE).read_text())["dsseEnvelope"]["payload"]
+
+    statement = json.loads(base64.b64decode(payload("a")))
+    statement_b = json.loads(base64.b64decode(payload("b")))
+    assert statement["predicate"] == statement_b["predicate"]  # subject name is the folder's
