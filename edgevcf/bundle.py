@@ -169,10 +169,11 @@ class Bundle:
         if not root.is_dir():
             raise BundleError(f"{root} is not a bundle folder", hint="give the folder export wrote")
         signer = None
+        digests: dict[str, str] = {}
         if trust is not None:  # origin first: nothing unsigned is even parsed
             from edgevcf.signing import verify_signature
 
-            signer = verify_signature(root, trust)
+            signer = verify_signature(root, trust, digests)
         if not mpath.is_file():
             raise BundleError(f"{root} has no {MANIFEST}: not a (complete) bundle")
         try:
@@ -195,12 +196,16 @@ class Bundle:
             )
         bundle = cls(root, manifest, raw)
         if verify:
-            bundle.verify_files()
+            bundle.verify_files(digests)
         bundle.signer_key_id = signer
         return bundle
 
-    def verify_files(self) -> None:
-        """Check the manifest's own checksum, then each listed file; refuse extra files."""
+    def verify_files(self, digests: dict[str, str] | None = None) -> None:
+        """Check the manifest's own checksum, then each listed file; refuse extra files.
+
+        ``digests``: SHA-256 of files already hashed in this load (by the signature check).
+        """
+        known = digests or {}
         if _checksum(self.manifest) != self.manifest["checksum"]:
             raise BundleError(
                 f"{self.path / MANIFEST} was modified after export (checksum mismatch)",
@@ -223,7 +228,7 @@ class Bundle:
         problems = [f"missing file {n}" for n in sorted(set(listed) - present)]
         problems += [f"unexpected file {n}" for n in sorted(present - set(listed))]
         for name in sorted(set(listed) & present):
-            if sha256_path(self.path / name) != listed[name]:
+            if (known.get(name) or sha256_path(self.path / name)) != listed[name]:
                 problems.append(f"{name} changed (sha256 mismatch)")
         if problems:
             raise BundleError(

@@ -262,8 +262,13 @@ class Trust:
         return ", ".join(k[:16] for k in sorted(self.keys)) or "none"
 
 
-def verify_signature(root: str | os.PathLike[str], trust: Trust) -> str:
+def verify_signature(
+    root: str | os.PathLike[str], trust: Trust, digests: dict[str, str] | None = None
+) -> str:
     """Check ``root/model.sig`` against ``trust`` and the files on disk; the signer's key id.
+
+    ``digests``, when given, receives the SHA-256 of every file as hashed here (so the caller's
+    own checks need not read the files again).
 
     Raises:
         BundleError: unsigned; the signature file unreadable; signed by a key not trusted or
@@ -318,11 +323,13 @@ def verify_signature(root: str | os.PathLike[str], trust: Trust) -> str:
         )
     if signer in trust.revoked:
         raise BundleError(f"bundle {folder} is signed by revoked key {signer[:16]}", hint=hint)
-    _check_signed_files(folder, payload)
+    present = _check_signed_files(folder, payload)
+    if digests is not None:
+        digests.update(present)
     return signer
 
 
-def _check_signed_files(folder: Path, payload: bytes) -> None:
+def _check_signed_files(folder: Path, payload: bytes) -> dict[str, str]:
     try:
         stmt = json.loads(payload)
         if stmt["_type"] != STATEMENT_TYPE or stmt["predicateType"] != PREDICATE_TYPE:
@@ -347,6 +354,7 @@ def _check_signed_files(folder: Path, payload: bytes) -> None:
             f"bundle {folder} is not what was signed: " + "; ".join(problems[:6]),
             hint="the bundle was altered after signing: copy the signed bundle again",
         )
+    return present
 
 
 def signer_hint(root: str | os.PathLike[str]) -> str | None:
