@@ -26,8 +26,9 @@ class Backend:
 
 
 _JETPACK_HINT = (
-    "TensorRT comes with JetPack on a Jetson (python3-libnvinfer); on an x86 workstation "
-    "with a supported NVIDIA GPU: pip install tensorrt"
+    "TensorRT comes with JetPack 6.1+ on a Jetson (python3-libnvinfer, TensorRT >= 10.3), plus "
+    "pip install 'edgevcf[jetson]' (cuda-python); on an x86 workstation with a supported NVIDIA "
+    "GPU: pip install tensorrt"
 )
 
 BACKENDS: dict[str, Backend] = {

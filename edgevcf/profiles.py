@@ -244,6 +244,18 @@ def _check_values(p: TargetProfile, source: str) -> None:
         problems.append("[tolerance] max_auc_drop must be in [0, 0.5)")
     if not 0 <= p.tolerance.max_flip_rate <= 1:
         problems.append("[tolerance] max_flip_rate must be in [0, 1]")
+    if p.target == "jetson" and int(p.options.get("dla_core", -1)) >= 0:
+        if p.quantize.precision == "int8":
+            # A DLA runs FP16, or INT8 by implicit quantisation (per-tensor dynamic ranges), never
+            # a strongly typed Q/DQ network; with --stronglyTyped trtexec's DLA branch sets FP16,
+            # which TensorRT then rejects (NVIDIA/TensorRT#4253, #2222).
+            problems.append(
+                "[options] dla_core with precision int8: TensorRT cannot put explicit Q/DQ INT8 "
+                "on a DLA (DLA INT8 is implicit quantisation only); use precision fp16 with "
+                "dla_core, or dla_core = -1 for INT8 on the GPU"
+            )
+        if int(p.options["dla_core"]) > 1:
+            problems.append("[options] dla_core must be -1 (GPU), 0 or 1 (Orin has two DLAs)")
     ov_precision = p.options.get("inference_precision")
     if p.target == "openvino" and ov_precision not in ("f32", "bf16", "f16"):
         problems.append("[options] inference_precision must be f32, bf16 or f16")

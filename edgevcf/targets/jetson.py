@@ -207,7 +207,7 @@ def build_plan(profile: TargetProfile, onnx_file: str, precision: str) -> dict[s
     }
 
 
-def build_engine(plan: dict[str, Any], folder: Path) -> dict[str, Any]:  # pragma: no cover
+def build_engine(plan: dict[str, Any], folder: Path) -> dict[str, Any]:
     """Build the TensorRT engine of ``plan`` in ``folder`` (where ``tensorrt`` imports).
 
     Strongly typed for Q/DQ INT8 (precisions follow the Q/DQ types, as TensorRT recommends for
@@ -219,8 +219,12 @@ def build_engine(plan: dict[str, Any], folder: Path) -> dict[str, Any]:  # pragm
         CompileError: the ONNX parser or the builder fails.
     """
     trt = require("tensorrt", "building a TensorRT engine")
-    from edgevcf.backends.tensorrt import device_facts
+    from edgevcf.backends.tensorrt import device_facts, tensorrt_too_old
 
+    if why := tensorrt_too_old(str(trt.__version__)):  # before an AttributeError on 8.6
+        raise CompileError(why)
+    if plan["strongly_typed"] and plan["dla_core"] >= 0:
+        raise CompileError("a strongly typed (Q/DQ INT8) network cannot be built for a DLA")
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
     flags = 0
@@ -243,7 +247,10 @@ def build_engine(plan: dict[str, Any], folder: Path) -> dict[str, Any]:  # pragm
     cache_path = folder / plan["timing_cache"] if plan.get("timing_cache") else None
     if cache_path is not None:
         blob = cache_path.read_bytes() if cache_path.is_file() else b""
-        config.set_timing_cache(config.create_timing_cache(blob), ignore_mismatch=False)
+        if not config.set_timing_cache(config.create_timing_cache(blob), ignore_mismatch=False):
+            # a cache from another device or TensorRT: build with a fresh one (never mixed)
+            log.warning("timing cache %s is from another device: starting a new one", cache_path)
+            config.set_timing_cache(config.create_timing_cache(b""), ignore_mismatch=False)
     t0 = time.perf_counter()
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
@@ -251,7 +258,8 @@ def build_engine(plan: dict[str, Any], folder: Path) -> dict[str, Any]:  # pragm
     (folder / plan["engine"]).write_bytes(bytes(serialized))
     if cache_path is not None:
         cache_path.write_bytes(bytes(config.get_timing_cache().serialize()))
-    facts = {**device_facts(), "build_seconds": round(time.perf_counter() - t0, 1)}
+    facts = {**device_facts(), "dla_core": plan["dla_core"],
+             "build_seconds": round(time.perf_counter() - t0, 1)}  # fmt: skip
     (folder / Path(plan["engine"]).with_suffix(".json")).write_text(json.dumps(facts, indent=2))
     return facts
 
@@ -327,11 +335,17 @@ class JetsonTarget(QdqFallback):
             )
         plan = build_plan(ctx.profile, dest.name, prec)
         (ctx.work / PLAN).write_text(json.dumps(plan, indent=2) + "\n")
+        trtexec = plan["trtexec"].replace("trtexec ", '"$TRTEXEC" ', 1)
         (ctx.work / TRTEXEC).write_text(
-            "#!/bin/sh\n# Build the engine on the Jetson (TensorRT from JetPack).\n"
-            f'cd "$(dirname "$0")" && {plan["trtexec"]}\n'
+            "#!/bin/sh\n# Build the engine on the Jetson (TensorRT from JetPack 6.1+).\n"
+            "# JetPack keeps trtexec in /usr/src/tensorrt/bin, not on PATH.\n"
+            "# `edgevcf build BUNDLE` does the same build and records the engine in the bundle.\n"
+            'TRTEXEC="${TRTEXEC:-$(command -v trtexec || echo /usr/src/tensorrt/bin/trtexec)}"\n'
+            f'cd "$(dirname "$0")" && {trtexec}\n'
         )
         (ctx.work / BUILD_SCRIPT).write_text(_BUILD_SCRIPT)
+        for script in (TRTEXEC, BUILD_SCRIPT):
+            (ctx.work / script).chmod(0o755)
         ctx.notes.append(note)
         ctx.extra["tensorrt_here"] = available("tensorrt")
         return [Artifact("model", dest.name, "onnxruntime", prec, {}, note)]
