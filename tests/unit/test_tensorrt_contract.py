@@ -368,3 +368,24 @@ def test_generated_scripts_are_executable_and_find_trtexec(export_bundle: Any) -
         assert (bundle.path / name).stat().st_mode & 0o111, name
     text = (bundle.path / TRTEXEC).read_text()
     assert "/usr/src/tensorrt/bin/trtexec" in text and '"$TRTEXEC" --onnx=' in text
+
+
+def test_edgevcf_build_makes_the_engine_an_artefact_of_the_bundle(
+    trt: Any, export_bundle: Any, tmp_path: Path
+) -> None:
+    import shutil
+
+    from edgevcf.bundle import Bundle
+    from edgevcf.targets.jetson import build_bundle_engine
+
+    _, bundle = export_bundle("jetson")
+    work = tmp_path / "b"
+    shutil.copytree(bundle.path, work)
+    build_bundle_engine(work)
+    built = Bundle.load(work)  # every file listed and checksummed: engine and record included
+    assert built.manifest["default_artifact"] == "engine"
+    assert {ENGINE, "model.json"} <= set(built.manifest["files"])
+    assert built.manifest["engine"]["tensorrt"] == "10.3.0.30"
+    assert trt.built[-1]["strongly_typed"]
+    with pytest.raises(ConfigError, match="already has an engine"):
+        build_bundle_engine(work)
