@@ -266,16 +266,22 @@ def targets(as_json: bool) -> None:
 @click.command("build")
 @click.argument("bundle", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--force", is_flag=True, help="Rebuild an engine the bundle already has.")
-def build(bundle: Path, force: bool) -> None:
-    """Build a jetson bundle's TensorRT engine on this device (needs TensorRT: JetPack).
+@click.option(
+    "--adopt",
+    is_flag=True,
+    help="Take the engine trtexec.sh wrote into the bundle instead of building one.",
+)
+def build(bundle: Path, force: bool, adopt: bool) -> None:
+    """Build a jetson bundle's TensorRT engine on this device (needs JetPack 6.1+).
 
     Verifies the bundle, builds the engine from its build_plan.json (strongly typed for INT8
     Q/DQ; workspace, timing cache and DLA settings from the profile), records TensorRT
-    version, GPU/SM and JetPack, and re-seals the bundle with the engine as its default.
+    version, GPU/SM, device model and JetPack, and re-seals the bundle with the engine as its
+    default. With --adopt, the engine `sh trtexec.sh` made is recorded the same way.
     """
     from edgevcf.deps import require
     from edgevcf.targets.jetson import build_bundle_engine
 
     require("tensorrt", "building a TensorRT engine")
-    path = build_bundle_engine(bundle, force=force)
+    path = build_bundle_engine(bundle, force=force, adopt=adopt)
     echo(f"Built {path}")

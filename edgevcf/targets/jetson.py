@@ -275,19 +275,38 @@ build_bundle_engine(Path(__file__).resolve().parent, force="--force" in sys.argv
 '''
 
 
-def build_bundle_engine(bundle_dir: Path, *, force: bool = False) -> Path:
+#: What ``trtexec.sh`` leaves in the bundle folder (to be adopted by ``edgevcf build --adopt``).
+TRTEXEC_OUTPUTS = (ENGINE, "timing.cache")
+
+
+def build_bundle_engine(bundle_dir: Path, *, force: bool = False, adopt: bool = False) -> Path:
     """Verify a jetson bundle, build its engine from the plan, and re-seal the bundle.
 
     The engine and its facts become artefacts of the bundle (manifest and checksums rewritten);
     the bundle is rebuilt in a staging folder and swapped in, so a failed build leaves it as it
-    was.
+    was. ``adopt``: take the engine ``trtexec.sh`` wrote into the folder instead of building one
+    (the same end state: engine, its record and the timing cache listed, the bundle verifying).
     """
     import shutil
+    import tempfile
 
     from edgevcf.bundle import Bundle, staging, write_manifest
     from edgevcf.errors import ConfigError
 
-    bundle = Bundle.load(bundle_dir)
+    bundle_dir = Path(bundle_dir)
+    adopted = Path(tempfile.mkdtemp(prefix="edgevcf-adopt-"))
+    if adopt:  # the bundle verifies only without trtexec's outputs: set them aside first
+        if not (bundle_dir / ENGINE).is_file():
+            raise ConfigError(f"{bundle_dir} has no {ENGINE} to adopt", hint="run trtexec.sh first")
+        for name in TRTEXEC_OUTPUTS:
+            if (bundle_dir / name).is_file():
+                shutil.move(str(bundle_dir / name), adopted / name)
+    try:
+        bundle = Bundle.load(bundle_dir)
+    except Exception:
+        for f in adopted.iterdir():  # put them back: the folder is left as it was
+            shutil.move(str(f), bundle_dir / f.name)
+        raise
     if bundle.manifest["target"] != "jetson":
         raise ConfigError(f"{bundle_dir} is a {bundle.manifest['target']} bundle, not jetson")
     if "engine" in bundle.manifest["artifacts"] and not force:
@@ -298,18 +317,28 @@ def build_bundle_engine(bundle_dir: Path, *, force: bool = False) -> Path:
             if f not in (ENGINE, Path(ENGINE).with_suffix(".json").name):
                 (work / f).parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(bundle.path / f, work / f)
-        with progress.step("jetson: build TensorRT engine"):
-            facts = build_engine(plan, work)
+        if adopt:
+            from edgevcf.backends.tensorrt import device_facts
+
+            for f in adopted.iterdir():
+                shutil.move(str(f), work / f.name)
+            facts = {**device_facts(), "dla_core": plan["dla_core"], "built_by": "trtexec"}
+            (work / Path(ENGINE).with_suffix(".json")).write_text(json.dumps(facts, indent=2))
+        else:
+            with progress.step("jetson: build TensorRT engine"):
+                facts = build_engine(plan, work)
         m = {
             k: v
             for k, v in bundle.manifest.items()
             if k not in ("schema", "schema_version", "files", "checksum")
         }
-        engine = Artifact("engine", ENGINE, "tensorrt", plan["precision"], {}, "built on device")
+        how = "built on device by trtexec.sh" if adopt else "built on device"
+        engine = Artifact("engine", ENGINE, "tensorrt", plan["precision"], {}, how)
         m["artifacts"] = {"engine": engine.to_dict(), **m["artifacts"]}
         m["default_artifact"] = "engine"
         m["engine"] = facts
         write_manifest(work, m)
+    shutil.rmtree(adopted, ignore_errors=True)
     return bundle_dir / ENGINE
 
 
@@ -341,7 +370,8 @@ class JetsonTarget(QdqFallback):
             "# JetPack keeps trtexec in /usr/src/tensorrt/bin, not on PATH.\n"
             "# `edgevcf build BUNDLE` does the same build and records the engine in the bundle.\n"
             'TRTEXEC="${TRTEXEC:-$(command -v trtexec || echo /usr/src/tensorrt/bin/trtexec)}"\n'
-            f'cd "$(dirname "$0")" && {trtexec}\n'
+            f'cd "$(dirname "$0")" && {trtexec} &&\n'
+            'echo "engine built: record it in the bundle with: edgevcf build --adopt $PWD"\n'
         )
         (ctx.work / BUILD_SCRIPT).write_text(_BUILD_SCRIPT)
         for script in (TRTEXEC, BUILD_SCRIPT):

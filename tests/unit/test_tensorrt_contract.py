@@ -389,3 +389,33 @@ def test_edgevcf_build_makes_the_engine_an_artefact_of_the_bundle(
     assert trt.built[-1]["strongly_typed"]
     with pytest.raises(ConfigError, match="already has an engine"):
         build_bundle_engine(work)
+
+
+def test_the_trtexec_route_ends_as_edgevcf_build_does(
+    trt: Any, export_bundle: Any, tmp_path: Path
+) -> None:
+    """trtexec.sh leaves model.engine and timing.cache in the folder (the bundle then refuses
+    to load); `edgevcf build --adopt` records them: same end state as `edgevcf build`."""
+    import shutil
+
+    from edgevcf.bundle import Bundle
+    from edgevcf.targets.jetson import build_bundle_engine
+
+    _, bundle = export_bundle("jetson")
+    work = tmp_path / "b"
+    shutil.copytree(bundle.path, work)
+    (work / ENGINE).write_bytes(b"ENGINE{}")  # what trtexec --saveEngine writes
+    (work / "timing.cache").write_bytes(b"TRTCACHE-this-device")
+    with pytest.raises(BundleError, match=r"unexpected file model\.engine"):
+        Bundle.load(work)
+    build_bundle_engine(work, adopt=True)
+    built = Bundle.load(work)
+    assert built.manifest["default_artifact"] == "engine"
+    assert {ENGINE, "model.json", "timing.cache"} <= set(built.manifest["files"])
+    assert built.manifest["engine"]["built_by"] == "trtexec"
+    assert "edgevcf build --adopt" in (work / TRTEXEC).read_text()
+    empty = tmp_path / "c"
+    shutil.copytree(bundle.path, empty)
+    with pytest.raises(ConfigError, match=r"no model\.engine to adopt"):
+        build_bundle_engine(empty, adopt=True)
+    Bundle.load(empty)  # left as it was
