@@ -290,38 +290,53 @@ def build_bundle_engine(bundle_dir: Path, *, force: bool = False, adopt: bool = 
     import shutil
     import tempfile
 
-    from edgevcf.bundle import Bundle, staging, write_manifest
+    from edgevcf.bundle import Bundle
     from edgevcf.errors import ConfigError
 
     bundle_dir = Path(bundle_dir)
-    adopted = Path(tempfile.mkdtemp(prefix="edgevcf-adopt-"))
-    if adopt:  # the bundle verifies only without trtexec's outputs: set them aside first
-        if not (bundle_dir / ENGINE).is_file():
-            raise ConfigError(f"{bundle_dir} has no {ENGINE} to adopt", hint="run trtexec.sh first")
+    if adopt and not (bundle_dir / ENGINE).is_file():
+        raise ConfigError(f"{bundle_dir} has no {ENGINE} to adopt", hint="run trtexec.sh first")
+    aside = Path(tempfile.mkdtemp(prefix="edgevcf-adopt-")) if adopt else None
+    if aside is not None:  # the bundle verifies only without trtexec's outputs: set them aside
         for name in TRTEXEC_OUTPUTS:
             if (bundle_dir / name).is_file():
-                shutil.move(str(bundle_dir / name), adopted / name)
+                shutil.move(str(bundle_dir / name), aside / name)
     try:
         bundle = Bundle.load(bundle_dir)
-    except Exception:
-        for f in adopted.iterdir():  # put them back: the folder is left as it was
-            shutil.move(str(f), bundle_dir / f.name)
+        if bundle.manifest["target"] != "jetson":
+            raise ConfigError(f"{bundle_dir} is a {bundle.manifest['target']} bundle, not jetson")
+        if "engine" in bundle.manifest["artifacts"] and not force:
+            raise ConfigError("the bundle already has an engine", hint="pass --force to rebuild")
+        _seal_engine(bundle, aside)
+    except BaseException:
+        if aside is not None:  # a failure leaves the folder as it was, trtexec's files included
+            for f in aside.iterdir():
+                shutil.move(str(f), bundle_dir / f.name)
         raise
-    if bundle.manifest["target"] != "jetson":
-        raise ConfigError(f"{bundle_dir} is a {bundle.manifest['target']} bundle, not jetson")
-    if "engine" in bundle.manifest["artifacts"] and not force:
-        raise ConfigError("the bundle already has an engine", hint="pass --force to rebuild")
+    finally:
+        if aside is not None:
+            shutil.rmtree(aside, ignore_errors=True)
+    return bundle_dir / ENGINE
+
+
+def _seal_engine(bundle: Any, aside: Path | None) -> None:
+    """Build the engine (or, with ``aside``, adopt the one trtexec made) into a staged copy of
+    ``bundle`` and swap it in, with the engine, its record and the timing cache listed."""
+    import shutil
+
+    from edgevcf.bundle import staging, write_manifest
+
     plan = json.loads((bundle.path / PLAN).read_text())
     with staging(bundle.path, force=True) as work:
         for f in bundle.manifest["files"]:
             if f not in (ENGINE, Path(ENGINE).with_suffix(".json").name):
                 (work / f).parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(bundle.path / f, work / f)
-        if adopt:
+        if aside is not None:
             from edgevcf.backends.tensorrt import device_facts
 
-            for f in adopted.iterdir():
-                shutil.move(str(f), work / f.name)
+            for f in aside.iterdir():
+                shutil.copy2(f, work / f.name)
             facts = {**device_facts(), "dla_core": plan["dla_core"], "built_by": "trtexec"}
             (work / Path(ENGINE).with_suffix(".json")).write_text(json.dumps(facts, indent=2))
         else:
@@ -332,14 +347,12 @@ def build_bundle_engine(bundle_dir: Path, *, force: bool = False, adopt: bool = 
             for k, v in bundle.manifest.items()
             if k not in ("schema", "schema_version", "files", "checksum")
         }
-        how = "built on device by trtexec.sh" if adopt else "built on device"
+        how = "built on device" + (" by trtexec.sh" if aside is not None else "")
         engine = Artifact("engine", ENGINE, "tensorrt", plan["precision"], {}, how)
         m["artifacts"] = {"engine": engine.to_dict(), **m["artifacts"]}
         m["default_artifact"] = "engine"
         m["engine"] = facts
         write_manifest(work, m)
-    shutil.rmtree(adopted, ignore_errors=True)
-    return bundle_dir / ENGINE
 
 
 class JetsonTarget(QdqFallback):
