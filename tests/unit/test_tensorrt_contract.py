@@ -419,3 +419,24 @@ def test_the_trtexec_route_ends_as_edgevcf_build_does(
     with pytest.raises(ConfigError, match=r"no model\.engine to adopt"):
         build_bundle_engine(empty, adopt=True)
     Bundle.load(empty)  # left as it was
+
+
+def test_a_failed_adopt_leaves_trtexecs_files_in_place(
+    trt: Any, export_bundle: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import shutil
+
+    from edgevcf.targets import jetson
+
+    _, bundle = export_bundle("jetson")
+    work = tmp_path / "b"
+    shutil.copytree(bundle.path, work)
+    (work / ENGINE).write_bytes(b"ENGINE{}")
+
+    def broken() -> dict[str, str]:
+        raise BundleError("device facts unreadable")
+
+    monkeypatch.setattr("edgevcf.backends.tensorrt.device_facts", broken)
+    with pytest.raises(BundleError, match="device facts unreadable"):
+        jetson.build_bundle_engine(work, adopt=True)
+    assert (work / ENGINE).read_bytes() == b"ENGINE{}"  # the engine trtexec made is still there
