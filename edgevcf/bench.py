@@ -306,6 +306,7 @@ class BenchConfig:
     dicom: Path | None = None
     latency: bool = True
     isolate: bool = True
+    trust: Any = None  # an edgevcf.signing.Trust: only bundles signed by it are benched
     notes: list[str] = field(default_factory=list)
 
 
@@ -328,8 +329,11 @@ class Target:
     label: str
 
 
-def parse_targets(specs: list[str | os.PathLike[str]], backend: str = "auto") -> list[Target]:
-    """``PATH`` or ``PATH:ARTIFACT`` (e.g. ``bundles/mobile:tflite``) -> bench rows."""
+def parse_targets(
+    specs: list[str | os.PathLike[str]], backend: str = "auto", trust: Any = None
+) -> list[Target]:
+    """``PATH`` or ``PATH:ARTIFACT`` (e.g. ``bundles/mobile:tflite``) -> bench rows (with
+    ``trust``: each bundle's signer checked as it is loaded)."""
     out = []
     for spec in specs:
         text = str(spec)
@@ -338,7 +342,7 @@ def parse_targets(specs: list[str | os.PathLike[str]], backend: str = "auto") ->
             head, _, tail = text.rpartition(":")
             if Path(head).exists():
                 path, art = Path(head), tail
-        b = Bundle.load(path)
+        b = Bundle.load(path, trust=trust)
         label = path.name if art == "auto" else f"{path.name}:{art}"
         out.append(Target(b, art, label))
     if len({t.label for t in out}) != len(out):
@@ -492,7 +496,7 @@ def bench(
     cfg = cfg or BenchConfig()
     if not bundle_paths:
         raise ConfigError("no bundle given")
-    targets = parse_targets(bundle_paths, cfg.backend)
+    targets = parse_targets(bundle_paths, cfg.backend, cfg.trust)
     report: dict[str, Any] = {
         "schema_version": BENCH_SCHEMA_VERSION,
         "machine": machine_info(),

@@ -44,6 +44,7 @@ BACKENDS: dict[str, Backend] = {
     "litert": Backend("ai_edge_litert", "ai-edge-litert", "pip install 'edgevcf[litert]'"),
     "litert_torch": Backend("litert_torch", "litert-torch", "pip install 'edgevcf[mobile]'"),
     "tensorrt": Backend("tensorrt", "tensorrt", _JETPACK_HINT),
+    "cuda_python": Backend("cuda", "cuda-python", "pip install 'edgevcf[jetson]'"),
     "pynetdicom": Backend("pynetdicom", "pynetdicom", "pip install 'edgevcf[serve]'"),
     "cryptography": Backend("cryptography", "cryptography", "pip install 'edgevcf[signing]'"),
 }

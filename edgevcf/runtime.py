@@ -24,9 +24,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from edgevcf.backends import RUNTIMES, backend_class
+from edgevcf.backends import RUNTIMES, backend_class, runnable
 from edgevcf.bundle import Artifact, Bundle
-from edgevcf.deps import available
 from edgevcf.errors import (
     BackendUnavailableError,
     BundleError,
@@ -78,16 +77,6 @@ class Prediction:
         return asdict(self)
 
 
-def engine_here(runtime: str) -> bool:
-    """Whether ``runtime`` can run here: its package, and for TensorRT also cuda-python (the
-    backend's CUDA bindings: a Jetson without them falls back to the ONNX artefact)."""
-    if runtime == "tensorrt":
-        import importlib.util
-
-        return available("tensorrt") and importlib.util.find_spec("cuda") is not None
-    return available(runtime)
-
-
 def choose_artifact(bundle: Bundle, backend: str = "auto") -> Artifact:
     """The artefact to run: the bundle's default if its engine is here, else another one.
 
@@ -119,7 +108,7 @@ def choose_artifact(bundle: Bundle, backend: str = "auto") -> Artifact:
             hint=f"use auto, one of {', '.join(RUNTIMES)}, or an artefact: {', '.join(arts)}",
         )
     for art in order:
-        if engine_here(art.runtime):
+        if runnable(art.runtime):
             return art
     from edgevcf.deps import BACKENDS
 
@@ -424,7 +413,7 @@ def verify(
         art = bundle.artifact(name)
         check = ArtifactCheck(art.name, art.runtime, art.precision, "skipped")
         checks.append(check)
-        if not engine_here(art.runtime):
+        if not runnable(art.runtime):
             check.reason = f"{art.runtime} is not installed here"
             continue
         if name not in golden.expected:

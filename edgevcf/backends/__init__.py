@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from edgevcf.backends.base import Backend
-from edgevcf.deps import import_symbol
+from edgevcf.deps import available, import_symbol
 from edgevcf.errors import BundleError
 
 # runtime name (as written in a bundle manifest) -> "module:Class"
@@ -21,6 +21,15 @@ RUNTIMES: dict[str, str] = {
     "litert": "edgevcf.backends.litert:LiteRTBackend",
     "tensorrt": "edgevcf.backends.tensorrt:TensorRTBackend",
 }
+
+#: What each runtime needs installed beyond its own package (TensorRT runs through cuda-python's
+#: bindings: a Jetson without them falls back to the bundle's ONNX artefact).
+NEEDS: dict[str, tuple[str, ...]] = {"tensorrt": ("tensorrt", "cuda_python")}
+
+
+def runnable(runtime: str) -> bool:
+    """Whether an artefact of ``runtime`` can run here (probed without importing anything)."""
+    return all(available(n) for n in NEEDS.get(runtime, (runtime,)))
 
 
 def backend_class(runtime: str) -> type[Backend]:
@@ -38,4 +47,4 @@ def open_backend(runtime: str, path: Path, **options: Any) -> Backend:
     return backend_class(runtime)(path, **options)
 
 
-__all__ = ["RUNTIMES", "Backend", "backend_class", "open_backend"]
+__all__ = ["NEEDS", "RUNTIMES", "Backend", "backend_class", "open_backend", "runnable"]

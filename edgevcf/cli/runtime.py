@@ -214,13 +214,6 @@ def bench(
     from edgevcf.errors import AccuracyGateError
     from edgevcf.report import bench_markdown, bench_summary, write_bench
 
-    checked = load_trust(trust, revoked)
-    if checked is not None:  # every bundle's signer, before any of them runs
-        from edgevcf.bundle import Bundle
-
-        for b in bundles:
-            folder = b.rsplit(":", 1)[0] if ":" in b and not Path(b).exists() else b
-            Bundle.load(folder, trust=checked)
     cfg = BenchConfig(
         split=split,
         backend=backend,
@@ -228,6 +221,7 @@ def bench(
         iterations=iterations,
         dicom=dicom,
         latency=not no_latency,
+        trust=load_trust(trust, revoked),
     )
     report = run(list(bundles), data=data, baseline=baseline, cfg=cfg)
     if out is not None:

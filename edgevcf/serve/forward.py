@@ -98,23 +98,24 @@ class Outbox:
 
     def _deliver(self, jobs: list[Job]) -> None:
         now = time.monotonic()
+        done = {j.key: self.journal.deliveries(j.key) for j in jobs}  # read once per pass
         for dest in self.config.destinations:
             name = self.name(dest)
             st = self.state[name]
             if st.failures and now < st.next_try:
                 continue
-            todo = [j for j in jobs if name not in self.journal.deliveries(j.key)]
-            if todo:
-                self._send(dest, name, todo[:BATCH])
+            todo = [j for j in jobs if name not in done[j.key]]
+            for key in self._send(dest, name, todo[:BATCH]) if todo else ():
+                done[key].add(name)
         for job in jobs:
-            done = self.journal.deliveries(job.key)
-            if all(self.name(d) in done for d in self.config.destinations):
+            if all(self.name(d) in done[job.key] for d in self.config.destinations):
                 self.journal.advance(job.key, "forwarded")
                 self.metrics.observe("result_seconds", time.time() - job.received_at)
                 self.on_forwarded(job)
 
-    def _send(self, dest: Destination, name: str, jobs: list[Job]) -> None:
-        """One association to ``dest`` for ``jobs``; back-off on any failure."""
+    def _send(self, dest: Destination, name: str, jobs: list[Job]) -> list[str]:
+        """One association to ``dest`` for ``jobs``; back-off on any failure. Returns the keys
+        the destination confirmed (each also journaled)."""
         from pydicom import dcmread
         from pynetdicom import AE, evt
 
@@ -131,7 +132,8 @@ class Outbox:
         )  # fmt: skip
         if not assoc.is_established:
             self._failed(name, "association not established (down, or not accepting us)")
-            return
+            return []
+        confirmed: list[str] = []
         try:
             for job in jobs:
                 if job.sr is None:
@@ -140,8 +142,10 @@ class Outbox:
                 code = int(getattr(status, "Status", -1)) if status else -1
                 if code in (0x0000, 0xB000, 0xB007, 0xB006):  # success or warning: stored
                     self.journal.delivered(job.key, name)
+                    confirmed.append(job.key)
                     self.metrics.inc("forwarded_total", "destination", dest.ae_title)
-                    self.state[name] = _Backoff(confirmed=self.state[name].confirmed + 1)
+                    st = self.state[name]
+                    st.failures, st.last_error, st.confirmed = 0, "", st.confirmed + 1
                 else:
                     self.journal.attempt(job.key)
                     why = f"status 0x{code:04X}" if code >= 0 else "no response"
@@ -153,6 +157,7 @@ class Outbox:
         finally:
             if assoc.is_established:
                 assoc.release()
+        return confirmed
 
     def _failed(self, name: str, why: str) -> None:
         st = self.state[name]

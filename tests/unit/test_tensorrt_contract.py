@@ -350,16 +350,11 @@ def test_a_dla_engine_is_deserialised_on_its_core(trt: Any, tmp_path: Path) -> N
 
 
 def test_without_cuda_python_the_engine_is_not_chosen(monkeypatch: pytest.MonkeyPatch) -> None:
-    import importlib.util
+    from edgevcf import backends
 
-    from edgevcf import runtime
-
-    monkeypatch.setattr(runtime, "available", lambda name: True)
-    real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec",
-                        lambda n, *a: None if n == "cuda" else real(n, *a))  # fmt: skip
-    assert not runtime.engine_here("tensorrt")  # falls back to the bundle's ONNX artefact
-    assert runtime.engine_here("onnxruntime")
+    monkeypatch.setattr(backends, "available", lambda name: name != "cuda_python")
+    assert not backends.runnable("tensorrt")  # falls back to the bundle's ONNX artefact
+    assert backends.runnable("onnxruntime")
 
 
 def test_generated_scripts_are_executable_and_find_trtexec(export_bundle: Any) -> None:
