@@ -128,7 +128,7 @@ def test_choose_artifact(export_bundle: Any, monkeypatch: pytest.MonkeyPatch) ->
         choose_artifact(bundle, "openvino")
     with pytest.raises(ConfigError, match="unknown backend"):
         choose_artifact(bundle, "cuda")
-    monkeypatch.setattr("edgevcf.runtime.available", lambda name: False)
+    monkeypatch.setattr("edgevcf.runtime.runnable", lambda runtime: False)
     with pytest.raises(BackendUnavailableError) as err:
         choose_artifact(bundle)
     assert "onnxruntime" in (err.value.hint or "")
