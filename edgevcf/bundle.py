@@ -11,6 +11,13 @@ prove its runtime computes the same (``edgevcf verify``).
 
 Bundles are written into a temporary sibling folder and renamed into place at the end: an
 interrupted export never leaves a folder that looks complete.
+
+What a device builds from a bundle (a TensorRT engine, ``edgevcf build``) goes into its
+``device/`` folder and never changes the exported files, so the export's signature stays valid:
+``device/model.json`` records the engine's files, the device and the SHA-256 of the exported
+ONNX it was built from (it must still be in the bundle, unchanged), sealed with its own
+checksum; ``device/model.sig``, by the device's key, signs that folder apart (a release key
+never saw those bytes).
 """
 
 from __future__ import annotations
@@ -33,7 +40,7 @@ import numpy as np
 from edgevcf.data.preprocess import Preprocess
 from edgevcf.errors import BundleError, ConfigError, OutputError
 from edgevcf.onnx_export import InputSpec
-from edgevcf.signing import SIGNATURE_FILE
+from edgevcf.signing import DEVICE_DIR, SIGNATURE_FILE
 
 if TYPE_CHECKING:
     from edgevcf.signing import Trust
@@ -72,6 +79,57 @@ def _checksum(manifest: dict[str, Any]) -> str:
 def _render(manifest: dict[str, Any]) -> bytes:
     """The exact bytes of manifest.json as export writes them (JSON round-trips exactly)."""
     return (json.dumps(manifest, indent=2, sort_keys=False) + "\n").encode("ascii")
+
+
+def _read_object(path: Path) -> tuple[dict[str, Any], bytes]:
+    """A JSON object file and its bytes as read."""
+    try:
+        raw = path.read_bytes()
+        doc = json.loads(raw.decode("utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise BundleError(f"{path} is unreadable or not JSON: {exc}") from None
+    if not isinstance(doc, dict):
+        raise BundleError(f"{path} is not a JSON object")
+    return doc, raw
+
+
+def _check_sealed(path: Path, doc: dict[str, Any], raw: bytes | None, by: str, redo: str) -> None:
+    """Refuse a sealed JSON file (manifest, device record) that differs from what ``by`` wrote;
+    ``redo`` says how to make it again."""
+    if _checksum(doc) != doc.get("checksum"):
+        raise BundleError(
+            f"{path} was modified after {by} (checksum mismatch)",
+            hint=f"{redo}; never edit a bundle by hand",
+        )
+    if raw is not None and raw != _render(doc):
+        # Same JSON meaning, other bytes (whitespace, line endings, key order): still an edit,
+        # and the bundle promises that any byte changed anywhere is detected.
+        raise BundleError(
+            f"{path} was modified after {by} (its text differs from what {by} wrote: "
+            "whitespace, line endings or key order)",
+            hint=f"copy the bundle as binary files (no line-ending conversion) or {redo}",
+        )
+
+
+def _present(root: Path, skip: tuple[str, ...]) -> set[str]:
+    """Every file under ``root`` by POSIX path, but those named or under a folder in ``skip``."""
+    return {
+        rel
+        for p in root.rglob("*")
+        if p.is_file() and (rel := p.relative_to(root).as_posix()) not in skip
+        and rel.split("/")[0] not in skip
+    }  # fmt: skip
+
+
+def _file_problems(root: Path, listed: dict[str, str], present: set[str],
+                   known: dict[str, str]) -> list[str]:  # fmt: skip
+    """Missing, unexpected and changed files of ``root`` against ``listed`` (name -> sha256)."""
+    problems = [f"missing file {n}" for n in sorted(set(listed) - present)]
+    problems += [f"unexpected file {n}" for n in sorted(present - set(listed))]
+    for name in sorted(set(listed) & present):
+        if (known.get(name) or sha256_path(root / name)) != listed[name]:
+            problems.append(f"{name} changed (sha256 mismatch)")
+    return problems
 
 
 @dataclass(frozen=True)
@@ -150,19 +208,28 @@ class Bundle:
         #: The key id that signed the bundle, once checked against a trust list (else None:
         #: origin not checked).
         self.signer_key_id: str | None = None
+        #: The engine a device built from this bundle (``device/``), if any.
+        self.device: DeviceBuild | None = None
 
     # -------------------------------------------------------------- reading
     @classmethod
     def load(
-        cls, path: str | os.PathLike[str], *, verify: bool = True, trust: Trust | None = None
+        cls,
+        path: str | os.PathLike[str],
+        *,
+        verify: bool = True,
+        trust: Trust | None = None,
+        device: bool = True,
     ) -> Bundle:
         """Open a bundle, checking schema, its own checksum and every file's sha256; with
         ``trust``, its signature too (who released it), before anything else reads it.
+        ``device``: also open what a device built from it (``device/``; see :class:`DeviceBuild`).
 
         Raises:
             BundleError: not a bundle, unknown schema, any checksum / file-list mismatch; with
                 ``trust``: unsigned, signed by a key not trusted or revoked, a signature that
-                does not verify, or files other than those signed.
+                does not verify, or files other than those signed; a device build that does
+                not check out.
         """
         root = Path(path)
         mpath = root / MANIFEST
@@ -176,13 +243,7 @@ class Bundle:
             signer = verify_signature(root, trust, digests)
         if not mpath.is_file():
             raise BundleError(f"{root} has no {MANIFEST}: not a (complete) bundle")
-        try:
-            raw = mpath.read_bytes()
-            manifest = json.loads(raw.decode("utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise BundleError(f"{mpath} is unreadable or not JSON: {exc}") from None
-        if not isinstance(manifest, dict):
-            raise BundleError(f"{mpath} is not a JSON object")
+        manifest, raw = _read_object(mpath)
         missing = [k for k in _REQUIRED if k not in manifest]
         if missing:
             raise BundleError(f"{mpath}: missing field(s) {', '.join(missing)}")
@@ -198,6 +259,8 @@ class Bundle:
         if verify:
             bundle.verify_files(digests)
         bundle.signer_key_id = signer
+        if device and (root / DEVICE_DIR).exists():
+            bundle.device = DeviceBuild.load(bundle, trust)
         return bundle
 
     def verify_files(self, digests: dict[str, str] | None = None) -> None:
@@ -205,31 +268,10 @@ class Bundle:
 
         ``digests``: SHA-256 of files already hashed in this load (by the signature check).
         """
-        known = digests or {}
-        if _checksum(self.manifest) != self.manifest["checksum"]:
-            raise BundleError(
-                f"{self.path / MANIFEST} was modified after export (checksum mismatch)",
-                hint="re-export the bundle; never edit a bundle by hand",
-            )
-        if self._raw is not None and self._raw != _render(self.manifest):
-            # Same JSON meaning, other bytes (whitespace, line endings, key order): still an edit,
-            # and the bundle promises that any byte changed anywhere is detected.
-            raise BundleError(
-                f"{self.path / MANIFEST} was modified after export (its text differs from what "
-                "export wrote: whitespace, line endings or key order)",
-                hint="copy the bundle as binary files (no line-ending conversion) or re-export it",
-            )
-        listed: dict[str, str] = self.manifest["files"]
-        present = {
-            str(p.relative_to(self.path)).replace(os.sep, "/")
-            for p in self.path.rglob("*")
-            if p.is_file()
-        } - {MANIFEST, SIGNATURE_FILE}  # the signature signs the bundle: it is not in it
-        problems = [f"missing file {n}" for n in sorted(set(listed) - present)]
-        problems += [f"unexpected file {n}" for n in sorted(present - set(listed))]
-        for name in sorted(set(listed) & present):
-            if (known.get(name) or sha256_path(self.path / name)) != listed[name]:
-                problems.append(f"{name} changed (sha256 mismatch)")
+        _check_sealed(self.path / MANIFEST, self.manifest, self._raw, "export", "re-export it")
+        # the signature signs the bundle, and what a device built is checked on its own
+        present = _present(self.path, (MANIFEST, SIGNATURE_FILE, DEVICE_DIR))
+        problems = _file_problems(self.path, self.manifest["files"], present, digests or {})
         if problems:
             raise BundleError(
                 f"bundle {self.path} failed verification: " + "; ".join(problems[:6]),
@@ -259,12 +301,14 @@ class Bundle:
 
     @property
     def artifacts(self) -> dict[str, Artifact]:
-        """Runnable files by name."""
-        return {k: Artifact.from_dict(k, v) for k, v in self.manifest["artifacts"].items()}
+        """Runnable files by name (a device-built engine first)."""
+        arts = {k: Artifact.from_dict(k, v) for k, v in self.manifest["artifacts"].items()}
+        return {self.device.artifact.name: self.device.artifact, **arts} if self.device else arts
 
     def artifact(self, name: str | None = None) -> Artifact:
-        """The named artifact, or the default one."""
+        """The named artifact, or the default one (a device-built engine, if there is one)."""
         arts = self.artifacts
+        name = name or (self.device.artifact.name if self.device else None)
         name = name or self.manifest["default_artifact"]
         if name not in arts:
             raise ConfigError(
@@ -275,6 +319,98 @@ class Bundle:
     def golden(self) -> Golden:
         """The golden vectors."""
         return Golden.load(self.path / GOLDEN)
+
+
+#: The device record, next to the engine in ``device/`` (where the TensorRT backend reads it).
+DEVICE_RECORD = "model.json"
+DEVICE_SCHEMA = "edgevcf.device-build"
+_REBUILD = "build it again: edgevcf build --force BUNDLE"
+_DEVICE_TRUST_HINT = (
+    "under a trust list an engine runs only if the device that built it signed it: "
+    "`edgevcf build BUNDLE --key DEVICE_KEY` (or `edgevcf sign BUNDLE/device --key DEVICE_KEY`) "
+    "and add that key's .pub to the trust list; or remove BUNDLE/device to run the signed ONNX"
+)
+
+
+@dataclass(frozen=True)
+class DeviceBuild:
+    """The engine a device built from a bundle (``device/``), bound to the exported ONNX it was
+    built from; signed, if at all, by the device's key."""
+
+    folder: Path
+    record: dict[str, Any]
+    #: The key id that signed ``device/``, once checked against a trust list (else None).
+    signer_key_id: str | None = None
+
+    @property
+    def artifact(self) -> Artifact:
+        """The engine as an artefact of the bundle (its file relative to the bundle)."""
+        return Artifact.from_dict("engine", self.record["artifact"])
+
+    @property
+    def source(self) -> dict[str, str]:
+        """The exported file the engine was built from: ``file`` and its ``sha256``."""
+        return dict(self.record["source"])
+
+    @classmethod
+    def load(cls, bundle: Bundle, trust: Trust | None = None) -> DeviceBuild:
+        """Check ``bundle``'s device folder: with ``trust``, its signature first; then its
+        sealed record, every file it lists, and that the ONNX it names is the bundle's own.
+
+        Raises:
+            BundleError: no record (trtexec's engine not yet adopted); with ``trust``: not
+                signed by a trusted key; an edited record or engine; built from another model.
+        """
+        folder = bundle.path / DEVICE_DIR
+        rpath = folder / DEVICE_RECORD
+        if not rpath.is_file():
+            raise BundleError(
+                f"{folder} holds no engine record ({DEVICE_RECORD})",
+                hint="record trtexec's engine with `edgevcf build --adopt BUNDLE`, "
+                "or remove the device folder",
+            )
+        signer, digests = None, dict[str, str]()
+        if trust is not None:
+            from edgevcf.signing import verify_signature
+
+            signer = verify_signature(folder, trust, digests, hint=_DEVICE_TRUST_HINT)
+        record, raw = _read_object(rpath)
+        if record.get("schema") != DEVICE_SCHEMA:
+            raise BundleError(f"{rpath}: schema {record.get('schema')!r} is not {DEVICE_SCHEMA!r}")
+        _check_sealed(rpath, record, raw, "the build", _REBUILD)
+        try:
+            files, source = dict(record["files"]), dict(record["source"])
+            art = Artifact.from_dict("engine", record["artifact"])
+            listed = art.file.removeprefix(f"{DEVICE_DIR}/") in files
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise BundleError(f"{rpath} is incomplete ({exc})", hint=_REBUILD) from None
+        problems = _file_problems(folder, files, _present(folder, (DEVICE_RECORD, SIGNATURE_FILE)),
+                                  digests)  # fmt: skip
+        if not listed:
+            problems.insert(0, f"its engine {art.file} is not one of its files")
+        if problems:
+            raise BundleError(
+                f"the device build in {folder} failed verification: " + "; ".join(problems[:6]),
+                hint=f"the engine was altered or copied incompletely: {_REBUILD}",
+            )
+        if bundle.manifest["files"].get(source.get("file")) != source.get("sha256"):
+            raise BundleError(
+                f"the engine in {folder} was built from another {source.get('file')} than the "
+                "one this bundle holds",
+                hint=_REBUILD,
+            )
+        return cls(folder, record, signer)
+
+
+def write_device_record(folder: Path, record: dict[str, Any]) -> dict[str, Any]:
+    """Seal ``record`` with the SHA-256 of every file in ``folder`` (a staged device folder) and
+    write it as ``model.json`` there: the last file a build writes."""
+    skip = (DEVICE_RECORD, SIGNATURE_FILE)
+    files = {n: sha256_path(folder / n) for n in sorted(_present(folder, skip))}
+    out = {"schema": DEVICE_SCHEMA, **record, "files": files}
+    out["checksum"] = _checksum(out)
+    (folder / DEVICE_RECORD).write_bytes(_render(out))
+    return out
 
 
 def finalize_manifest(root: Path, manifest: dict[str, Any]) -> dict[str, Any]:

@@ -36,8 +36,12 @@ BUNDLE_MEDIA_TYPE = "application/vnd.dev.sigstore.bundle.v0.3+json"
 PAYLOAD_TYPE = "application/vnd.in-toto+json"
 STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
 PREDICATE_TYPE = "https://model_signing/signature/v1.0"
-#: What model-signing leaves out of a signed folder by default (we write the same list).
-IGNORED = (".gitattributes", ".git", SIGNATURE_FILE, ".github", ".gitignore")
+#: Where a device puts what it builds from a bundle (a TensorRT engine): signed apart, by the
+#: device's key, because the release key never saw those bytes.
+DEVICE_DIR = "device"
+#: What model-signing leaves out of a signed folder by default, and the device folder; written
+#: into the statement, which model-signing's verifier honours.
+IGNORED = (".gitattributes", ".git", SIGNATURE_FILE, ".github", ".gitignore", DEVICE_DIR)
 CURVES = {"secp256r1": "SHA256", "secp384r1": "SHA384", "secp521r1": "SHA512"}
 
 
@@ -263,7 +267,12 @@ class Trust:
 
 
 def verify_signature(
-    root: str | os.PathLike[str], trust: Trust, digests: dict[str, str] | None = None
+    root: str | os.PathLike[str],
+    trust: Trust,
+    digests: dict[str, str] | None = None,
+    *,
+    hint: str = "only bundles signed by a trusted key run here: sign with "
+    "`edgevcf sign BUNDLE --key`",
 ) -> str:
     """Check ``root/model.sig`` against ``trust`` and the files on disk; the signer's key id.
 
@@ -280,7 +289,6 @@ def verify_signature(
 
     folder = Path(root)
     sig_path = folder / SIGNATURE_FILE
-    hint = "only bundles signed by a trusted key run here: sign with `edgevcf sign BUNDLE --key`"
     if not sig_path.is_file():
         raise BundleError(f"bundle {folder} is not signed (no {SIGNATURE_FILE})", hint=hint)
     try:
@@ -367,6 +375,6 @@ def signer_hint(root: str | os.PathLike[str]) -> str | None:
 
 
 __all__ = [
-    "SIGNATURE_FILE", "Trust", "key_id", "load_private_key", "load_public_key", "new_key",
-    "sign_bundle", "signer_hint", "verify_signature",
+    "DEVICE_DIR", "SIGNATURE_FILE", "Trust", "key_id", "load_private_key", "load_public_key",
+    "new_key", "sign_bundle", "signer_hint", "verify_signature",
 ]  # fmt: skip

@@ -9,6 +9,7 @@ import click
 
 from edgevcf import console
 from edgevcf.cli import echo
+from edgevcf.cli.keys import PASS_HELP, passphrase_from_env
 from edgevcf.errors import AccuracyGateError, ConfigError
 
 
@@ -103,8 +104,7 @@ def summary_table(results: list[Any]) -> str:
     type=click.Path(dir_okay=False, exists=True, path_type=Path),
     help="Sign each bundle that passes its gate with this private key (edgevcf keys new).",
 )
-@click.option("--passphrase-env", metavar="VAR", help="Environment variable with the key's "
-              "passphrase (never pass it inline).")  # fmt: skip
+@click.option("--passphrase-env", metavar="VAR", help=PASS_HELP)
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON on stdout.")
 def export(
     targets: str,
@@ -156,7 +156,6 @@ def export(
         get_target(p.target).check_available(p)
     passphrase = None
     if sign_key is not None:  # and on a wrong key or passphrase
-        from edgevcf.cli.keys import passphrase_from_env
         from edgevcf.signing import load_private_key
 
         passphrase = passphrase_from_env(passphrase_env)
@@ -172,7 +171,10 @@ def export(
         if build_engine and p.target == "jetson":
             from edgevcf.targets.jetson import build_bundle_engine
 
-            build_bundle_engine(dest, force=True)
+            # built here, by the signer: the same key signs the engine (BUNDLE/device) too
+            signs = sign_key is not None and res.gate_passed is not False
+            build_bundle_engine(dest, force=True, key=sign_key if signs else None,
+                                passphrase=passphrase)  # fmt: skip
         if sign_key is not None and res.gate_passed is not False:
             from edgevcf.signing import sign_bundle
 
@@ -269,19 +271,32 @@ def targets(as_json: bool) -> None:
 @click.option(
     "--adopt",
     is_flag=True,
-    help="Take the engine trtexec.sh wrote into the bundle instead of building one.",
+    help="Take the engine trtexec.sh wrote into BUNDLE/device instead of building one.",
 )
-def build(bundle: Path, force: bool, adopt: bool) -> None:
+@click.option("--key", "key", type=click.Path(dir_okay=False, exists=True, path_type=Path),
+              help="Sign the engine with this device's private key (for carts that run "
+              "under --trust).")  # fmt: skip
+@click.option("--passphrase-env", metavar="VAR", help=PASS_HELP)
+def build(
+    bundle: Path, force: bool, adopt: bool, key: Path | None, passphrase_env: str | None
+) -> None:
     """Build a jetson bundle's TensorRT engine on this device (needs JetPack 6.1+).
 
     Verifies the bundle, builds the engine from its build_plan.json (strongly typed for INT8
-    Q/DQ; workspace, timing cache and DLA settings from the profile), records TensorRT
-    version, GPU/SM, device model and JetPack, and re-seals the bundle with the engine as its
-    default. With --adopt, the engine `sh trtexec.sh` made is recorded the same way.
+    Q/DQ; workspace, timing cache and DLA settings from the profile) into BUNDLE/device, with
+    a record of TensorRT version, GPU/SM, device model and JetPack and of the SHA-256 of the
+    exported ONNX it was built from. The exported files are not changed, so the export's
+    signature stays valid; the engine becomes the bundle's default. With --adopt, the engine
+    `sh trtexec.sh` made is recorded the same way.
+
+    \b
+    Example (a signed bundle on a cart that runs under --trust):
+      edgevcf build bundles/jetson-int8 --key device-key --passphrase-env DEVICE_KEY_PASS
     """
     from edgevcf.deps import require
     from edgevcf.targets.jetson import build_bundle_engine
 
     require("tensorrt", "building a TensorRT engine")
-    path = build_bundle_engine(bundle, force=force, adopt=adopt)
+    path = build_bundle_engine(bundle, force=force, adopt=adopt, key=key,
+                               passphrase=passphrase_from_env(passphrase_env))  # fmt: skip
     echo(f"Built {path}")

@@ -58,7 +58,7 @@ def passphrase_from_env(env: str | None) -> str | None:
     return value
 
 
-_PASS_HELP = "Read the key's passphrase from this environment variable (never pass it inline)."
+PASS_HELP = "Read the key's passphrase from this environment variable (never pass it inline)."
 
 
 @click.group("keys")
@@ -73,7 +73,7 @@ def keys() -> None:
     type=click.Path(dir_okay=False, path_type=Path),
     help="Private key file to write (mode 0600); the public key goes to OUT.pub.",
 )
-@click.option("--passphrase-env", metavar="VAR", help=_PASS_HELP)
+@click.option("--passphrase-env", metavar="VAR", help=PASS_HELP)
 def keys_new(out: Path, passphrase_env: str | None) -> None:
     """Make a signing key pair and print its key id (SHA-256 of the public key).
 
@@ -96,20 +96,26 @@ def keys_new(out: Path, passphrase_env: str | None) -> None:
 @click.argument("bundle", type=click.Path(file_okay=False, exists=True, path_type=Path))
 @click.option("--key", "key", required=True, type=click.Path(dir_okay=False, exists=True,
               path_type=Path), help="The private key (from `edgevcf keys new`).")  # fmt: skip
-@click.option("--passphrase-env", metavar="VAR", help=_PASS_HELP)
+@click.option("--passphrase-env", metavar="VAR", help=PASS_HELP)
 def sign(bundle: Path, key: Path, passphrase_env: str | None) -> None:
-    """Sign a bundle: writes BUNDLE/model.sig over every file, changes no other byte.
+    """Sign a bundle: writes BUNDLE/model.sig over every exported file, changes no other byte.
 
     The bundle is verified first (a damaged bundle is never signed). `model_signing verify key`
-    (OpenSSF) verifies the result too.
+    (OpenSSF) verifies the result too. Given BUNDLE/device, signs the engine a device built
+    from the bundle instead, with the device's key (BUNDLE/device/model.sig).
 
     \b
-    Example:
+    Examples:
       edgevcf sign bundles/openvino-int8 --key site-2026 --passphrase-env EDGEVCF_KEY_PASS
+      edgevcf sign bundles/jetson-int8/device --key device-key
     """
-    from edgevcf.bundle import Bundle
+    from edgevcf.bundle import DEVICE_DIR, MANIFEST, Bundle, DeviceBuild
     from edgevcf.signing import sign_bundle
 
-    Bundle.load(bundle)
-    kid = sign_bundle(bundle, key, passphrase_from_env(passphrase_env))
+    passphrase = passphrase_from_env(passphrase_env)
+    if bundle.name == DEVICE_DIR and (bundle.parent / MANIFEST).is_file():
+        DeviceBuild.load(Bundle.load(bundle.parent, device=False))
+    else:
+        Bundle.load(bundle)
+    kid = sign_bundle(bundle, key, passphrase)
     echo(f"signed {bundle} with key {kid}")

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from edgevcf import progress
-from edgevcf.bundle import Artifact
+from edgevcf.bundle import DEVICE_DIR, Artifact
 from edgevcf.deps import available, require
 from edgevcf.errors import CompileError, QuantizationError
 from edgevcf.profiles import TargetProfile
@@ -39,6 +39,7 @@ PLAN = "build_plan.json"
 TRTEXEC = "trtexec.sh"
 BUILD_SCRIPT = "build_engine.py"
 ENGINE = "model.engine"
+TIMING_CACHE = "timing.cache"
 QUANTIZED_OPS = ["Conv", "Gemm", "MatMul"]
 
 # ONNX ops the TensorRT 10 ONNX parser supports that occur in image classifiers (onnx-tensorrt
@@ -181,11 +182,11 @@ def build_plan(profile: TargetProfile, onnx_file: str, precision: str) -> dict[s
     """The exact engine build: settings for ``build_engine`` and the equivalent trtexec line."""
     o = profile.options
     strongly_typed = precision == "int8"
-    cmd = ["trtexec", f"--onnx={onnx_file}", f"--saveEngine={ENGINE}"]
+    cmd = ["trtexec", f"--onnx={onnx_file}", f"--saveEngine={DEVICE_DIR}/{ENGINE}"]
     cmd += ["--stronglyTyped"] if strongly_typed else ["--fp16"]
     cmd += [f"--memPoolSize=workspace:{int(o['workspace_mb'])}M"]
     if o.get("timing_cache", True):
-        cmd += ["--timingCacheFile=timing.cache"]
+        cmd += [f"--timingCacheFile={DEVICE_DIR}/{TIMING_CACHE}"]
     cmd += [f"--builderOptimizationLevel={int(o.get('builder_optimization_level', 3))}"]
     if int(o.get("dla_core", -1)) >= 0:
         cmd += [f"--useDLACore={int(o['dla_core'])}", "--allowGPUFallback"]
@@ -197,7 +198,7 @@ def build_plan(profile: TargetProfile, onnx_file: str, precision: str) -> dict[s
         "strongly_typed": strongly_typed,
         "fp16": not strongly_typed,
         "workspace_mb": int(o["workspace_mb"]),
-        "timing_cache": "timing.cache" if o.get("timing_cache", True) else None,
+        "timing_cache": TIMING_CACHE if o.get("timing_cache", True) else None,
         "builder_optimization_level": int(o.get("builder_optimization_level", 3)),
         "dla_core": int(o.get("dla_core", -1)),
         "gpu_fallback": int(o.get("dla_core", -1)) >= 0,
@@ -207,8 +208,9 @@ def build_plan(profile: TargetProfile, onnx_file: str, precision: str) -> dict[s
     }
 
 
-def build_engine(plan: dict[str, Any], folder: Path) -> dict[str, Any]:
-    """Build the TensorRT engine of ``plan`` in ``folder`` (where ``tensorrt`` imports).
+def build_engine(plan: dict[str, Any], folder: Path, out: Path | None = None) -> dict[str, Any]:
+    """Build the TensorRT engine of ``plan`` from the ONNX in ``folder`` into ``out`` (default
+    ``folder``), where ``tensorrt`` imports.
 
     Strongly typed for Q/DQ INT8 (precisions follow the Q/DQ types, as TensorRT recommends for
     explicit quantisation), FP16 kernels allowed for the fallback; workspace limit, timing cache
@@ -225,6 +227,7 @@ def build_engine(plan: dict[str, Any], folder: Path) -> dict[str, Any]:
         raise CompileError(why)
     if plan["strongly_typed"] and plan["dla_core"] >= 0:
         raise CompileError("a strongly typed (Q/DQ INT8) network cannot be built for a DLA")
+    out = folder if out is None else out
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
     flags = 0
@@ -244,7 +247,7 @@ def build_engine(plan: dict[str, Any], folder: Path) -> dict[str, Any]:
         config.default_device_type = trt.DeviceType.DLA
         config.DLA_core = plan["dla_core"]
         config.set_flag(trt.BuilderFlag.GPU_FALLBACK)
-    cache_path = folder / plan["timing_cache"] if plan.get("timing_cache") else None
+    cache_path = out / plan["timing_cache"] if plan.get("timing_cache") else None
     if cache_path is not None:
         blob = cache_path.read_bytes() if cache_path.is_file() else b""
         if not config.set_timing_cache(config.create_timing_cache(blob), ignore_mismatch=False):
@@ -255,12 +258,12 @@ def build_engine(plan: dict[str, Any], folder: Path) -> dict[str, Any]:
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
         raise CompileError("TensorRT failed to build the engine (see the log above)")
-    (folder / plan["engine"]).write_bytes(bytes(serialized))
+    (out / plan["engine"]).write_bytes(bytes(serialized))
     if cache_path is not None:
         cache_path.write_bytes(bytes(config.get_timing_cache().serialize()))
     facts = {**device_facts(), "dla_core": plan["dla_core"],
              "build_seconds": round(time.perf_counter() - t0, 1)}  # fmt: skip
-    (folder / Path(plan["engine"]).with_suffix(".json")).write_text(json.dumps(facts, indent=2))
+    (out / Path(plan["engine"]).with_suffix(".json")).write_text(json.dumps(facts, indent=2))
     return facts
 
 
@@ -275,84 +278,60 @@ build_bundle_engine(Path(__file__).resolve().parent, force="--force" in sys.argv
 '''
 
 
-#: What ``trtexec.sh`` leaves in the bundle folder (to be adopted by ``edgevcf build --adopt``).
-TRTEXEC_OUTPUTS = (ENGINE, "timing.cache")
+def build_bundle_engine(
+    bundle_dir: Path,
+    *,
+    force: bool = False,
+    adopt: bool = False,
+    key: Path | None = None,
+    passphrase: str | None = None,
+) -> Path:
+    """Verify a jetson bundle and build its engine from the plan into ``BUNDLE/device``.
 
-
-def build_bundle_engine(bundle_dir: Path, *, force: bool = False, adopt: bool = False) -> Path:
-    """Verify a jetson bundle, build its engine from the plan, and re-seal the bundle.
-
-    The engine and its facts become artefacts of the bundle (manifest and checksums rewritten);
-    the bundle is rebuilt in a staging folder and swapped in, so a failed build leaves it as it
-    was. ``adopt``: take the engine ``trtexec.sh`` wrote into the folder instead of building one
-    (the same end state: engine, its record and the timing cache listed, the bundle verifying).
+    The exported files are not touched (their signature stays valid): the engine, its timing
+    cache and the sealed record binding them to the exported ONNX's SHA-256 are built in a
+    staged folder and swapped in, so a failed build leaves the bundle as it was. ``adopt``: take
+    the engine ``trtexec.sh`` wrote into ``device/`` instead of building one (the same end
+    state). ``key``: sign ``device/`` with the device's key (needed where the bundle runs under
+    a trust list).
     """
     import shutil
-    import tempfile
 
-    from edgevcf.bundle import Bundle
+    from edgevcf.backends.tensorrt import device_facts
+    from edgevcf.bundle import DEVICE_RECORD, Bundle, staging, write_device_record
     from edgevcf.errors import ConfigError
+    from edgevcf.signing import load_private_key, sign_bundle
 
     bundle_dir = Path(bundle_dir)
-    if adopt and not (bundle_dir / ENGINE).is_file():
-        raise ConfigError(f"{bundle_dir} has no {ENGINE} to adopt", hint="run trtexec.sh first")
-    aside = Path(tempfile.mkdtemp(prefix="edgevcf-adopt-")) if adopt else None
-    if aside is not None:  # the bundle verifies only without trtexec's outputs: set them aside
-        for name in TRTEXEC_OUTPUTS:
-            if (bundle_dir / name).is_file():
-                shutil.move(str(bundle_dir / name), aside / name)
-    try:
-        bundle = Bundle.load(bundle_dir)
-        if bundle.manifest["target"] != "jetson":
-            raise ConfigError(f"{bundle_dir} is a {bundle.manifest['target']} bundle, not jetson")
-        if "engine" in bundle.manifest["artifacts"] and not force:
-            raise ConfigError("the bundle already has an engine", hint="pass --force to rebuild")
-        _seal_engine(bundle, aside)
-    except BaseException:
-        if aside is not None:  # a failure leaves the folder as it was, trtexec's files included
-            for f in aside.iterdir():
-                shutil.move(str(f), bundle_dir / f.name)
-        raise
-    finally:
-        if aside is not None:
-            shutil.rmtree(aside, ignore_errors=True)
-    return bundle_dir / ENGINE
-
-
-def _seal_engine(bundle: Any, aside: Path | None) -> None:
-    """Build the engine (or, with ``aside``, adopt the one trtexec made) into a staged copy of
-    ``bundle`` and swap it in, with the engine, its record and the timing cache listed."""
-    import shutil
-
-    from edgevcf.bundle import staging, write_manifest
-
+    dev = bundle_dir / DEVICE_DIR
+    if key is not None:  # a wrong key or passphrase is refused before a long build
+        load_private_key(key, passphrase)
+    bundle = Bundle.load(bundle_dir, device=False)
+    if bundle.manifest["target"] != "jetson":
+        raise ConfigError(f"{bundle_dir} is a {bundle.manifest['target']} bundle, not jetson")
+    if adopt and not (dev / ENGINE).is_file():
+        raise ConfigError(f"{dev} has no {ENGINE} to adopt", hint="run trtexec.sh first")
+    if not adopt and (dev / DEVICE_RECORD).is_file() and not force:
+        raise ConfigError("the bundle already has an engine", hint="pass --force to rebuild")
     plan = json.loads((bundle.path / PLAN).read_text())
-    with staging(bundle.path, force=True) as work:
-        for f in bundle.manifest["files"]:
-            if f not in (ENGINE, Path(ENGINE).with_suffix(".json").name):
-                (work / f).parent.mkdir(parents=True, exist_ok=True)
-                shutil.copy2(bundle.path / f, work / f)
-        if aside is not None:
-            from edgevcf.backends.tensorrt import device_facts
-
-            for f in aside.iterdir():
-                shutil.copy2(f, work / f.name)
+    with staging(dev, force=True) as work:
+        for name in (ENGINE, TIMING_CACHE) if adopt else (TIMING_CACHE,):  # reuse the cache
+            if (dev / name).is_file():
+                shutil.copy2(dev / name, work / name)  # copied: a failure leaves them there
+        if adopt:
             facts = {**device_facts(), "dla_core": plan["dla_core"], "built_by": "trtexec"}
-            (work / Path(ENGINE).with_suffix(".json")).write_text(json.dumps(facts, indent=2))
         else:
             with progress.step("jetson: build TensorRT engine"):
-                facts = build_engine(plan, work)
-        m = {
-            k: v
-            for k, v in bundle.manifest.items()
-            if k not in ("schema", "schema_version", "files", "checksum")
-        }
-        how = "built on device" + (" by trtexec.sh" if aside is not None else "")
-        engine = Artifact("engine", ENGINE, "tensorrt", plan["precision"], {}, how)
-        m["artifacts"] = {"engine": engine.to_dict(), **m["artifacts"]}
-        m["default_artifact"] = "engine"
-        m["engine"] = facts
-        write_manifest(work, m)
+                facts = build_engine(plan, bundle.path, work)
+        how = "built on device" + (" by trtexec.sh" if adopt else "")
+        engine = Artifact("engine", f"{DEVICE_DIR}/{ENGINE}", "tensorrt", plan["precision"],
+                          {}, how)  # fmt: skip
+        source = {"file": plan["onnx"], "sha256": bundle.manifest["files"][plan["onnx"]]}
+        write_device_record(work, {**facts, "source": source, "artifact": engine.to_dict()})
+        if key is not None:
+            sign_bundle(work, key, passphrase)
+    Bundle.load(bundle_dir)  # what was swapped in checks out
+    return dev / ENGINE
 
 
 class JetsonTarget(QdqFallback):
@@ -383,7 +362,7 @@ class JetsonTarget(QdqFallback):
             "# JetPack keeps trtexec in /usr/src/tensorrt/bin, not on PATH.\n"
             "# `edgevcf build BUNDLE` does the same build and records the engine in the bundle.\n"
             'TRTEXEC="${TRTEXEC:-$(command -v trtexec || echo /usr/src/tensorrt/bin/trtexec)}"\n'
-            f'cd "$(dirname "$0")" && {trtexec} &&\n'
+            f'cd "$(dirname "$0")" && mkdir -p {DEVICE_DIR} && {trtexec} &&\n'
             'echo "engine built: record it in the bundle with: edgevcf build --adopt $PWD"\n'
         )
         (ctx.work / BUILD_SCRIPT).write_text(_BUILD_SCRIPT)

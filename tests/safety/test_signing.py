@@ -293,6 +293,8 @@ def test_model_signing_verifies_our_signature(
     tool = _model_signing()
     _, bundle = export_bundle("onnx-cpu")
     signed = _signed_copy(bundle, tmp_path / "b", keys["site"])
+    (signed / "device").mkdir()  # what a device builds later is not the release's (ignore_paths)
+    (signed / "device" / "model.engine").write_bytes(b"built on the cart")
     ok = subprocess.run([str(tool), "verify", "key", str(signed), "--signature",
                          str(signed / SIGNATURE_FILE), "--public_key", str(keys["site.pub"])],
                         capture_output=True, text=True, timeout=120)  # fmt: skip

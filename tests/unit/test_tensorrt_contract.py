@@ -365,68 +365,164 @@ def test_generated_scripts_are_executable_and_find_trtexec(export_bundle: Any) -
     assert "/usr/src/tensorrt/bin/trtexec" in text and '"$TRTEXEC" --onnx=' in text
 
 
+def _copy(bundle: Any, dest: Path) -> Path:
+    import shutil
+
+    shutil.copytree(bundle.path, dest)
+    return dest
+
+
+def _exported(root: Path) -> dict[str, bytes]:
+    return {p.relative_to(root).as_posix(): p.read_bytes()
+            for p in root.rglob("*") if p.is_file() and "device" not in p.parts}  # fmt: skip
+
+
 def test_edgevcf_build_makes_the_engine_an_artefact_of_the_bundle(
     trt: Any, export_bundle: Any, tmp_path: Path
 ) -> None:
-    import shutil
-
     from edgevcf.bundle import Bundle
     from edgevcf.targets.jetson import build_bundle_engine
 
     _, bundle = export_bundle("jetson")
-    work = tmp_path / "b"
-    shutil.copytree(bundle.path, work)
+    work = _copy(bundle, tmp_path / "b")
     build_bundle_engine(work)
-    built = Bundle.load(work)  # every file listed and checksummed: engine and record included
-    assert built.manifest["default_artifact"] == "engine"
-    assert {ENGINE, "model.json"} <= set(built.manifest["files"])
-    assert built.manifest["engine"]["tensorrt"] == "10.3.0.30"
+    built = Bundle.load(work)  # the engine, its record and cache checked as well
+    assert built.artifact().name == "engine" and built.artifact().file == f"device/{ENGINE}"
+    assert built.artifact().runtime == "tensorrt" and "model" in built.artifacts
+    assert built.device is not None and built.device.record["tensorrt"] == "10.3.0.30"
+    plan = json.loads((work / "build_plan.json").read_text())
+    assert built.device.source == {"file": plan["onnx"],
+                                   "sha256": bundle.manifest["files"][plan["onnx"]]}  # fmt: skip
+    assert _exported(work) == _exported(bundle.path)  # not one exported byte changed
     assert trt.built[-1]["strongly_typed"]
     with pytest.raises(ConfigError, match="already has an engine"):
         build_bundle_engine(work)
+    build_bundle_engine(work, force=True)  # the timing cache of the first build is reused
+    assert Bundle.load(work).device is not None
 
 
 def test_the_trtexec_route_ends_as_edgevcf_build_does(
     trt: Any, export_bundle: Any, tmp_path: Path
 ) -> None:
-    """trtexec.sh leaves model.engine and timing.cache in the folder (the bundle then refuses
+    """trtexec.sh leaves device/model.engine and device/timing.cache (the bundle then refuses
     to load); `edgevcf build --adopt` records them: same end state as `edgevcf build`."""
-    import shutil
-
     from edgevcf.bundle import Bundle
     from edgevcf.targets.jetson import build_bundle_engine
 
     _, bundle = export_bundle("jetson")
-    work = tmp_path / "b"
-    shutil.copytree(bundle.path, work)
-    (work / ENGINE).write_bytes(b"ENGINE{}")  # what trtexec --saveEngine writes
-    (work / "timing.cache").write_bytes(b"TRTCACHE-this-device")
-    with pytest.raises(BundleError, match=r"unexpected file model\.engine"):
+    script = (bundle.path / TRTEXEC).read_text()
+    assert "mkdir -p device" in script and "--saveEngine=device/model.engine" in script
+    assert "--timingCacheFile=device/timing.cache" in script
+    assert "edgevcf build --adopt" in script
+    work = _copy(bundle, tmp_path / "b")
+    (work / "device").mkdir()
+    (work / "device" / ENGINE).write_bytes(b"ENGINE{}")  # what trtexec --saveEngine writes
+    (work / "device" / "timing.cache").write_bytes(b"TRTCACHE-this-device")
+    with pytest.raises(BundleError, match=r"holds no engine record"):
         Bundle.load(work)
     build_bundle_engine(work, adopt=True)
     built = Bundle.load(work)
-    assert built.manifest["default_artifact"] == "engine"
-    assert {ENGINE, "model.json", "timing.cache"} <= set(built.manifest["files"])
-    assert built.manifest["engine"]["built_by"] == "trtexec"
-    assert "edgevcf build --adopt" in (work / TRTEXEC).read_text()
-    empty = tmp_path / "c"
-    shutil.copytree(bundle.path, empty)
+    assert built.artifact().name == "engine"
+    assert set(built.device.record["files"]) == {ENGINE, "timing.cache"}  # type: ignore[union-attr]
+    assert built.device.record["built_by"] == "trtexec"  # type: ignore[union-attr]
+    empty = _copy(bundle, tmp_path / "c")
     with pytest.raises(ConfigError, match=r"no model\.engine to adopt"):
         build_bundle_engine(empty, adopt=True)
     Bundle.load(empty)  # left as it was
 
 
+def test_a_device_build_is_bound_to_its_bundle(
+    trt: Any, export_bundle: Any, tmp_path: Path
+) -> None:
+    """An edited engine or record, or an engine built from another model, is refused."""
+    from edgevcf.bundle import DEVICE_RECORD, Bundle, write_device_record
+    from edgevcf.targets.jetson import build_bundle_engine
+
+    _, bundle = export_bundle("jetson")
+    work = _copy(bundle, tmp_path / "b")
+    build_bundle_engine(work)
+    dev = work / "device"
+    good = {p.name: p.read_bytes() for p in dev.iterdir()}
+
+    def restore() -> None:
+        for name, data in good.items():
+            (dev / name).write_bytes(data)
+
+    (dev / ENGINE).write_bytes(good[ENGINE] + b"\0")
+    with pytest.raises(BundleError, match=r"model\.engine changed"):
+        Bundle.load(work)
+    restore()
+    (dev / DEVICE_RECORD).write_bytes(good[DEVICE_RECORD].replace(b'"dla_core": -1',
+                                                                  b'"dla_core": 0'))  # fmt: skip
+    with pytest.raises(BundleError, match="modified after the build"):
+        Bundle.load(work)
+    restore()
+    (dev / "extra.bin").write_bytes(b"x")
+    with pytest.raises(BundleError, match=r"unexpected file extra\.bin"):
+        Bundle.load(work)
+    (dev / "extra.bin").unlink()
+    record = json.loads(good[DEVICE_RECORD])
+    record = {k: v for k, v in record.items() if k not in ("schema", "files", "checksum")}
+    record["source"]["sha256"] = "0" * 64  # resealed, but built from another ONNX
+    write_device_record(dev, record)
+    with pytest.raises(BundleError, match="built from another"):
+        Bundle.load(work)
+    restore()
+    assert Bundle.load(work).device is not None
+
+
+def test_a_signed_bundle_keeps_its_signature_through_the_build(
+    trt: Any, export_bundle: Any, tmp_path: Path
+) -> None:
+    """The export's signature stays valid; under a trust list the engine runs only when the
+    device that built it signed it, with a key on that list."""
+    from edgevcf.bundle import Bundle
+    from edgevcf.signing import Trust, new_key, sign_bundle, verify_signature
+    from edgevcf.targets.jetson import build_bundle_engine
+
+    site, site_pub, site_id = new_key(tmp_path / "site")
+    device, device_pub, device_id = new_key(tmp_path / "device-key")
+    _, bundle = export_bundle("jetson")
+    work = _copy(bundle, tmp_path / "b")
+    sign_bundle(work, site)
+    release = Trust.load([site_pub])
+    both = Trust.load([site_pub, device_pub])
+    build_bundle_engine(work)  # unsigned engine
+    assert verify_signature(work, release) == site_id  # the export's signature still holds
+    with pytest.raises(BundleError, match=r"device is not signed") as err:
+        Bundle.load(work, trust=both)
+    assert "--key DEVICE_KEY" in (err.value.hint or "")
+    from click.testing import CliRunner
+
+    from edgevcf.cli import cli
+
+    res = CliRunner().invoke(cli, ["sign", str(work / "device"), "--key", str(device)])
+    assert res.exit_code == 0, res.output  # the device signs what it built, afterwards
+    assert Bundle.load(work, trust=both).device.signer_key_id == device_id  # type: ignore[union-attr]
+    res = CliRunner().invoke(cli, ["build", str(work), "--force", "--key", str(device)])
+    assert res.exit_code == 0, res.output  # or as it builds
+    built = Bundle.load(work, trust=both)
+    assert built.signer_key_id == site_id
+    assert built.device is not None and built.device.signer_key_id == device_id
+    assert built.artifact().name == "engine"
+    with pytest.raises(BundleError, match="not trusted here"):
+        Bundle.load(work, trust=release)  # the device's key is not on this list
+    with pytest.raises(BundleError, match="revoked"):
+        Bundle.load(work, trust=Trust.load([site_pub, device_pub], [device_id]))
+    (work / "device" / ENGINE).write_bytes(b'ENGINE{"evil": 1}')
+    with pytest.raises(BundleError, match="not what was signed"):
+        Bundle.load(work, trust=both)
+
+
 def test_a_failed_adopt_leaves_trtexecs_files_in_place(
     trt: Any, export_bundle: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import shutil
-
     from edgevcf.targets import jetson
 
     _, bundle = export_bundle("jetson")
-    work = tmp_path / "b"
-    shutil.copytree(bundle.path, work)
-    (work / ENGINE).write_bytes(b"ENGINE{}")
+    work = _copy(bundle, tmp_path / "b")
+    (work / "device").mkdir()
+    (work / "device" / ENGINE).write_bytes(b"ENGINE{}")
 
     def broken() -> dict[str, str]:
         raise BundleError("device facts unreadable")
@@ -434,4 +530,31 @@ def test_a_failed_adopt_leaves_trtexecs_files_in_place(
     monkeypatch.setattr("edgevcf.backends.tensorrt.device_facts", broken)
     with pytest.raises(BundleError, match="device facts unreadable"):
         jetson.build_bundle_engine(work, adopt=True)
-    assert (work / ENGINE).read_bytes() == b"ENGINE{}"  # the engine trtexec made is still there
+    assert (work / "device" / ENGINE).read_bytes() == b"ENGINE{}"  # trtexec's engine is still there
+    assert sorted(p.name for p in work.iterdir() if p.name.startswith(".")) == []  # no debris
+
+
+def test_export_build_engine_sign_signs_the_engine_with_the_same_key(
+    trt: Any, tiny_export: Any, tmp_path: Path
+) -> None:
+    """On the device, `export --build-engine --sign KEY`: the signer saw the engine, so the same
+    key signs the export and BUNDLE/device."""
+    from click.testing import CliRunner
+
+    from edgevcf.bundle import Bundle
+    from edgevcf.cli import cli
+    from edgevcf.signing import Trust, new_key
+
+    key, pub, kid = new_key(tmp_path / "site")
+    res = CliRunner().invoke(cli, [
+        "--quiet", "export", "--target", "jetson", "--checkpoint", str(tiny_export.checkpoint),
+        "--calib", str(tiny_export.manifest), "--out", str(tmp_path / "b"), "--build-engine",
+        "--sign", str(key),
+    ])  # fmt: skip
+    assert res.exit_code in (0, 4), res.output
+    if res.exit_code == 4:  # a bundle that failed its gate is never signed
+        assert not (tmp_path / "b" / "device" / "model.sig").exists()
+        return
+    built = Bundle.load(tmp_path / "b", trust=Trust.load([pub]))
+    assert built.signer_key_id == kid and built.device is not None
+    assert built.device.signer_key_id == kid and built.artifact().name == "engine"
