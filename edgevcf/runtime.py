@@ -372,6 +372,10 @@ class VerifyResult:
     checks: list[ArtifactCheck]
     signer_key_id: str | None = None  # the trusted key that signed it; None: origin not checked
     signature_claimed: str | None = None  # the key id model.sig names (unchecked), if any
+    #: A device-built engine (``device/``): the file it was built from, and the device key that
+    #: signed it when checked (--trust).
+    engine_source: str | None = None
+    engine_signer_key_id: str | None = None
 
     @property
     def passed(self) -> bool:
@@ -387,6 +391,8 @@ class VerifyResult:
             "passed": self.passed,
             "origin_checked": self.signer_key_id is not None,
             "signer_key_id": self.signer_key_id,
+            "engine_source": self.engine_source,
+            "engine_signer_key_id": self.engine_signer_key_id,
             "checks": [asdict(c) for c in self.checks],
         }
 
@@ -440,9 +446,11 @@ def verify(
             )
     from edgevcf.signing import signer_hint
 
+    dev = bundle.device
     return VerifyResult(
-        str(bundle.path), bundle.id, checks, bundle.signer_key_id, signer_hint(bundle.path)
-    )
+        str(bundle.path), bundle.id, checks, bundle.signer_key_id, signer_hint(bundle.path),
+        dev.source["file"] if dev else None, dev.signer_key_id if dev else None,
+    )  # fmt: skip
 
 
 __all__ = ["Prediction", "Predictor", "VerifyResult", "choose_artifact", "load_gate", "verify"]

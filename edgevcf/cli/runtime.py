@@ -126,6 +126,10 @@ def verify(
                 else ""
             )
             echo(f"origin: NOT checked{claimed}: pass --trust KEY.pub to require a trusted signer")
+        if res.engine_source:
+            by = (f"signed by trusted device key {res.engine_signer_key_id}"
+                  if res.engine_signer_key_id else "its signature not checked")  # fmt: skip
+            echo(f"engine: built on the device from {res.engine_source} (sha256 bound), {by}")
         echo("| artefact | engine | precision | result | max |Δlogit| (tol) | decisions |")
         echo("|---|---|---|---|---|---|")
         for c in res.checks:

@@ -503,6 +503,11 @@ def test_a_signed_bundle_keeps_its_signature_through_the_build(
     assert res.exit_code == 0, res.output  # or as it builds
     built = Bundle.load(work, trust=both)
     assert built.signer_key_id == site_id
+    res = CliRunner().invoke(cli, ["verify", str(work), "--artifact", "model", "--trust",
+                                   str(site_pub), "--trust", str(device_pub)])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    assert f"signed by trusted key {site_id}" in res.output
+    assert f"signed by trusted device key {device_id}" in res.output
     assert built.device is not None and built.device.signer_key_id == device_id
     assert built.artifact().name == "engine"
     with pytest.raises(BundleError, match="not trusted here"):
