@@ -327,14 +327,11 @@ def bench_arch(
         row["auc"] = metrics.auc_ci(labels, p).to_dict()
         row["at_threshold"] = metrics.binary_metrics(labels, p, thr).to_dict()
         if label != BASELINE:
-            paired = metrics.paired_auc_test(labels, base, p)
-            flips = metrics.decision_flips(base, p, thr, thr)
-            row["paired"] = paired.to_dict()
-            row["flip_rate"] = flips.flip_rate.value
-            row["gate"] = bool(
-                metrics.non_inferior(paired, tol["max_auc_drop"])
-                and flips.flip_rate.value <= tol["max_flip_rate"]
-            )
+            g = metrics.accuracy_gate(labels, base, p, thr, tol["max_auc_drop"],
+                                      tol["max_flip_rate"])  # fmt: skip
+            row["paired"] = g.paired.to_dict() if g.paired else None
+            row["flip_rate"] = g.flips.flip_rate.value
+            row["gate"] = bool(g.passed)
     b_ms = out["rows"][BASELINE]["latency"]["median_ms"]
     n_ms = out["rows"].get(NAIVE, {}).get("latency", {}).get("median_ms")
     for row in out["rows"].values():

@@ -423,12 +423,20 @@ def accuracy(
             "quality_gate": gate,
         }
         if base is not None:
-            paired = metrics.paired_auc_test(labels, base.probs, s.probs)
-            flips = metrics.decision_flips(base.probs, s.probs, base.threshold, s.threshold)
-            row["paired_vs_baseline"] = paired.to_dict()
-            row["flips"] = flips.to_dict()
-            row["non_inferior"] = metrics.non_inferior(paired, tol["max_auc_drop"])
-            row["flip_ok"] = flips.flip_rate.value <= tol["max_flip_rate"]
+            g = metrics.accuracy_gate(
+                labels,
+                base.probs,
+                s.probs,
+                base.threshold,
+                tol["max_auc_drop"],
+                tol["max_flip_rate"],
+                s.threshold,
+            )
+            assert g.paired is not None  # both classes: checked above
+            row["paired_vs_baseline"] = g.paired.to_dict()
+            row["flips"] = g.flips.to_dict()
+            row["non_inferior"] = g.auc_ok
+            row["flip_ok"] = g.flip_ok
         rows.append(row)
     out: dict[str, Any] = {
         "split": cfg.split,

@@ -922,3 +922,57 @@ def decision_flips(
         a_neg_b_pos=a_neg_b_pos,
         mcnemar_p=mcnemar(a_pos_b_neg, a_neg_b_pos),
     )
+
+
+# ------------------------------------------------------------------------- the accuracy gate
+
+
+@dataclass(frozen=True)
+class GateResult:
+    """The accuracy gate of a candidate (e.g. INT8) against its reference (e.g. FP32) on the
+    same cases: AUC non-inferiority and the decision flip rate, each against its tolerance.
+
+    Attributes:
+        paired: Paired ΔAUC (candidate - reference), or None when a class is missing.
+        flips: Decision flips at the thresholds.
+        max_auc_drop: The non-inferiority margin.
+        max_flip_rate: The largest acceptable flip rate.
+        auc_ok: ΔAUC's CI lower bound above ``-max_auc_drop`` (None: AUC not measurable).
+        flip_ok: The flip rate within ``max_flip_rate``.
+        passed: Both (None when AUC is not measurable).
+    """
+
+    paired: PairedAUCResult | None
+    flips: FlipResult
+    max_auc_drop: float
+    max_flip_rate: float
+    auc_ok: bool | None
+    flip_ok: bool
+    passed: bool | None
+
+
+def accuracy_gate(
+    y_true: npt.ArrayLike,
+    ref_scores: npt.ArrayLike,
+    scores: npt.ArrayLike,
+    threshold: float,
+    max_auc_drop: float,
+    max_flip_rate: float,
+    candidate_threshold: float | None = None,
+) -> GateResult:
+    """The one accuracy gate, shared by export, ``edgevcf bench`` and the reference benchmarks.
+
+    Passes when the candidate is non-inferior in AUC (:func:`non_inferior` at ``max_auc_drop``)
+    *and* changes at most ``max_flip_rate`` of the decisions (:func:`decision_flips`, each model at
+    its own threshold; the candidate at ``threshold`` unless ``candidate_threshold``). A split
+    without both classes cannot measure AUC: ``auc_ok`` and ``passed`` are then None.
+    """
+    y = _labels(y_true)
+    flips = decision_flips(ref_scores, scores, threshold, candidate_threshold)
+    flip_ok = flips.flip_rate.value <= max_flip_rate
+    paired = auc_ok = passed = None
+    if 0 < int(y.sum()) < y.size:
+        paired = paired_auc_test(y, ref_scores, scores)
+        auc_ok = non_inferior(paired, max_auc_drop)
+        passed = bool(auc_ok and flip_ok)
+    return GateResult(paired, flips, max_auc_drop, max_flip_rate, auc_ok, flip_ok, passed)

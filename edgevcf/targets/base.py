@@ -135,26 +135,24 @@ def measure(
     profile: TargetProfile,
 ) -> ArtifactMetrics:
     """Paired comparison of an artefact with the FP32 reference on the same cases."""
-    flips = metrics.decision_flips(ref_probs, probs, threshold)
     tol = profile.tolerance
-    both = 0 < int(labels.sum()) < len(labels)
+    g = metrics.accuracy_gate(labels, ref_probs, probs, threshold, tol.max_auc_drop,
+                              tol.max_flip_rate)  # fmt: skip
+    flips = g.flips
     auc = paired = at = None
     gate: dict[str, Any] = {
         "max_auc_drop": tol.max_auc_drop,
         "max_flip_rate": tol.max_flip_rate,
         "flip_rate": flips.flip_rate.value,
-        "flip_ok": flips.flip_rate.value <= tol.max_flip_rate,
+        "flip_ok": g.flip_ok,
+        "auc_ok": g.auc_ok,
+        "passed": g.passed,
     }
-    if both:
+    if g.paired is not None:
         auc = metrics.auc_ci(labels, probs).to_dict()
-        p = metrics.paired_auc_test(labels, ref_probs, probs)
-        paired = p.to_dict()
+        paired = g.paired.to_dict()
         at = metrics.binary_metrics(labels, probs, threshold).to_dict()
-        gate["auc_ok"] = metrics.non_inferior(p, tol.max_auc_drop)
-        gate["passed"] = bool(gate["auc_ok"] and gate["flip_ok"])
     else:
-        gate["auc_ok"] = None
-        gate["passed"] = None
         gate["reason"] = "tuning split lacks a class: AUC not measurable"
     return ArtifactMetrics(
         auc=auc,

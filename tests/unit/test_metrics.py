@@ -630,3 +630,19 @@ def test_import_needs_numpy_only() -> None:
         "assert not bad, bad"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_accuracy_gate_is_non_inferiority_and_flips() -> None:
+    from edgevcf import metrics
+
+    """The one gate export, bench and the reference benchmarks share."""
+    rng = np.random.default_rng(7)
+    y = rng.random(400) < 0.4
+    ref = np.clip(0.5 + 0.3 * (y - 0.5) + 0.15 * rng.standard_normal(400), 0, 1)
+    same = metrics.accuracy_gate(y, ref, ref, 0.5, 0.01, 0.02)
+    assert same.passed and same.auc_ok and same.flip_ok and same.flips.flips == 0
+    noisy = np.clip(ref + 0.3 * rng.standard_normal(400), 0, 1)
+    worse = metrics.accuracy_gate(y, ref, noisy, 0.5, 0.01, 0.02)
+    assert worse.passed is False and not worse.flip_ok and worse.auc_ok is False
+    one_class = metrics.accuracy_gate(np.zeros(10, bool), ref[:10], ref[:10], 0.5, 0.01, 0.02)
+    assert one_class.passed is None and one_class.paired is None and one_class.flip_ok
