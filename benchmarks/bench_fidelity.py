@@ -22,8 +22,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from edgevcf.bench import machine_info, measure_latency
+from edgevcf.bench import measure_latency
 from edgevcf.bundle import Bundle
+from edgevcf.machine import machine_info
 
 
 def benchmark_app(xml: Path, shape: list[int], threads: int, niter: int, precision: str) -> float:

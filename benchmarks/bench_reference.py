@@ -31,8 +31,6 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing as mp
-import os
-import platform
 import random
 import statistics
 import tempfile
@@ -41,6 +39,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from edgevcf.machine import machine_label
 
 # Only light imports at module level: spawned workers re-import this file.
 
@@ -59,11 +59,6 @@ ROWS: list[tuple[str, str | None, str, dict[str, Any]]] = [
 ]
 BASELINE = "pytorch-fp32"
 NAIVE = "onnx-cpu-fp32"
-
-
-def machine_name() -> str:
-    """``x86_64-2cpu``: results are per machine."""
-    return f"{platform.machine()}-{os.cpu_count()}cpu"
 
 
 # ------------------------------------------------------------------ the worker (one per row)
@@ -364,7 +359,7 @@ def markdown(result: dict[str, Any]) -> str:
     runs = result["runs"]
     m = result["machine"]
     lines = [
-        f"# Benchmark: {machine_name()} ({m.get('cpu', '?')}"
+        f"# Benchmark: {machine_label()} ({m.get('cpu', '?')}"
         + (f", CPU family {m['cpu_family']}" if "cpu_family" in m else "")
         + (f"; {' '.join(m['cpu_isa'])}" if m.get("cpu_isa") else "")
         + ")",
@@ -471,7 +466,7 @@ def main() -> None:
     ap.add_argument("--name", default=None, help="results file stem (default: the machine name)")
     ap.add_argument("--from-json", action="store_true", help="only re-write the .md from the .json")
     args = ap.parse_args()
-    stem = args.results / (args.name or machine_name())
+    stem = args.results / (args.name or machine_label())
     if args.from_json:
         stem.with_suffix(".md").write_text(
             markdown(json.loads(stem.with_suffix(".json").read_text()))
@@ -479,8 +474,9 @@ def main() -> None:
         return
 
     from edgevcf import progress
-    from edgevcf.bench import machine_info, sample_dicom
+    from edgevcf.bench import sample_dicom
     from edgevcf.dataset import cache_root
+    from edgevcf.machine import machine_info
 
     progress.set_enabled(False)
     root = args.root or cache_root() / "reference"

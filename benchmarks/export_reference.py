@@ -19,7 +19,6 @@ import argparse
 import dataclasses
 import json
 import logging
-import os
 import platform
 import time
 from pathlib import Path
@@ -27,6 +26,7 @@ from typing import Any
 
 from edgevcf.bundle import Bundle
 from edgevcf.dataset import cache_root
+from edgevcf.machine import machine_label
 from edgevcf.models import STUDY_BACKBONES
 from edgevcf.profiles import load_profile
 from edgevcf.targets import get_target
@@ -42,11 +42,6 @@ TARGETS: dict[str, tuple[str, str | None]] = {
     "openvino-int8-aa": ("intel-cpu-aa", None),
     "mobile-int8": ("mobile-arm", None),
 }
-
-
-def machine_name() -> str:
-    """``x86_64-2cpu``: architecture and core count (results are per machine)."""
-    return f"{platform.machine()}-{os.cpu_count()}cpu"
 
 
 def _row(arch: str, label: str, bundle: Bundle, seconds: float | None) -> dict[str, Any]:
@@ -164,10 +159,10 @@ def _merge(rows: list[dict[str, Any]], path: Path) -> list[dict[str, Any]]:
 
 def write(rows: list[dict[str, Any]], args: argparse.Namespace) -> None:
     """Markdown table + JSON, merged with rows of earlier runs."""
-    base = args.results / f"{machine_name()}-export"
+    base = args.results / f"{machine_label()}-export"
     rows = _merge(rows, base.with_suffix(".json"))
     lines = [
-        f"# Export of the reference models ({machine_name()}, {platform.processor() or ''})",
+        f"# Export of the reference models ({machine_label()}, {platform.processor() or ''})",
         "",
         "AUC on the tuning (val) split, FP32 = PyTorch eager; ΔAUC = paired DeLong, deployed - "
         "FP32, 95 % CI; flips at the bundled threshold; gate = non-inferiority at 0.01 AUC and "
@@ -207,7 +202,7 @@ def write(rows: list[dict[str, Any]], args: argparse.Namespace) -> None:
     base.with_suffix(".md").write_text("\n".join(lines) + "\n")
     base.with_suffix(".json").write_text(
         json.dumps(
-            {"machine": {"name": machine_name(), "platform": platform.platform()}, "rows": rows},
+            {"machine": {"name": machine_label(), "platform": platform.platform()}, "rows": rows},
             indent=2,
             default=str,
         )

@@ -54,17 +54,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from edgevcf.machine import machine_label
+
 FORMATS = ("dicom", "png")
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
 DEFAULT_TIMEOUT_S = 10.0
 DEFAULT_MEMORY_MB = 2048
 PYDICOM_MAX_BYTES = 300_000
-
-
-def machine_name() -> str:
-    """``x86_64-2cpu``: the prefix of this machine's results files."""
-    return f"{platform.machine()}-{os.cpu_count()}cpu"
 
 
 # ============================================================================ seed corpus
@@ -1389,7 +1386,7 @@ def report(
 ) -> dict[str, Any]:
     """The JSON summary (per-input records are left out; failures are kept in full)."""
     return {
-        "machine": machine_name(),
+        "machine": machine_label(),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "args": args,
         "versions": versions(),
@@ -1523,7 +1520,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for fmt, items in build_seeds(work).items()
     }
     a.out.mkdir(parents=True, exist_ok=True)
-    stem = a.out / f"{machine_name()}-fuzz"
+    stem = a.out / f"{machine_label()}-fuzz"
     Path(f"{stem}.json").write_text(json.dumps(rep, indent=1) + "\n")
     Path(f"{stem}.md").write_text(markdown(rep))
     print(markdown(rep))

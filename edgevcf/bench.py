@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import logging
 import os
-import platform
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,9 +24,10 @@ from typing import Any
 
 import numpy as np
 
-from edgevcf import __version__, metrics, progress
+from edgevcf import metrics, progress
 from edgevcf.bundle import Bundle
 from edgevcf.errors import CalibrationError, ConfigError, DataError
+from edgevcf.machine import machine_info
 
 log = logging.getLogger(__name__)
 
@@ -45,59 +45,6 @@ def _stats(ms: list[float]) -> dict[str, float]:
         "mean_ms": float(a.mean()),
         "n": len(a),
     }
-
-
-_ISA_FLAGS = (
-    "avx2", "avx_vnni", "avx512f", "avx512_vnni", "avx512_bf16", "avx512_fp16",
-    "amx_tile", "amx_int8", "amx_bf16", "amx_fp16", "asimd", "asimddp", "sve", "i8mm", "bf16",
-)  # fmt: skip
-
-
-def machine_info() -> dict[str, Any]:
-    """CPU, cores, governor, Jetson power mode where readable (recorded with every result)."""
-    info: dict[str, Any] = {
-        "platform": platform.platform(),
-        "machine": platform.machine(),
-        "python": platform.python_version(),
-        "cpu_count": os.cpu_count(),
-        "edgevcf": __version__,
-    }
-    try:
-        cpuinfo = Path("/proc/cpuinfo").read_text().splitlines()
-    except OSError:
-        cpuinfo = []
-    for line in cpuinfo:
-        key, _, value = (part.strip() for part in line.partition(":"))
-        if key == "model name" and "cpu" not in info:
-            info["cpu"] = value
-        elif key == "cpu family" and "cpu_family" not in info:
-            info["cpu_family"] = value
-        elif key == "flags" and "cpu_isa" not in info:
-            # What decides which kernels run (and so speed-ups and the last bits of results):
-            # a 2-core "AMD EPYC" may be Zen 4 or Zen 5, an Intel Xeon may have AMX or not.
-            info["cpu_isa"] = [f for f in value.split() if f in _ISA_FLAGS]
-    for key, path in (
-        ("governor", "/sys/devices/system/cpu/cpu0/cpufreq/scaling_governor"),
-        ("jetson_model", "/proc/device-tree/model"),
-        ("l4t", "/etc/nv_tegra_release"),
-    ):
-        try:
-            info[key] = Path(path).read_text(errors="replace").strip("\x00\n ").splitlines()[0]
-        except (OSError, IndexError):
-            continue
-    if "jetson_model" in info:
-        import shutil
-        import subprocess
-
-        if shutil.which("nvpmodel"):
-            try:
-                out = subprocess.run(
-                    ["nvpmodel", "-q"], capture_output=True, text=True, timeout=10
-                ).stdout
-                info["power_mode"] = " ".join(out.split())[:120]
-            except (OSError, subprocess.SubprocessError):
-                pass
-    return info
 
 
 # ------------------------------------------------------------------ latency (child process)
