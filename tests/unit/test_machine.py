@@ -19,5 +19,7 @@ def test_labels_tell_the_cpu_kinds_apart() -> None:
     orin = {"jetson_model": "NVIDIA Jetson Orin Nano Developer Kit", "cpu_count": 6}
     arm = {"machine": "aarch64", "cpu_count": 8}
     labels = [machine_label(i) for i in (zen5, zen4, amx, xeon, orin, arm)]
-    assert labels == ["amd-epyc-zen5-2cpu", "amd-epyc-zen4-2cpu", "intel-xeon-amx-2cpu",
-                      "intel-xeon-4cpu", "nvidia-jetson-orin-nano-6cpu", "aarch64-8cpu"]  # fmt: skip
+    assert labels == [
+        "amd-epyc-zen5-2cpu", "amd-epyc-zen4-2cpu", "intel-xeon-amx-2cpu",
+        "intel-xeon-4cpu", "nvidia-jetson-orin-nano-6cpu", "aarch64-8cpu",
+    ]  # fmt: skip
