@@ -429,8 +429,7 @@ def _baseline_scores(path: Path, units_by_spec: Any, cfg: BenchConfig) -> Scores
     if path.is_dir():
         b = Bundle.load(path)
         return Scores(f"baseline {path}", _bundle_probs(b, units_by_spec, cfg.backend), b.threshold)
-    from edgevcf.models import load_checkpoint
-    from edgevcf.train import predict
+    from edgevcf.models import load_checkpoint, predict
 
     model, meta = load_checkpoint(path)
     probs = predict(model, units_by_spec(meta.preprocess), meta.preprocess)

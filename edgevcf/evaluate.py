@@ -92,8 +92,7 @@ def evaluate(
     cache: bool = True,
 ) -> EvalResult:
     """Score ``split`` of the manifest with the checkpoint (PyTorch eager, FP32, CPU)."""
-    from edgevcf.models import load_checkpoint
-    from edgevcf.train import predict
+    from edgevcf.models import load_checkpoint, predict
 
     model, meta = load_checkpoint(checkpoint)
     manifest = Manifest.load(manifest_path)

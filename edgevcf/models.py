@@ -20,6 +20,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from edgevcf.data.preprocess import Preprocess
 from edgevcf.deps import require
 from edgevcf.errors import CheckpointError, ConfigError
@@ -294,3 +296,34 @@ def import_state_dict(
         threshold_method="default 0.5 (imported; not tuned)",
     )
     return model, meta
+
+
+# ------------------------------------------------------------------ inference (the FP32 reference)
+def normalise(units: torch.Tensor, spec: Preprocess) -> torch.Tensor:
+    """Torch twin of :meth:`Preprocess.normalise` (same formula) for (N, S, S) batches."""
+    import torch
+
+    mean = torch.tensor(spec.mean, dtype=torch.float32, device=units.device).view(1, -1, 1, 1)
+    std = torch.tensor(spec.std, dtype=torch.float32, device=units.device).view(1, -1, 1, 1)
+    return (units.unsqueeze(1) - mean) / std
+
+
+def predict(
+    model: nn.Module,
+    units: np.ndarray,
+    spec: Preprocess,
+    *,
+    batch_size: int = 64,
+    device: str = "cpu",
+) -> np.ndarray:
+    """P(fresh) for preprocessed (N, S, S) unit images, PyTorch eager (the FP32 reference)."""
+    import torch
+
+    model.eval()
+    out = []
+    dev = torch.device(device)
+    with torch.inference_mode():
+        for i in range(0, len(units), batch_size):
+            x = torch.from_numpy(np.asarray(units[i : i + batch_size], dtype=np.float32)).to(dev)
+            out.append(torch.sigmoid(model(normalise(x, spec))).float().cpu().numpy().reshape(-1))
+    return np.concatenate(out) if out else np.zeros(0, dtype=np.float32)

@@ -26,7 +26,14 @@ from edgevcf.data.manifest import Manifest
 from edgevcf.dataset import SplitData, load_split
 from edgevcf.deps import require
 from edgevcf.errors import ConfigError, DataError
-from edgevcf.models import CheckpointMeta, build_model, get_spec, save_checkpoint
+from edgevcf.models import (
+    CheckpointMeta,
+    build_model,
+    get_spec,
+    normalise,
+    predict,
+    save_checkpoint,
+)
 
 if TYPE_CHECKING:
     import torch
@@ -142,15 +149,6 @@ def augment(units: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     return (x + sigma * noise).clamp(0, 1)
 
 
-def normalise(units: torch.Tensor, spec: Preprocess) -> torch.Tensor:
-    """Torch twin of :meth:`Preprocess.normalise` (same formula) for (N, S, S) batches."""
-    import torch
-
-    mean = torch.tensor(spec.mean, dtype=torch.float32, device=units.device).view(1, -1, 1, 1)
-    std = torch.tensor(spec.std, dtype=torch.float32, device=units.device).view(1, -1, 1, 1)
-    return (units.unsqueeze(1) - mean) / std
-
-
 def recalibrate_bn(
     model: nn.Module,
     units: np.ndarray,
@@ -188,27 +186,6 @@ def recalibrate_bn(
     for m, mom in zip(bns, saved, strict=True):
         m.momentum = mom
     model.train(was_training)
-
-
-def predict(
-    model: nn.Module,
-    units: np.ndarray,
-    spec: Preprocess,
-    *,
-    batch_size: int = 64,
-    device: str = "cpu",
-) -> np.ndarray:
-    """P(fresh) for preprocessed (N, S, S) unit images, PyTorch eager (the FP32 reference)."""
-    import torch
-
-    model.eval()
-    out = []
-    dev = torch.device(device)
-    with torch.inference_mode():
-        for i in range(0, len(units), batch_size):
-            x = torch.from_numpy(np.asarray(units[i : i + batch_size], dtype=np.float32)).to(dev)
-            out.append(torch.sigmoid(model(normalise(x, spec))).float().cpu().numpy().reshape(-1))
-    return np.concatenate(out) if out else np.zeros(0, dtype=np.float32)
 
 
 def _check_classes(data: SplitData, split: str) -> None:

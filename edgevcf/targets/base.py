@@ -224,9 +224,8 @@ class Target(ABC):
         """
         from edgevcf.bundle import sha256_path
         from edgevcf.dataset import load_split
-        from edgevcf.models import load_checkpoint
+        from edgevcf.models import load_checkpoint, predict
         from edgevcf.onnx_export import check_onnx_file, check_parity, export_onnx
-        from edgevcf.train import predict
 
         t0 = time.perf_counter()
         self.check_available(profile)

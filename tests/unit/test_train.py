@@ -229,8 +229,8 @@ def test_torchrun_ddp_with_gloo_on_cpu(synth_fast_dataset, tmp_path: Path) -> No
 
 def test_bn_recalibration_revives_eval_mode_outputs() -> None:
     """Slow BN momentum leaves eval-mode logits ~1e-9 apart; recalibration fixes that."""
-    from edgevcf.models import build_model, get_spec
-    from edgevcf.train import normalise, recalibrate_bn
+    from edgevcf.models import build_model, get_spec, normalise
+    from edgevcf.train import recalibrate_bn
 
     torch.manual_seed(0)
     model = build_model("mnasnet0_5")  # BN momentum 0.0003: the worst case
