@@ -37,9 +37,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from edgevcf.data.preprocess import Preprocess
+from edgevcf.data.preprocess import InputSpec, Preprocess
 from edgevcf.errors import BundleError, ConfigError, OutputError
-from edgevcf.onnx_export import InputSpec
+from edgevcf.hashing import sha256_file
 from edgevcf.signing import DEVICE_DIR, SIGNATURE_FILE
 
 if TYPE_CHECKING:
@@ -56,15 +56,6 @@ _REQUIRED: tuple[str, ...] = (
     *("schema", "schema_version", "target", "precision", "backbone", "input", "preprocess"),
     *("threshold", "artifacts", "default_artifact", "files", "checksum"),
 )
-
-
-def sha256_path(path: Path) -> str:
-    """Hex SHA-256 of a file, read in chunks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _canonical(d: dict[str, Any]) -> bytes:
@@ -127,7 +118,7 @@ def _file_problems(root: Path, listed: dict[str, str], present: set[str],
     problems = [f"missing file {n}" for n in sorted(set(listed) - present)]
     problems += [f"unexpected file {n}" for n in sorted(present - set(listed))]
     for name in sorted(set(listed) & present):
-        if (known.get(name) or sha256_path(root / name)) != listed[name]:
+        if (known.get(name) or sha256_file(root / name)) != listed[name]:
             problems.append(f"{name} changed (sha256 mismatch)")
     return problems
 
@@ -406,7 +397,7 @@ def write_device_record(folder: Path, record: dict[str, Any]) -> dict[str, Any]:
     """Seal ``record`` with the SHA-256 of every file in ``folder`` (a staged device folder) and
     write it as ``model.json`` there: the last file a build writes."""
     skip = (DEVICE_RECORD, SIGNATURE_FILE)
-    files = {n: sha256_path(folder / n) for n in sorted(_present(folder, skip))}
+    files = {n: sha256_file(folder / n) for n in sorted(_present(folder, skip))}
     out = {"schema": DEVICE_SCHEMA, **record, "files": files}
     out["checksum"] = _checksum(out)
     (folder / DEVICE_RECORD).write_bytes(_render(out))
@@ -416,7 +407,7 @@ def write_device_record(folder: Path, record: dict[str, Any]) -> dict[str, Any]:
 def finalize_manifest(root: Path, manifest: dict[str, Any]) -> dict[str, Any]:
     """Add schema, file hashes and the self-checksum to ``manifest`` for the files in ``root``."""
     files = {
-        str(p.relative_to(root)).replace(os.sep, "/"): sha256_path(p)
+        str(p.relative_to(root)).replace(os.sep, "/"): sha256_file(p)
         for p in sorted(root.rglob("*"))
         if p.is_file() and p.relative_to(root).as_posix() not in (MANIFEST, SIGNATURE_FILE)
     }

@@ -136,12 +136,13 @@ def _train(manifest: Path, out: Path, cfg: DemoConfig, reused: list[str]) -> Pat
 def _export(
     ckpt: Path, manifest: Path, out: Path, cfg: DemoConfig, reused: list[str], skipped: list[str]
 ) -> dict[str, Path]:
-    from edgevcf.bundle import Bundle, sha256_path
+    from edgevcf.bundle import Bundle
     from edgevcf.errors import BackendUnavailableError, BundleError
+    from edgevcf.hashing import sha256_file
     from edgevcf.profiles import load_profile
     from edgevcf.targets import get_target
 
-    digest = sha256_path(ckpt)
+    digest = sha256_file(ckpt)
     bundles = {}
     for label, name, precision in DEMO_TARGETS:
         prof = load_profile(name).with_overrides(precision=precision)

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from edgevcf.data.preprocess import Preprocess
+from edgevcf.data.preprocess import INPUT_NAME, OUTPUT_NAME, InputSpec, Preprocess
 from edgevcf.deps import require
 from edgevcf.errors import ExportError, OutputError, ParityError
 from edgevcf.metrics import sigmoid
@@ -29,60 +29,6 @@ if TYPE_CHECKING:
     from torch import nn
 
 log = logging.getLogger(__name__)
-
-INPUT_NAME = "input"
-OUTPUT_NAME = "logit"
-
-
-@dataclass(frozen=True)
-class InputSpec:
-    """What the deployed graph takes, and how unit images (N, S, S) in [0, 1] become that.
-
-    ``kind`` is ``"normalised"`` (C channels after mean/std, the training input) or ``"unit"``
-    (one channel in [0, 1]; replication and mean/std happen inside the graph, exactly).
-    ``batch`` 0 means a dynamic batch dimension (height and width are always static).
-    """
-
-    shape: tuple[int, ...]
-    kind: str = "normalised"
-    name: str = INPUT_NAME
-    dtype: str = "float32"
-    layout: str = "NCHW"
-
-    @property
-    def batch(self) -> int:
-        """Static batch size, or 0 when dynamic."""
-        return self.shape[0]
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form (bundle manifest)."""
-        return {
-            "name": self.name,
-            "shape": list(self.shape),
-            "kind": self.kind,
-            "dtype": self.dtype,
-            "layout": self.layout,
-        }
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> InputSpec:
-        """Inverse of :meth:`to_dict`."""
-        return cls(
-            shape=tuple(int(x) for x in d["shape"]),
-            kind=str(d["kind"]),
-            name=str(d.get("name", INPUT_NAME)),
-            dtype=str(d.get("dtype", "float32")),
-            layout=str(d.get("layout", "NCHW")),
-        )
-
-    def prepare(self, units: np.ndarray, spec: Preprocess) -> np.ndarray:
-        """Unit images (N, S, S) -> the graph's float32 input (N, C, S, S)."""
-        units = np.asarray(units, dtype=np.float32)
-        if units.ndim == 2:
-            units = units[None]
-        if self.kind == "unit":
-            return np.ascontiguousarray(units[:, None])
-        return np.ascontiguousarray(spec.normalise(units))
 
 
 @dataclass(frozen=True)

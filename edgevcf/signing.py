@@ -155,7 +155,7 @@ def new_key(out: str | os.PathLike[str], passphrase: str | None = None) -> tuple
 # ------------------------------------------------------------------ the signed statement
 def _files(root: Path) -> dict[str, str]:
     """SHA-256 of every file under ``root`` but the ignored ones, by sorted POSIX path."""
-    from edgevcf.bundle import sha256_path
+    from edgevcf.hashing import sha256_file
 
     out = {}
     for p in sorted(root.rglob("*")):
@@ -164,7 +164,7 @@ def _files(root: Path) -> dict[str, str]:
             continue
         if p.is_symlink():
             raise BundleError(f"{root}: {rel} is a symbolic link (a bundle holds files only)")
-        out[rel] = sha256_path(p)
+        out[rel] = sha256_file(p)
     return out
 
 

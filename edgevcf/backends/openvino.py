@@ -25,9 +25,9 @@ from typing import Any
 import numpy as np
 
 from edgevcf.backends.base import Backend
-from edgevcf.bundle import sha256_path
 from edgevcf.deps import require
 from edgevcf.errors import BundleError, ConfigError
+from edgevcf.hashing import sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +56,7 @@ def check_cache(cache: Path) -> list[str]:
     removed = []
     for blob in sorted(cache.glob("*.blob")):
         try:
-            ok = record.get(blob.name) == sha256_path(blob)
+            ok = record.get(blob.name) == sha256_file(blob)
         except OSError:
             ok = False
         if not ok:
@@ -69,7 +69,7 @@ def record_cache(cache: Path) -> None:
     """Record the sha256 of every blob in ``cache`` (written atomically)."""
     if not cache.is_dir():
         return
-    record = {b.name: sha256_path(b) for b in sorted(cache.glob("*.blob"))}
+    record = {b.name: sha256_file(b) for b in sorted(cache.glob("*.blob"))}
     fd, tmp = tempfile.mkstemp(prefix=".record-", dir=cache)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:

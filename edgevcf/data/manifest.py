@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 
 from edgevcf.errors import ConfigError, DataError
+from edgevcf.hashing import sha256_file
 
 logger = logging.getLogger(__name__)
 
@@ -55,7 +56,6 @@ _RESERVED = (*REQUIRED_COLUMNS, SPLIT_COLUMN)
 _LABEL_SPELLINGS: dict[str, int] = {"0": 0, "1": 1, "0.0": 0, "1.0": 1}
 _MAX_LISTED_PROBLEMS = 10
 _FINGERPRINT_VERSION = b"edgevcf-manifest-fingerprint-v1\n"
-_CHUNK_BYTES = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -622,22 +622,6 @@ def assign_splits(
 # ---------------------------------------------------------------------- files
 
 
-def sha256_file(path: str | os.PathLike[str]) -> str:
-    """SHA-256 (hex) of a file, read in 1 MiB chunks so large DICOMs do not fill memory.
-
-    Raises:
-        DataError: The file does not exist or cannot be read.
-    """
-    digest = hashlib.sha256()
-    try:
-        with open(path, "rb") as fh:
-            while chunk := fh.read(_CHUNK_BYTES):
-                digest.update(chunk)
-    except OSError as exc:
-        raise DataError(f"cannot read {path}: {exc.strerror or exc}") from exc
-    return digest.hexdigest()
-
-
 def check_files(manifest: Manifest) -> list[tuple[Study, str]]:
     """Try to read every image of the manifest and collect the ones that fail.
 
@@ -681,5 +665,4 @@ __all__ = [
     "Study",
     "assign_splits",
     "check_files",
-    "sha256_file",
 ]

@@ -14,6 +14,9 @@ Order, and why:
 3. optional CLAHE — local contrast, as radiologists window bone;
 4. pad to the square input size with 0 (the low end of the normalised range);
 5. replicate to 3 channels when the backbone expects 3, then mean/std.
+
+:class:`InputSpec` says what a deployed graph takes (its shape, and whether step 5 happens in
+numpy or inside the graph): cart and exporter share it, so it lives here, not in the exporter.
 """
 
 from __future__ import annotations
@@ -377,3 +380,59 @@ def clahe(
     top = lut[Y0, X0, q] * (1 - wx) + lut[Y0, X1, q] * wx
     bottom = lut[Y1, X0, q] * (1 - wx) + lut[Y1, X1, q] * wx
     return (top * (1 - wy) + bottom * wy).astype(np.float32)
+
+
+# ------------------------------------------------------------------ the deployed graph's input
+INPUT_NAME = "input"
+OUTPUT_NAME = "logit"
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """What the deployed graph takes, and how unit images (N, S, S) in [0, 1] become that.
+
+    ``kind`` is ``"normalised"`` (C channels after mean/std, the training input) or ``"unit"``
+    (one channel in [0, 1]; replication and mean/std happen inside the graph, exactly).
+    ``batch`` 0 means a dynamic batch dimension (height and width are always static).
+    """
+
+    shape: tuple[int, ...]
+    kind: str = "normalised"
+    name: str = INPUT_NAME
+    dtype: str = "float32"
+    layout: str = "NCHW"
+
+    @property
+    def batch(self) -> int:
+        """Static batch size, or 0 when dynamic."""
+        return self.shape[0]
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form (bundle manifest)."""
+        return {
+            "name": self.name,
+            "shape": list(self.shape),
+            "kind": self.kind,
+            "dtype": self.dtype,
+            "layout": self.layout,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> InputSpec:
+        """Inverse of :meth:`to_dict`."""
+        return cls(
+            shape=tuple(int(x) for x in d["shape"]),
+            kind=str(d["kind"]),
+            name=str(d.get("name", INPUT_NAME)),
+            dtype=str(d.get("dtype", "float32")),
+            layout=str(d.get("layout", "NCHW")),
+        )
+
+    def prepare(self, units: np.ndarray, spec: Preprocess) -> np.ndarray:
+        """Unit images (N, S, S) -> the graph's float32 input (N, C, S, S)."""
+        units = np.asarray(units, dtype=np.float32)
+        if units.ndim == 2:
+            units = units[None]
+        if self.kind == "unit":
+            return np.ascontiguousarray(units[:, None])
+        return np.ascontiguousarray(spec.normalise(units))

@@ -31,9 +31,9 @@ from edgevcf import __version__, metrics, progress
 from edgevcf.bundle import GOLDEN, Artifact, Golden, staging, write_manifest
 from edgevcf.calibration import CalibrationSet, load_recipe, patient_record, select
 from edgevcf.data.manifest import Manifest
-from edgevcf.data.preprocess import Preprocess
+from edgevcf.data.preprocess import InputSpec, Preprocess
 from edgevcf.errors import CalibrationError, DataError
-from edgevcf.onnx_export import InputSpec, ParityResult
+from edgevcf.onnx_export import ParityResult
 from edgevcf.profiles import TargetProfile
 
 if TYPE_CHECKING:
@@ -222,8 +222,8 @@ class Target(ABC):
             onnx_path: Use this FP32 ONNX instead of exporting the checkpoint's network.
             force: Replace an existing ``out``.
         """
-        from edgevcf.bundle import sha256_path
         from edgevcf.dataset import load_split
+        from edgevcf.hashing import sha256_file
         from edgevcf.models import load_checkpoint, predict
         from edgevcf.onnx_export import check_onnx_file, check_parity, export_onnx
 
@@ -309,7 +309,7 @@ class Target(ABC):
                     ctx, meta, artifacts, measured, parity, calib, checkpoint, fp32_size
                 )
                 m["quality_gate"] = gate
-                m["checkpoint"]["sha256"] = sha256_path(Path(checkpoint))
+                m["checkpoint"]["sha256"] = sha256_file(Path(checkpoint))
                 # The salt is derived from what the bundle is made of, so the same inputs give
                 # the same manifest byte for byte (a re-export keeps its signed content); the
                 # export's duration is in its result, not in the bundle, for the same reason.

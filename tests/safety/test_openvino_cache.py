@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 from edgevcf.backends.openvino import CACHE_RECORD
-from edgevcf.bundle import sha256_path
+from edgevcf.hashing import sha256_file
 from edgevcf.runtime import Predictor
 
 pytestmark = pytest.mark.requires_openvino
@@ -104,7 +104,7 @@ def primed(ov_bundle: Any, tmp_path_factory: pytest.TempPathFactory) -> tuple[np
         mp.setenv("EDGEVCF_CACHE", str(root))
         clean, cache = _logits(ov_bundle)  # compiles, writes and records the blob
         (blob,) = cache.glob("*.blob")
-        assert json.loads((cache / CACHE_RECORD).read_text()) == {blob.name: sha256_path(blob)}
+        assert json.loads((cache / CACHE_RECORD).read_text()) == {blob.name: sha256_file(blob)}
         warm, _ = _logits(ov_bundle)  # from the cache
         assert np.array_equal(warm, clean)
     return clean, root
@@ -134,7 +134,7 @@ def test_corrupted_cache_is_rebuilt(
     assert np.array_equal(after, clean), f"{name}: {after} != {clean}"
     record = json.loads((cache / CACHE_RECORD).read_text())
     assert sorted(record) == sorted(b.name for b in cache.glob("*.blob"))
-    assert all(sha256_path(cache / n) == h for n, h in record.items())
+    assert all(sha256_file(cache / n) == h for n, h in record.items())
     assert "corrupt or unrecorded; rebuilding" in caplog.text
 
 

@@ -14,9 +14,9 @@ from edgevcf.data.manifest import (
     Study,
     assign_splits,
     check_files,
-    sha256_file,
 )
 from edgevcf.errors import ConfigError, DataError
+from edgevcf.hashing import sha256_file
 
 # --------------------------------------------------------------------------- helpers
 
