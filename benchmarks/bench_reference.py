@@ -222,7 +222,7 @@ class Worker:
 # ------------------------------------------------------------------ one backbone
 def _test_inputs(bundle_dirs: list[Path], data: Path, tmp: Path) -> tuple[Path, np.ndarray, Any]:
     """The test split in the bundles' graph form (one file, memory-mapped by every worker)."""
-    from edgevcf.bench import _check_disjoint
+    from edgevcf.bench import check_disjoint
     from edgevcf.bundle import Bundle
     from edgevcf.data.manifest import Manifest
     from edgevcf.dataset import load_split
@@ -238,7 +238,7 @@ def _test_inputs(bundle_dirs: list[Path], data: Path, tmp: Path) -> tuple[Path, 
     split = load_split(manifest, "test", bundles[0].preprocess, desc="preprocess test")
     patients = sorted({s.patient_id for s in split.studies})
     for b in bundles:
-        _check_disjoint(b, patients, "test")
+        check_disjoint(b, patients, "test")
     x = bundles[0].input.prepare(split.units, bundles[0].preprocess)
     path = tmp / "test.npy"
     np.save(path, x)

@@ -1,6 +1,6 @@
 """Input quality gate: in-scope images wrongly refused, out-of-scope images wrongly scored, cost.
 
-Fits the gate as an export does (:func:`edgevcf.quality.QualityGate.fit`: the training images
+Fits the gate as an export does (:func:`edgevcf.quality_fit.fit_gate`: the training images
 in scope against generated out-of-scope images, thresholds on a tuning set) and measures it on
 images no fitting step saw:
 
@@ -51,6 +51,7 @@ from edgevcf.quality import (
     header_rules,
     image_rules,
 )
+from edgevcf.quality_fit import fit_gate_features
 
 SPEC = Preprocess(input_size=224, crop_to_field=True)  # the study backbones' preprocessing
 SMALL = Preprocess(input_size=64, crop_to_field=True)  # the test suite's tiny bundles
@@ -227,7 +228,7 @@ def main() -> None:
         units = np.stack([it.small if small else it.unit for it in tr])
         fi = np.vstack([feature_matrix(units), feature_matrix(units[:, :, ::-1])])
         ft = feature_matrix(np.stack([it.small if small else it.unit for it in tu]))
-        return QualityGate.fit_features(fi, fo, ft, spec, groups=np.tile(np.arange(len(tr)), 2))
+        return fit_gate_features(fi, fo, ft, spec, groups=np.tile(np.arange(len(tr)), 2))
 
     t0 = time.perf_counter()
     fo = feature_matrix(np.stack([it.unit for it in fit_oos]))

@@ -152,7 +152,7 @@ def _timing(cfg: BenchConfig, bs: dict[str, Any]) -> dict[str, int]:
 
 
 def _baseline_latency(
-    checkpoint: Path, targets: list[Target], cfg: BenchConfig
+    checkpoint: Path, targets: list[BenchItem], cfg: BenchConfig
 ) -> dict[str, Any] | None:
     """PyTorch eager latency of a checkpoint baseline, or None when no bundle's golden inputs
     are what the network takes (a one-channel graph input)."""
@@ -205,29 +205,13 @@ def measure_latency(job: dict[str, Any], *, isolate: bool = True) -> dict[str, A
 
 
 def sample_dicom(path: str | os.PathLike[str] | None = None) -> Path | None:
-    """The DICOM used for end-to-end timing: the user's, or a full-resolution synthetic film
-    (~2,300 x 2,900, 12-bit in 16) generated once into the cache. None if it cannot be made."""
+    """The DICOM used for end-to-end timing: the user's, or the generator's full-size film
+    (:func:`edgevcf.data.synth.sample_film`). None if none can be made."""
     if path is not None:
         return Path(path)
-    from edgevcf.dataset import cache_root
-    from edgevcf.deps import available
+    from edgevcf.data.synth import sample_film
 
-    target = cache_root() / "bench" / "fullres-dicom"
-    found = sorted(target.glob("images/*.dcm")) if target.is_dir() else []
-    if found:
-        return found[0]
-    if not available("scipy"):
-        return None
-    from edgevcf.data.synth import SynthConfig, generate
-
-    was = progress.enabled()
-    progress.set_enabled(False)
-    try:
-        generate(target, 1, cfg=SynthConfig(), seed=7, fmt="dicom", preview=False, val=0, test=0)
-    finally:
-        progress.set_enabled(was)
-    found = sorted(target.glob("images/*.dcm"))
-    return found[0] if found else None
+    return sample_film()
 
 
 # ------------------------------------------------------------------ accuracy
@@ -268,7 +252,7 @@ def _bundle_probs(bundle: Bundle, units_by_spec: Any, backend: str) -> np.ndarra
 
 
 @dataclass(frozen=True)
-class Target:
+class BenchItem:
     """One bench row: a bundle, and which engine/artefact of it runs."""
 
     bundle: Bundle
@@ -278,7 +262,7 @@ class Target:
 
 def parse_targets(
     specs: list[str | os.PathLike[str]], backend: str = "auto", trust: Any = None
-) -> list[Target]:
+) -> list[BenchItem]:
     """``PATH`` or ``PATH:ARTIFACT`` (e.g. ``bundles/mobile:tflite``) -> bench rows (with
     ``trust``: each bundle's signer checked as it is loaded)."""
     out = []
@@ -291,13 +275,13 @@ def parse_targets(
                 path, art = Path(head), tail
         b = Bundle.load(path, trust=trust)
         label = path.name if art == "auto" else f"{path.name}:{art}"
-        out.append(Target(b, art, label))
+        out.append(BenchItem(b, art, label))
     if len({t.label for t in out}) != len(out):
         raise ConfigError("the same bundle (and engine) is named twice")
     return out
 
 
-def _check_disjoint(bundle: Bundle, patients: list[str], split: str) -> None:
+def check_disjoint(bundle: Bundle, patients: list[str], split: str) -> None:
     from edgevcf.calibration import overlap_with_record
 
     record = bundle.manifest.get("patients")
@@ -317,7 +301,7 @@ def _check_disjoint(bundle: Bundle, patients: list[str], split: str) -> None:
 
 
 def accuracy(
-    targets: list[Target],
+    targets: list[BenchItem],
     data: str | os.PathLike[str],
     baseline: str | os.PathLike[str] | None,
     cfg: BenchConfig,
@@ -332,7 +316,7 @@ def accuracy(
         raise DataError(f"split {cfg.split!r} of {data} is empty")
     patients = sorted({s.patient_id for s in sub.studies})
     for t in targets:
-        _check_disjoint(t.bundle, patients, cfg.split)
+        check_disjoint(t.bundle, patients, cfg.split)
     cache: dict[str, Any] = {}
     kept: list[Any] = []
 

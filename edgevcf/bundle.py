@@ -404,6 +404,59 @@ def write_device_record(folder: Path, record: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def new_manifest(
+    *,
+    target: str,
+    profile: dict[str, Any],
+    backbone: str,
+    input: InputSpec,
+    preprocess: Preprocess,
+    threshold: float,
+    threshold_method: str,
+    artifacts: list[Artifact],
+    metrics: dict[str, Any],
+    calibration: dict[str, Any] | None,
+    checkpoint: dict[str, Any],
+    golden_atol: dict[str, float],
+    tuning_split: str,
+    target_facts: dict[str, Any],
+    notes: list[str],
+    versions: dict[str, str],
+    quality_gate: dict[str, Any] | None,
+    patients: dict[str, Any],
+) -> dict[str, Any]:
+    """A new bundle's manifest, in schema order (:func:`write_manifest` adds files and checksum).
+
+    The first of ``artifacts`` is the default; the model's output is one logit for ``fresh``.
+    """
+    import platform
+
+    default = artifacts[0]
+    return {
+        "target": target,
+        "profile": profile,
+        "precision": default.precision,
+        "backbone": backbone,
+        "input": input.to_dict(),
+        "preprocess": preprocess.to_dict(),
+        "classes": list(CLASSES),
+        "output": {"kind": "logit", "positive_class": CLASSES[1], "probability": "sigmoid"},
+        "threshold": {"value": threshold, "method": threshold_method},
+        "artifacts": {a.name: a.to_dict() for a in artifacts},
+        "default_artifact": default.name,
+        "metrics": metrics,
+        "calibration": calibration,
+        "checkpoint": checkpoint,
+        "golden": {"file": GOLDEN, "atol_logit": golden_atol, "tuning_split": tuning_split},
+        "target_facts": target_facts,
+        "notes": notes,
+        "versions": versions,
+        "machine": {"platform": platform.platform(), "processor": platform.machine()},
+        "quality_gate": quality_gate,
+        "patients": patients,
+    }
+
+
 def finalize_manifest(root: Path, manifest: dict[str, Any]) -> dict[str, Any]:
     """Add schema, file hashes and the self-checksum to ``manifest`` for the files in ``root``."""
     files = {

@@ -66,9 +66,9 @@ class CalibrationSet:
 
 
 def _recipe_files() -> dict[str, Path]:
-    from edgevcf.profiles import _bundled_files
+    from edgevcf.profiles import bundled_files
 
-    return {f.stem: f for f in _bundled_files("edgevcf.recipes_data", "calibration")}
+    return {f.stem: f for f in bundled_files("edgevcf.recipes_data", "calibration")}
 
 
 def load_recipe(name_or_path: str) -> CalibrationRecipe:

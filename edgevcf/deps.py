@@ -17,7 +17,7 @@ from edgevcf.errors import BackendUnavailableError
 
 
 @dataclass(frozen=True)
-class Backend:
+class Dependency:
     """An optional dependency: its import name and how a user gets it."""
 
     module: str
@@ -31,30 +31,30 @@ _JETPACK_HINT = (
     "GPU: pip install tensorrt"
 )
 
-BACKENDS: dict[str, Backend] = {
-    "torch": Backend("torch", "torch", "pip install 'edgevcf[train]'"),
-    "torchvision": Backend("torchvision", "torchvision", "pip install 'edgevcf[train]'"),
-    "scipy": Backend("scipy", "scipy", "pip install 'edgevcf[synth]'"),
-    "matplotlib": Backend("matplotlib", "matplotlib", "pip install 'edgevcf[report]'"),
-    "safetensors": Backend("safetensors", "safetensors", "pip install 'edgevcf[train]'"),
-    "onnx": Backend("onnx", "onnx", "pip install 'edgevcf[export]'"),
-    "onnxruntime": Backend("onnxruntime", "onnxruntime", "pip install 'edgevcf[onnxruntime]'"),
-    "openvino": Backend("openvino", "openvino", "pip install 'edgevcf[openvino]'"),
-    "nncf": Backend("nncf", "nncf", "pip install 'edgevcf[openvino]'"),
-    "litert": Backend("ai_edge_litert", "ai-edge-litert", "pip install 'edgevcf[litert]'"),
-    "litert_torch": Backend("litert_torch", "litert-torch", "pip install 'edgevcf[mobile]'"),
-    "tensorrt": Backend("tensorrt", "tensorrt", _JETPACK_HINT),
-    "cuda_python": Backend("cuda", "cuda-python", "pip install 'edgevcf[jetson]'"),
-    "pynetdicom": Backend("pynetdicom", "pynetdicom", "pip install 'edgevcf[serve]'"),
-    "cryptography": Backend("cryptography", "cryptography", "pip install 'edgevcf[signing]'"),
+DEPENDENCIES: dict[str, Dependency] = {
+    "torch": Dependency("torch", "torch", "pip install 'edgevcf[train]'"),
+    "torchvision": Dependency("torchvision", "torchvision", "pip install 'edgevcf[train]'"),
+    "scipy": Dependency("scipy", "scipy", "pip install 'edgevcf[synth]'"),
+    "matplotlib": Dependency("matplotlib", "matplotlib", "pip install 'edgevcf[report]'"),
+    "safetensors": Dependency("safetensors", "safetensors", "pip install 'edgevcf[train]'"),
+    "onnx": Dependency("onnx", "onnx", "pip install 'edgevcf[export]'"),
+    "onnxruntime": Dependency("onnxruntime", "onnxruntime", "pip install 'edgevcf[onnxruntime]'"),
+    "openvino": Dependency("openvino", "openvino", "pip install 'edgevcf[openvino]'"),
+    "nncf": Dependency("nncf", "nncf", "pip install 'edgevcf[openvino]'"),
+    "litert": Dependency("ai_edge_litert", "ai-edge-litert", "pip install 'edgevcf[litert]'"),
+    "litert_torch": Dependency("litert_torch", "litert-torch", "pip install 'edgevcf[mobile]'"),
+    "tensorrt": Dependency("tensorrt", "tensorrt", _JETPACK_HINT),
+    "cuda_python": Dependency("cuda", "cuda-python", "pip install 'edgevcf[jetson]'"),
+    "pynetdicom": Dependency("pynetdicom", "pynetdicom", "pip install 'edgevcf[serve]'"),
+    "cryptography": Dependency("cryptography", "cryptography", "pip install 'edgevcf[signing]'"),
 }
 
 
-def _backend(name: str) -> Backend:
+def _backend(name: str) -> Dependency:
     try:
-        return BACKENDS[name]
+        return DEPENDENCIES[name]
     except KeyError:
-        raise ValueError(f"unknown backend {name!r}; known: {', '.join(BACKENDS)}") from None
+        raise ValueError(f"unknown backend {name!r}; known: {', '.join(DEPENDENCIES)}") from None
 
 
 def available(name: str) -> bool:
@@ -84,7 +84,7 @@ def require(name: str, purpose: str | None = None) -> ModuleType:
     """Import an optional backend or raise a :class:`BackendUnavailableError` with a hint.
 
     Args:
-        name: Key of :data:`BACKENDS`.
+        name: Key of :data:`DEPENDENCIES`.
         purpose: What the caller needs it for, to make the message say why.
     """
     backend = _backend(name)

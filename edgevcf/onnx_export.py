@@ -45,7 +45,7 @@ class ParityResult:
         return self.__dict__.copy()
 
 
-def _grey_wrapper(model: nn.Module, spec: Preprocess) -> nn.Module:
+def grey_wrapper(model: nn.Module, spec: Preprocess) -> nn.Module:
     """A module taking one-channel unit images: broadcast replication + mean/std, then ``model``.
 
     Exact (the same float operations as :meth:`Preprocess.normalise`), and the input is a third
@@ -97,7 +97,7 @@ def export_onnx(
     onnx = require("onnx", "ONNX export")
     out = Path(out)
     model = model.eval()
-    net = _grey_wrapper(model, spec) if grey_input else model
+    net = grey_wrapper(model, spec) if grey_input else model
     channels = 1 if grey_input else spec.channels
     example = torch.zeros(max(batch, 1), channels, spec.input_size, spec.input_size)
     dynamic = {INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}} if batch == 0 else None
@@ -192,7 +192,7 @@ def check_parity(
     net = model.eval()
     if grey_input:
         assert spec is not None, "grey_input needs the preprocess spec"
-        net = _grey_wrapper(model, spec)
+        net = grey_wrapper(model, spec)
     with torch.inference_mode():
         ref = net(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))).numpy()
     got = onnx_logits(onnx_path, x)

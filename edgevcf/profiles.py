@@ -26,11 +26,11 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
-TARGET_NAMES = ("jetson", "openvino", "mobile", "onnx")
 PRECISIONS = ("int8", "fp16", "fp32")
 
-# Target-specific options: name -> (type, default). Owned here so profiles validate without
-# importing a toolchain.
+# The one table of targets: each target's name and its options, name -> (type, default). Owned
+# here so profiles validate without importing a toolchain; the target of each name is the
+# class ``TARGET`` of module ``edgevcf.targets.<name>`` (:func:`edgevcf.targets.get_target`).
 TARGET_OPTIONS: dict[str, dict[str, tuple[type, Any]]] = {
     "jetson": {
         "workspace_mb": (int, 1024),
@@ -61,6 +61,7 @@ TARGET_OPTIONS: dict[str, dict[str, tuple[type, Any]]] = {
         "per_channel": (bool, True),
     },
 }
+TARGET_NAMES = tuple(TARGET_OPTIONS)
 
 
 @dataclass(frozen=True)
@@ -329,7 +330,7 @@ def load_profile_file(path: str | Path) -> TargetProfile:
     return parse_profile(read_toml(p, "profile"), str(p), default_name=p.stem)
 
 
-def _bundled_files(package: str, checkout_dir: str) -> list[Path]:
+def bundled_files(package: str, checkout_dir: str) -> list[Path]:
     """TOML files shipped as ``package``; a source checkout's folder when not installed."""
     try:
         root = resources.files(package)
@@ -345,7 +346,7 @@ def _bundled_files(package: str, checkout_dir: str) -> list[Path]:
 def builtin_profiles() -> dict[str, TargetProfile]:
     """All shipped profiles by name (aliases not included)."""
     out: dict[str, TargetProfile] = {}
-    for f in _bundled_files("edgevcf.profiles_data", "targets"):
+    for f in bundled_files("edgevcf.profiles_data", "targets"):
         prof = load_profile_file(f)
         out[prof.name] = prof
     return out

@@ -19,6 +19,10 @@ all get a P(fresh) and a decision. The gate decides first, in three stages, chea
 Why per bundle: a detector fitted on *our* synthetic films would refuse every real clinical
 radiograph. The in-scope class must be the user's own training distribution.
 
+This module is what a cart runs: the rules, the features and a fitted gate loaded from a bundle
+and applied. Fitting one happens at export time and needs the out-of-scope generator (scipy), so
+it lives in :mod:`edgevcf.quality_fit`, which a cart never imports.
+
 Numpy only (a cart has no torch, no sklearn). The learned check is cheap next to a 224-px CNN:
 it reuses the preprocessed image the model gets anyway and works on a 64 x 64 copy of it
 (benchmarks/quality_gate.py measures both, with the rates of wrongly refused and wrongly
@@ -27,15 +31,11 @@ scored images).
 
 from __future__ import annotations
 
-import copy
-import functools
-import hashlib
 import json
 import math
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from statistics import NormalDist
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -44,13 +44,10 @@ from edgevcf.errors import BundleError, ConfigError
 
 if TYPE_CHECKING:
     from edgevcf.data.io import ImageMeta
-    from edgevcf.data.preprocess import Preprocess
 
 #: Bumped whenever :func:`features` changes; a gate of another version is refused at load.
 FEATURE_VERSION = 1
 GATE_FILE = "quality_gate.npz"
-#: Fraction of in-scope tuning images each learned threshold may refuse.
-TARGET_REFUSAL = 0.01
 
 # Header rules ------------------------------------------------------------------------------
 #: Projection radiography (RG: film/screen radiography digitised).
@@ -287,82 +284,13 @@ def feature_matrix(units: np.ndarray) -> np.ndarray:
     return np.stack([features(u) for u in units]) if len(units) else np.empty((0, 0))
 
 
-# ------------------------------------------------------------------ fitting (numpy)
-def _logistic_fit(
-    x: np.ndarray, y: np.ndarray, l2: float, iterations: int = 50
-) -> tuple[np.ndarray, float]:
-    """L2-penalised, class-balanced logistic regression by Newton's method (IRLS)."""
-    n, d = x.shape
-    sw = np.where(y == 1, 0.5 / max(1, int(y.sum())), 0.5 / max(1, int(n - y.sum()))) * n
-    a = np.hstack([x, np.ones((n, 1))])
-    beta = np.zeros(d + 1)
-    pen = np.full(d + 1, l2)
-    pen[-1] = 0.0
-    for _ in range(iterations):
-        z = a @ beta
-        p = 1.0 / (1.0 + np.exp(-np.clip(z, -30, 30)))
-        grad = a.T @ (sw * (p - y)) + pen * beta
-        hess = (a * (sw * p * (1 - p))[:, None]).T @ a + np.diag(pen + 1e-9)
-        step = np.linalg.solve(hess, grad)
-        beta -= step
-        if float(np.abs(step).max()) < 1e-7:
-            break
-    return beta[:-1], float(beta[-1])
-
-
-def _shrunk_precision(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and inverse of a Ledoit-Wolf-shrunk covariance (stable with few images)."""
-    n, d = x.shape
-    mu = x.mean(axis=0)
-    xc = x - mu
-    s = xc.T @ xc / n
-    target = float(np.trace(s)) / d
-    # Ledoit & Wolf (2004): shrinkage towards target * I that minimises the expected error;
-    # sum_k ||x_k x_k' - S||^2 expanded so no (n, d, d) array is formed.
-    sq = np.sum(xc * xc, axis=1)
-    xsx = np.einsum("ij,jk,ik->i", xc, s, xc)
-    beta2 = float(np.sum(sq * sq) - 2 * np.sum(xsx) + n * np.sum(s * s)) / n**2
-    delta2 = float(np.sum((s - target * np.eye(d)) ** 2))
-    alpha = min(1.0, max(0.05, beta2 / delta2)) if delta2 > 0 else 1.0
-    cov = (1 - alpha) * s + alpha * target * np.eye(d)
-    return mu, np.linalg.inv(cov)
-
-
-def tolerance_factor(n: int, target: float = TARGET_REFUSAL, confidence: float = 0.9) -> float:
-    """k such that mean + k * sd of ``n`` normal samples exceeds the (1 - target) quantile with
-    probability ``confidence`` (one-sided normal tolerance bound, Natrella's approximation).
-
-    With 9 tuning images k is ~3.8 rather than z = 2.33: a threshold set on a handful of images
-    must leave room for what they did not show.
-    """
-    zp = NormalDist().inv_cdf(1.0 - target)
-    if n < 3:
-        return 2 * zp
-    zg = NormalDist().inv_cdf(confidence)
-    a = 1.0 - zg * zg / (2.0 * (n - 1))
-    b = zp * zp - zg * zg / n
-    return (zp + math.sqrt(max(zp * zp - a * b, 0.0))) / a
-
-
-def tuning_threshold(scores: np.ndarray, target: float = TARGET_REFUSAL) -> float:
-    """A threshold refusing about ``target`` of in-scope images, from their ``scores``.
-
-    The empirical quantile, but never below the normal tolerance bound (mean + k * sd,
-    :func:`tolerance_factor`): with a few dozen tuning images the quantile is only their maximum
-    and would refuse far more than ``target`` of new in-scope images.
-    """
-    s = np.asarray(scores, dtype=np.float64)
-    if s.size == 0:
-        raise ConfigError("no tuning images to set the quality gate's threshold on")
-    q = float(np.quantile(s, 1.0 - target, method="higher"))
-    sd = float(s.std(ddof=1)) if s.size > 1 else 0.0
-    return max(q, float(s.mean()) + tolerance_factor(s.size, target) * sd)
-
-
 # ------------------------------------------------------------------ the gate
 @dataclass
 class QualityGate:
-    """A fitted learned check plus the rules; ``assess`` decides per image."""
+    """A fitted learned check plus the rules; ``assess`` decides per image.
+
+    Made by :func:`edgevcf.quality_fit.fit_gate` at export, read back by :meth:`load`.
+    """
 
     spec: dict[str, Any]  # the preprocessing it was fitted for (Preprocess.to_dict())
     mean: np.ndarray
@@ -375,120 +303,6 @@ class QualityGate:
     distance_threshold: float
     info: dict[str, Any] = field(default_factory=dict)
     feature_version: int = FEATURE_VERSION
-
-    # -------------------------------------------------------------- fit
-    @classmethod
-    def fit(
-        cls,
-        in_scope: np.ndarray,
-        out_of_scope: np.ndarray | None,
-        tuning: np.ndarray,
-        spec: Preprocess,
-        *,
-        l2: float = 1.0,
-        target: float = TARGET_REFUSAL,
-        augment: bool = True,
-        groups: np.ndarray | None = None,
-        out_features: np.ndarray | None = None,
-    ) -> QualityGate:
-        """Fit on preprocessed images (``to_unit`` form, (N, S, S)).
-
-        Args:
-            in_scope: The bundle's training images (the distribution the model knows).
-            out_of_scope: Generated out-of-scope images, same preprocessing.
-            tuning: Held-out in-scope images (the tuning split) that set the thresholds.
-            spec: The preprocessing all of them went through.
-            l2: Ridge penalty on standardised features.
-            target: In-scope refusal rate each learned threshold allows on ``tuning``.
-            augment: Add mirror images of ``in_scope`` (patients face either way).
-            groups: Patient of each ``in_scope`` image (kept in one fold when thresholds
-                are set); default: each image its own.
-            out_features: :func:`features` of the out-of-scope images, instead of
-                ``out_of_scope`` (they are generated once and reused).
-        """
-        fo = feature_matrix(np.asarray(out_of_scope)) if out_features is None else out_features
-        if len(in_scope) < 8 or len(fo) < 8:
-            raise ConfigError(
-                f"the quality gate needs >= 8 in-scope and out-of-scope images, got "
-                f"{len(in_scope)} and {len(fo)}",
-                hint="the training split is too small to learn what is in scope",
-            )
-        fi = feature_matrix(np.asarray(in_scope))
-        grp = np.arange(len(fi)) if groups is None else np.asarray(groups)
-        if augment:
-            fi = np.vstack([fi, feature_matrix(np.asarray(in_scope)[:, :, ::-1])])
-            grp = np.concatenate([grp, grp])
-        ft = feature_matrix(np.asarray(tuning))
-        return cls.fit_features(fi, fo, ft, spec, l2=l2, target=target, groups=grp)
-
-    @classmethod
-    def fit_features(
-        cls,
-        fi: np.ndarray,
-        fo: np.ndarray,
-        ft: np.ndarray,
-        spec: Preprocess,
-        *,
-        l2: float = 1.0,
-        target: float = TARGET_REFUSAL,
-        groups: np.ndarray | None = None,
-        folds: int = 5,
-    ) -> QualityGate:
-        """:meth:`fit` on precomputed :func:`features` (in scope, out of scope, tuning).
-
-        Each threshold is the higher of two tolerance bounds (:func:`tuning_threshold`): one on
-        the tuning images' scores, one on those pooled with out-of-fold scores of the in-scope
-        images (``folds``-fold; rows of one group — a patient, an image and its mirror — never
-        split), because a small tuning split alone gives an unstable threshold.
-        """
-        gate = cls._fit_core(fi, fo, spec, l2)
-        s_t, d_t = gate.scores(ft)
-        pool_s, pool_d = [s_t], [d_t]
-        grp = np.arange(len(fi)) if groups is None else np.asarray(groups)
-        fold = np.unique(grp, return_inverse=True)[1].reshape(-1) % folds
-        if folds > 1 and len(np.unique(grp)) >= 2 * folds:
-            for k in range(folds):
-                sub = cls._fit_core(fi[fold != k], fo, spec, l2)
-                s_k, d_k = sub.scores(fi[fold == k])
-                pool_s.append(s_k)
-                pool_d.append(d_k)
-        s_all, d_all = np.concatenate(pool_s), np.concatenate(pool_d)
-        gate.threshold = max(tuning_threshold(s_t, target), tuning_threshold(s_all, target))
-        log_d = max(tuning_threshold(np.log(d_t), target), tuning_threshold(np.log(d_all), target))
-        gate.distance_threshold = float(np.exp(log_d))
-        s_o, d_o = gate.scores(fo)
-        gate.info = {
-            "n_in_scope": len(fi),
-            "n_out_of_scope": len(fo),
-            "n_tuning": len(ft),
-            "n_threshold_pool": len(s_all),
-            "target_refusal": target,
-            "l2": l2,
-            "tuning_refused": float(np.mean(gate.refuse(s_t, d_t))),
-            "train_oos_scored": float(np.mean(~gate.refuse(s_o, d_o))),
-        }
-        return gate
-
-    @classmethod
-    def _fit_core(cls, fi: np.ndarray, fo: np.ndarray, spec: Preprocess, l2: float) -> QualityGate:
-        x = np.vstack([fi, fo])
-        y = np.concatenate([np.zeros(len(fi)), np.ones(len(fo))])
-        mean = x.mean(axis=0)
-        scale = x.std(axis=0)
-        scale[scale < 1e-9] = 1.0
-        coef, intercept = _logistic_fit((x - mean) / scale, y, l2)
-        center, precision = _shrunk_precision((fi - mean) / scale)
-        return cls(
-            spec=spec.to_dict(),
-            mean=mean,
-            scale=scale,
-            coef=coef,
-            intercept=intercept,
-            threshold=0.0,
-            center=center,
-            precision=precision,
-            distance_threshold=0.0,
-        )
 
     # -------------------------------------------------------------- scoring
     def scores(self, feats: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -605,107 +419,6 @@ class QualityGate:
         )
 
 
-# ------------------------------------------------------------------ per bundle, at export
-#: Seeds of the generated out-of-scope sets a bundle's gate is fitted on and checked on.
-OOS_FIT_SEED = 70_001
-OOS_CHECK_SEED = 70_002
-OOS_FIT_PER_FAMILY = 24
-OOS_CHECK_PER_FAMILY = 8
-
-
-@functools.lru_cache(maxsize=8)
-def oos_features(
-    spec: Preprocess, seed: int, per_family: int
-) -> tuple[np.ndarray, tuple[str, ...]]:
-    """Features of generated out-of-scope images under ``spec``, with their families.
-
-    Images are drawn a little larger than the network input (as real films are) and cached
-    per process: exporting several targets from one checkpoint generates them once.
-    Needs scipy (the generator).
-    """
-    from edgevcf.data.synth.oos import FAMILIES, generate_oos
-
-    size = spec.input_size
-    sizes = (max(256, 3 * size // 2), max(384, 2 * size))
-    rows, fams = [], []
-    for fam in FAMILIES:
-        for i in range(per_family):
-            rows.append(features(spec.to_unit(generate_oos(fam, seed, i, sizes))))
-            fams.append(fam)
-    x = np.stack(rows)
-    x.flags.writeable = False
-    return x, tuple(fams)
-
-
-def fit_for_bundle(
-    train_units: np.ndarray,
-    patients: list[str],
-    tuning_units: np.ndarray,
-    spec: Preprocess,
-) -> tuple[QualityGate, dict[str, Any]]:
-    """Fit a bundle's gate (its training images vs generated out-of-scope images; thresholds on
-    the tuning images) and check it on a second generated set it never saw.
-
-    The fit is deterministic; exporting one checkpoint to several targets in one process fits
-    it once (keyed by the images, patients and preprocessing).
-
-    Returns:
-        The gate and what the manifest records about it (both fresh copies).
-    """
-    train = np.ascontiguousarray(train_units, dtype=np.float32)
-    tuning = np.ascontiguousarray(tuning_units, dtype=np.float32)
-    h = hashlib.sha256(spec.to_json().encode())
-    for part in (train.shape, tuning.shape, "\n".join(patients)):
-        h.update(str(part).encode())
-    h.update(train.tobytes())
-    h.update(tuning.tobytes())
-    key = h.hexdigest()
-    if key not in _FITTED:
-        _FITTED[key] = _fit_for_bundle(train, patients, tuning, spec)
-        while len(_FITTED) > 4:
-            _FITTED.pop(next(iter(_FITTED)))
-    gate, record = _FITTED[key]
-    return copy.deepcopy(gate), copy.deepcopy(record)
-
-
-_FITTED: dict[str, tuple[QualityGate, dict[str, Any]]] = {}
-
-
-def _fit_for_bundle(
-    train: np.ndarray, patients: list[str], tuning: np.ndarray, spec: Preprocess
-) -> tuple[QualityGate, dict[str, Any]]:
-    fo, _ = oos_features(spec, OOS_FIT_SEED, OOS_FIT_PER_FAMILY)
-    gate = QualityGate.fit(
-        train,
-        None,
-        tuning,
-        spec,
-        groups=np.unique(np.asarray(patients), return_inverse=True)[1],
-        out_features=fo,
-    )
-    fc, fams = oos_features(spec, OOS_CHECK_SEED, OOS_CHECK_PER_FAMILY)
-    scored = ~gate.refuse(*gate.scores(fc))
-    fam_arr = np.asarray(fams)
-    by_family = {f: float(np.mean(scored[fam_arr == f])) for f in dict.fromkeys(fams)}
-    record = {
-        "file": GATE_FILE,
-        "feature_version": FEATURE_VERSION,
-        "method": "logistic regression + Mahalanobis distance on image features",
-        "threshold": gate.threshold,
-        "distance_threshold": gate.distance_threshold,
-        "target_refusal": gate.info["target_refusal"],
-        "tuning_refused": gate.info["tuning_refused"],
-        "n_in_scope": gate.info["n_in_scope"],
-        "n_out_of_scope": gate.info["n_out_of_scope"],
-        "n_tuning": gate.info["n_tuning"],
-        "oos_seeds": {"fit": OOS_FIT_SEED, "check": OOS_CHECK_SEED},
-        "check_oos_scored": float(np.mean(scored)),
-        "check_oos_scored_by_family": by_family,
-        "check_n": len(fc),
-    }
-    return gate, record
-
-
 def assess_rules(image: np.ndarray, meta: ImageMeta | None = None) -> Assessment:
     """Header and image rules only (bundles exported without a learned gate)."""
     reason, notes = header_rules(meta)
@@ -725,8 +438,6 @@ __all__ = [
     "assess_rules",
     "feature_matrix",
     "features",
-    "fit_for_bundle",
     "header_rules",
     "image_rules",
-    "tuning_threshold",
 ]

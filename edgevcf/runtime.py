@@ -110,12 +110,12 @@ def choose_artifact(bundle: Bundle, backend: str = "auto") -> Artifact:
     for art in order:
         if runnable(art.runtime):
             return art
-    from edgevcf.deps import BACKENDS
+    from edgevcf.deps import DEPENDENCIES
 
     need = order[0].runtime
     raise BackendUnavailableError(
         f"no engine for this bundle is installed here (it needs {need})",
-        hint=BACKENDS[need].hint,
+        hint=DEPENDENCIES[need].hint,
     )
 
 

@@ -26,7 +26,7 @@ if TYPE_CHECKING:  # annotations only; the generator needs scipy and is imported
     from edgevcf.data.synth import SynthResult
     from edgevcf.profiles import TargetProfile
 
-#: Marker name -> key of :data:`edgevcf.deps.BACKENDS` that the marked test needs.
+#: Marker name -> key of :data:`edgevcf.deps.DEPENDENCIES` that the marked test needs.
 BACKEND_MARKERS: dict[str, str] = {
     "requires_openvino": "openvino",
     "requires_tensorrt": "tensorrt",
@@ -52,13 +52,14 @@ def _backend_skip_reason(name: str) -> str | None:
     """Why a test needing backend ``name`` cannot run here, or None when it can."""
     if deps.available(name):
         return None
-    return f"needs {name}: {deps.BACKENDS[name].hint}"
+    return f"needs {name}: {deps.DEPENDENCIES[name].hint}"
 
 
 def _cuda_skip_reason() -> str | None:
     """Why a CUDA test cannot run here, or None when torch sees a GPU (imports torch)."""
     if not deps.available("torch"):
-        return f"needs CUDA via torch, and torch is not installed: {deps.BACKENDS['torch'].hint}"
+        hint = deps.DEPENDENCIES["torch"].hint
+        return f"needs CUDA via torch, and torch is not installed: {hint}"
     try:
         import torch
     except ImportError as exc:  # installed but broken
@@ -115,7 +116,7 @@ def synth_fast_dataset(tmp_path_factory: pytest.TempPathFactory) -> SynthResult:
     Read-only by convention: tests that modify files should copy what they change.
     """
     if not deps.available("scipy"):
-        pytest.skip(f"needs scipy for the synthetic generator: {deps.BACKENDS['scipy'].hint}")
+        pytest.skip(f"needs scipy for the synthetic generator: {deps.DEPENDENCIES['scipy'].hint}")
     from edgevcf import progress
     from edgevcf.data.synth import SynthConfig, generate
 

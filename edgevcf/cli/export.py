@@ -226,7 +226,7 @@ def targets(as_json: bool) -> None:
     """List target profiles and whether each can run here (with the install hint if not)."""
     import json
 
-    from edgevcf.deps import BACKENDS, available
+    from edgevcf.deps import DEPENDENCIES, available
     from edgevcf.profiles import builtin_profiles
     from edgevcf.targets import get_target
 
@@ -237,7 +237,7 @@ def targets(as_json: bool) -> None:
             runs = "engine: yes" if available("tensorrt") else "ONNX + build plan (engine: no)"
         else:
             runs = "yes" if not missing else "no"
-        hint = "; ".join(sorted({BACKENDS[b].hint for b in missing}))
+        hint = "; ".join(sorted({DEPENDENCIES[b].hint for b in missing}))
         rows.append(
             {
                 "profile": p.name,

@@ -21,7 +21,7 @@ import logging
 import shlex
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -30,8 +30,10 @@ from edgevcf.bundle import DEVICE_DIR, Artifact
 from edgevcf.deps import available, require
 from edgevcf.errors import CompileError, QuantizationError
 from edgevcf.profiles import TargetProfile
-from edgevcf.targets.base import ExportContext
-from edgevcf.targets.onnx import QdqFallback, profile_qdq_options, quantize_qdq
+from edgevcf.targets.qdq import QdqFallback, profile_qdq_options, quantize_qdq
+
+if TYPE_CHECKING:
+    from edgevcf.export import ExportContext
 
 log = logging.getLogger(__name__)
 
@@ -185,10 +187,10 @@ def build_plan(profile: TargetProfile, onnx_file: str, precision: str) -> dict[s
     cmd = ["trtexec", f"--onnx={onnx_file}", f"--saveEngine={DEVICE_DIR}/{ENGINE}"]
     cmd += ["--stronglyTyped"] if strongly_typed else ["--fp16"]
     cmd += [f"--memPoolSize=workspace:{int(o['workspace_mb'])}M"]
-    if o.get("timing_cache", True):
+    if o["timing_cache"]:
         cmd += [f"--timingCacheFile={DEVICE_DIR}/{TIMING_CACHE}"]
-    cmd += [f"--builderOptimizationLevel={int(o.get('builder_optimization_level', 3))}"]
-    if int(o.get("dla_core", -1)) >= 0:
+    cmd += [f"--builderOptimizationLevel={int(o['builder_optimization_level'])}"]
+    if int(o["dla_core"]) >= 0:
         cmd += [f"--useDLACore={int(o['dla_core'])}", "--allowGPUFallback"]
     cmd += ["--skipInference"]
     return {
@@ -198,12 +200,12 @@ def build_plan(profile: TargetProfile, onnx_file: str, precision: str) -> dict[s
         "strongly_typed": strongly_typed,
         "fp16": not strongly_typed,
         "workspace_mb": int(o["workspace_mb"]),
-        "timing_cache": TIMING_CACHE if o.get("timing_cache", True) else None,
-        "builder_optimization_level": int(o.get("builder_optimization_level", 3)),
-        "dla_core": int(o.get("dla_core", -1)),
-        "gpu_fallback": int(o.get("dla_core", -1)) >= 0,
+        "timing_cache": TIMING_CACHE if o["timing_cache"] else None,
+        "builder_optimization_level": int(o["builder_optimization_level"]),
+        "dla_core": int(o["dla_core"]),
+        "gpu_fallback": int(o["dla_core"]) >= 0,
         "device": profile.device,
-        "expected_sm": o.get("sm", ""),
+        "expected_sm": o["sm"],
         "trtexec": " ".join(shlex.quote(c) for c in cmd),
     }
 
@@ -392,8 +394,6 @@ class JetsonTarget(QdqFallback):
         note = "ONNX Runtime stand-in for the TensorRT engine (accuracy, not Jetson latency)"
         return [Artifact("model", dest.name, "onnxruntime", "int8", {}, note)]
 
-    def versions(self) -> dict[str, str]:
-        import onnx
-        import onnxruntime
 
-        return {"onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__}
+#: The target of this module (:func:`edgevcf.targets.get_target`).
+TARGET = JetsonTarget

@@ -48,7 +48,6 @@ if TYPE_CHECKING:
 __all__ = [
     "convert_tflite_fp32",
     "convert_tflite_int8",
-    "run_tflite",
     "tflite_op_census",
 ]
 
@@ -112,8 +111,9 @@ def convert_tflite_int8(
     Interface: litert-torch's default is kept, and that default is an **int8 input and int8
     output** (not float32): the converter folds the input QUANTIZE and output DEQUANTIZE into the
     signature, with scale/zero point on the tensors. The input keeps the torch signature's
-    **NCHW** layout (a TRANSPOSE to NHWC is the first op inside the graph). :func:`run_tflite`
-    quantises and dequantises at that interface; a deployment must do the same.
+    **NCHW** layout (a TRANSPOSE to NHWC is the first op inside the graph). The LiteRT backend
+    (:mod:`edgevcf.backends.litert`) quantises and dequantises at that interface; a deployment
+    must do the same.
 
     The model's train/eval mode is restored afterwards; its weights are not changed.
 
@@ -350,36 +350,6 @@ def tflite_op_census(path: Path) -> dict[str, Any]:
         "layout_ops": dict(sorted(layout.items())),
         "other_ops": n_other,
     }
-
-
-def run_tflite(path: Path, batch: np.ndarray, threads: int = 1) -> np.ndarray:
-    """Run a ``.tflite`` on an NCHW float32 batch with ai-edge-litert's Interpreter.
-
-    Measures an artefact the way a device would run it: an integer input tensor is fed
-    ``round(x / scale) + zero_point`` (saturated), an integer output is dequantised with its
-    own scale and zero point, so INT8 and FP32 files are called the same way. A batch-1 model is
-    run once per item. The NCHW batch is passed as is when the model's input is NCHW (what
-    litert-torch produces by default) and transposed when the input is NHWC (a model converted
-    with channel-last I/O).
-
-    Args:
-        path: A ``.tflite`` file with one input (its first output is returned).
-        batch: ``(N, C, H, W)`` float32 network inputs (a single ``(C, H, W)`` is accepted).
-        threads: Interpreter CPU threads.
-
-    Returns:
-        float32 outputs, shape ``(N, *output_shape[1:])``.
-
-    Raises:
-        DataError: The batch does not fit the model's input.
-        BackendUnavailableError: ai-edge-litert is not installed.
-    """
-    from edgevcf.backends.litert import LiteRTBackend
-
-    x = np.asarray(batch, dtype=np.float32)
-    if x.ndim == 3:
-        x = x[None]
-    return LiteRTBackend(Path(path), threads=threads).run_all(x)
 
 
 # --------------------------------------------------------------------------- helpers

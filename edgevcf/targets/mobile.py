@@ -18,14 +18,16 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edgevcf import progress
 from edgevcf.bundle import Artifact
 from edgevcf.deps import require
 from edgevcf.errors import ExportError
-from edgevcf.targets.base import ExportContext
-from edgevcf.targets.onnx import QdqFallback, profile_qdq_options, qdq_coverage, quantize_qdq
+from edgevcf.targets.qdq import QdqFallback, profile_qdq_options, qdq_coverage, quantize_qdq
+
+if TYPE_CHECKING:
+    from edgevcf.export import ExportContext
 
 log = logging.getLogger(__name__)
 
@@ -57,11 +59,12 @@ class MobileTarget(QdqFallback):
 
     name = "mobile"
     needs = ("onnx", "onnxruntime", "litert", "litert_torch")
+    toolchain = ("onnx", "onnxruntime", "litert-torch", "ai-edge-litert", "torch")
 
     def check_available(self, profile: Any) -> None:
         for name in ("onnx", "onnxruntime"):
             require(name, "the mobile target")
-        if profile.options.get("tflite", True):
+        if profile.options["tflite"]:
             for name in ("litert", "litert_torch"):
                 require(name, "the mobile target's .tflite")
 
@@ -73,7 +76,7 @@ class MobileTarget(QdqFallback):
                 arts = self._onnx_files(ctx, prec, census, ())
         else:
             arts = self._onnx_files(ctx, prec, census, None)
-        if ctx.profile.options.get("tflite", True):
+        if ctx.profile.options["tflite"]:
             self._tflite_art = self._tflite(ctx, prec, census)
             arts.append(self._tflite_art)
         ctx.extra["integer_check"] = census
@@ -113,7 +116,7 @@ class MobileTarget(QdqFallback):
             dest = ctx.work / f"model.{prec}.onnx"
             dest.write_bytes(ctx.fp32_onnx.read_bytes())
         arts = [Artifact("model", dest.name, "onnxruntime", prec, threads)]
-        if ctx.profile.options.get("ort_format", True):
+        if ctx.profile.options["ort_format"]:
             ort_file = to_ort_format(dest, ctx.scratch)  # ~0.1 s: no progress line
             final = ctx.work / (dest.stem + ".ort")
             final.write_bytes(ort_file.read_bytes())
@@ -123,12 +126,12 @@ class MobileTarget(QdqFallback):
         return arts
 
     def _tflite(self, ctx: ExportContext, prec: str, census: dict[str, Any]) -> Artifact:
-        from edgevcf.onnx_export import _grey_wrapper
+        from edgevcf.onnx_export import grey_wrapper
         from edgevcf.targets import litert_convert as lc
 
         model = ctx.model.eval()
         if ctx.input.kind == "unit":
-            model = _grey_wrapper(model, ctx.spec)
+            model = grey_wrapper(model, ctx.spec)
         shape = (1, *ctx.input.shape[1:])
         if prec == "int8":
             assert ctx.calib_inputs is not None
@@ -150,13 +153,6 @@ class MobileTarget(QdqFallback):
             "LiteRT (PT2E quantisation of the PyTorch network)" if prec == "int8" else "LiteRT",
         )
 
-    def versions(self) -> dict[str, str]:
-        from importlib.metadata import PackageNotFoundError, version
 
-        out = {}
-        for pkg in ("onnx", "onnxruntime", "litert-torch", "ai-edge-litert", "torch"):
-            try:
-                out[pkg] = version(pkg)
-            except PackageNotFoundError:
-                continue
-        return out
+#: The target of this module (:func:`edgevcf.targets.get_target`).
+TARGET = MobileTarget

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -27,7 +27,10 @@ from edgevcf import progress
 from edgevcf.bundle import Artifact
 from edgevcf.deps import require
 from edgevcf.errors import QuantizationError
-from edgevcf.targets.base import ArtifactMetrics, ExportContext, Target
+from edgevcf.targets.base import Target
+
+if TYPE_CHECKING:
+    from edgevcf.export import ArtifactMetrics, ExportContext
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +47,7 @@ class OpenVINOTarget(Target):
 
     name = "openvino"
     needs = ("onnx", "onnxruntime", "openvino", "nncf")
+    toolchain = ("openvino", "nncf")
 
     def _options(self, ctx: ExportContext) -> dict[str, Any]:
         o = ctx.profile.options
@@ -190,12 +194,6 @@ class OpenVINOTarget(Target):
                 f"nncf.quantize_with_accuracy_control failed: {type(exc).__name__}: {exc}"
             ) from exc
 
-    def versions(self) -> dict[str, str]:
-        import nncf
-        import openvino
-
-        return {"openvino": openvino.get_version(), "nncf": nncf.__version__}
-
 
 _WEIGHT_CONSUMERS = ("Convolution", "GroupConvolution", "MatMul")
 
@@ -270,3 +268,7 @@ def ir_census(xml: Path) -> dict[str, Any]:
             1 for op in model.get_ordered_ops() if op.get_type_name() == "FakeQuantize"
         ),
     }
+
+
+#: The target of this module (:func:`edgevcf.targets.get_target`).
+TARGET = OpenVINOTarget

@@ -10,23 +10,32 @@ from __future__ import annotations
 
 import random
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from edgevcf.testing.fuzz_corpus import FORMATS, Seed, build_seeds
+from edgevcf.testing.fuzz_harness import (
+    FormatResult,
+    check_one,
+    run_format,
+    score_check,
+    sweep_pydicom,
+)
+from edgevcf.testing.fuzz_mutators import iter_inputs, mutate
+
 SHORT = 300
 
 
 @pytest.fixture(scope="module")
-def campaign(fuzz: ModuleType, fuzz_work: Path) -> dict[str, Any]:
+def campaign(fuzz_work: Path) -> dict[str, FormatResult]:
     """The short campaign, per format (shared by the tests of this module)."""
-    return {fmt: fuzz.run_format(fmt, SHORT, seed=0, work=fuzz_work) for fmt in fuzz.FORMATS}
+    return {fmt: run_format(fmt, SHORT, seed=0, work=fuzz_work) for fmt in FORMATS}
 
 
-def _failures(res: Any) -> list[str]:
+def _failures(res: FormatResult) -> list[str]:
     return [
         f"input {f['i']} ({f.get('seed_name')}; {'; '.join(f.get('ops', []))}): "
         f"{f['outcome']}: {f.get('error')} at {f.get('where')}"
@@ -35,7 +44,9 @@ def _failures(res: Any) -> list[str]:
 
 
 @pytest.mark.parametrize("fmt", ["dicom", "png"])
-def test_short_campaign_has_no_crash_and_no_hang(campaign: dict[str, Any], fmt: str) -> None:
+def test_short_campaign_has_no_crash_and_no_hang(
+    campaign: dict[str, FormatResult], fmt: str
+) -> None:
     res = campaign[fmt]
     assert res.n == SHORT
     assert not _failures(res), "\n".join(_failures(res))
@@ -48,12 +59,12 @@ def test_short_campaign_has_no_crash_and_no_hang(campaign: dict[str, Any], fmt: 
 @pytest.mark.requires_onnxruntime
 @pytest.mark.parametrize("fmt", ["dicom", "png"])
 def test_refused_inputs_get_no_score(
-    campaign: dict[str, Any], fuzz: ModuleType, fuzz_work: Path, export_bundle: Any, fmt: str
+    campaign: dict[str, FormatResult], fuzz_work: Path, export_bundle: Any, fmt: str
 ) -> None:
     """Every refused input of the campaign, mixed with readable ones, through predict_many."""
     _, bundle = export_bundle("onnx-cpu")
     res = campaign[fmt]
-    scoring = fuzz.score_check(
+    scoring = score_check(
         res, bundle.path, seed=0, work=fuzz_work, refused_sample=SHORT, ok_sample=40
     )
     assert scoring["refused_checked"] == res.counts["refused"]
@@ -62,29 +73,29 @@ def test_refused_inputs_get_no_score(
     assert scoring["ok_checked"] > 0
 
 
-def test_every_pydicom_test_file_is_read_or_refused(fuzz: ModuleType, fuzz_work: Path) -> None:
+def test_every_pydicom_test_file_is_read_or_refused(fuzz_work: Path) -> None:
     """All files pydicom ships (colour, multi-frame, big, broken ones too), unmutated."""
-    sweep = fuzz.sweep_pydicom(work=fuzz_work)
+    sweep = sweep_pydicom(work=fuzz_work)
     assert sweep["files"] > 200
     assert not sweep["failures"], sweep["failures"]
     assert sweep["counts"]["ok"] > 0 and sweep["counts"]["refused"] > 0
 
 
-def test_inputs_are_reproducible(fuzz: ModuleType, fuzz_work: Path) -> None:
+def test_inputs_are_reproducible(fuzz_work: Path) -> None:
     """Input i of a format is a pure function of (seed, format, i): findings replay exactly."""
-    a = list(fuzz.iter_inputs("dicom", 20, 7, fuzz_work))
-    b = list(fuzz.iter_inputs("dicom", 20, 7, fuzz_work))
-    c = list(fuzz.iter_inputs("dicom", 20, 8, fuzz_work))
+    a = list(iter_inputs("dicom", 20, 7, fuzz_work))
+    b = list(iter_inputs("dicom", 20, 7, fuzz_work))
+    c = list(iter_inputs("dicom", 20, 8, fuzz_work))
     assert a == b
     assert [x[1] for x in a] != [x[1] for x in c]
 
 
 @pytest.mark.parametrize("fmt", ["dicom", "png"])
 def test_hypothesis_driven_mutations(
-    fuzz: ModuleType, fuzz_work: Path, tmp_path_factory: pytest.TempPathFactory, fmt: str
+    fuzz_work: Path, tmp_path_factory: pytest.TempPathFactory, fmt: str
 ) -> None:
     """The same mutators driven by hypothesis (which shrinks a failure to its fewest choices)."""
-    seeds = fuzz.build_seeds(fuzz_work)[fmt]
+    seeds = build_seeds(fuzz_work)[fmt]
     scratch = tmp_path_factory.mktemp(f"hyp-{fmt}") / "input"
 
     @settings(
@@ -95,10 +106,10 @@ def test_hypothesis_driven_mutations(
         suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
     )
     @given(seed=st.sampled_from(seeds), rnd=st.randoms(use_true_random=False))
-    def check(seed: Any, rnd: random.Random) -> None:
-        data, ops = fuzz.mutate(fmt, seed.data, rnd)
+    def check(seed: Seed, rnd: random.Random) -> None:
+        data, ops = mutate(fmt, seed.data, rnd)
         scratch.write_bytes(data)
-        rec = fuzz.check_one(scratch)
+        rec = check_one(scratch)
         assert rec["outcome"] in ("ok", "refused"), (seed.name, ops, rec)
 
     check()
@@ -106,8 +117,8 @@ def test_hypothesis_driven_mutations(
 
 @pytest.mark.slow
 @pytest.mark.parametrize("fmt", ["dicom", "png"])
-def test_full_campaign(fuzz: ModuleType, fuzz_work: Path, fmt: str) -> None:
+def test_full_campaign(fuzz_work: Path, fmt: str) -> None:
     """The issue's figure: >= 10,000 mutated inputs per format (about a minute each here)."""
-    res = fuzz.run_format(fmt, 10_000, seed=0, work=fuzz_work)
+    res = run_format(fmt, 10_000, seed=0, work=fuzz_work)
     assert not _failures(res), "\n".join(_failures(res)[:20])
     assert res.n == 10_000

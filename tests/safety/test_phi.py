@@ -21,7 +21,6 @@ import subprocess
 import sys
 import warnings
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import numpy as np
@@ -31,6 +30,7 @@ import pytest
 from edgevcf import deps
 from edgevcf.data.io import read_image
 from edgevcf.errors import DataError
+from edgevcf.testing.fuzz_mutators import mutate
 
 PHI: dict[str, str] = {
     "PatientName": "PHIFAMILYQX^PHIGIVENZW",
@@ -146,7 +146,7 @@ def test_reader_never_quotes_patient_data(phi_data: dict[str, Any]) -> None:
 
 
 def test_mutated_phi_dicom_messages_logs_and_warnings(
-    phi_data: dict[str, Any], fuzz: ModuleType, caplog: pytest.LogCaptureFixture, tmp_path: Path
+    phi_data: dict[str, Any], caplog: pytest.LogCaptureFixture, tmp_path: Path
 ) -> None:
     """300 damaged variants of the identified film (the fuzzer's mutators): no error message,
     hint, log record (pydicom's included, at DEBUG), warning or ImageMeta quotes patient data."""
@@ -155,7 +155,7 @@ def test_mutated_phi_dicom_messages_logs_and_warnings(
     outcomes: dict[str, int] = {}
     leaks = []
     for i in range(300):
-        data, ops = fuzz.mutate("dicom", base, random.Random(f"phi:{i}"))
+        data, ops = mutate("dicom", base, random.Random(f"phi:{i}"))
         path.write_bytes(data)
         caplog.clear()
         with caplog.at_level(logging.DEBUG), warnings.catch_warnings(record=True) as caught:

@@ -18,7 +18,7 @@ from click.testing import CliRunner, Result
 import edgevcf
 from edgevcf import deps, errors, progress
 from edgevcf.cli import LAZY_COMMANDS, RootGroup, cli, main
-from edgevcf.deps import Backend
+from edgevcf.deps import Dependency
 from edgevcf.errors import (
     AccuracyGateError,
     BackendUnavailableError,
@@ -299,7 +299,7 @@ def test_missing_returns_the_absent_subset() -> None:
 
 
 def test_every_backend_has_an_install_hint() -> None:
-    for name, backend in deps.BACKENDS.items():
+    for name, backend in deps.DEPENDENCIES.items():
         assert backend.module
         assert backend.pip_name
         assert "pip install" in backend.hint or "JetPack" in backend.hint, name
@@ -307,8 +307,8 @@ def test_every_backend_has_an_install_hint() -> None:
 
 
 def test_require_absent_backend_raises_with_hint(monkeypatch: pytest.MonkeyPatch) -> None:
-    fake = Backend("no_such_mod_xyz", "no-such", "pip install no-such")
-    monkeypatch.setitem(deps.BACKENDS, "fake", fake)
+    fake = Dependency("no_such_mod_xyz", "no-such", "pip install no-such")
+    monkeypatch.setitem(deps.DEPENDENCIES, "fake", fake)
     assert deps.available("fake") is False
     assert deps.missing("fake") == ["fake"]
     with pytest.raises(BackendUnavailableError, match="no-such is not installed") as info:
@@ -319,12 +319,12 @@ def test_require_absent_backend_raises_with_hint(monkeypatch: pytest.MonkeyPatch
 
 
 def test_available_with_missing_parent_package(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(deps.BACKENDS, "fake", Backend("no_such_pkg_xyz.sub", "x", "pip x"))
+    monkeypatch.setitem(deps.DEPENDENCIES, "fake", Dependency("no_such_pkg_xyz.sub", "x", "pip x"))
     assert deps.available("fake") is False
 
 
 def test_require_present_backend_returns_the_module(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(deps.BACKENDS, "fake", Backend("json", "json", "built in"))
+    monkeypatch.setitem(deps.DEPENDENCIES, "fake", Dependency("json", "json", "built in"))
     assert deps.require("fake") is json
 
 
@@ -335,7 +335,8 @@ def test_require_installed_but_broken_backend(
     pkg.mkdir()
     (pkg / "__init__.py").write_text("raise ImportError('libfoo.so: cannot open')\n")
     monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.setitem(deps.BACKENDS, "fake", Backend("broken_backend_xyz", "broken", "pip b"))
+    broken = Dependency("broken_backend_xyz", "broken", "pip b")
+    monkeypatch.setitem(deps.DEPENDENCIES, "fake", broken)
     assert deps.available("fake") is True  # found, but ...
     with pytest.raises(BackendUnavailableError, match="failed to import") as info:
         deps.require("fake")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from edgevcf.targets.base import GOLDEN_MIN_MARGIN, _logit_margin, golden_indices
+from edgevcf.export import GOLDEN_MIN_MARGIN, golden_indices, logit_margin
 
 
 def test_borderline_cases_are_left_out_when_clear_ones_exist() -> None:
@@ -29,6 +29,6 @@ def test_one_class_fills_the_count() -> None:
 
 
 def test_margin_is_in_logits() -> None:
-    m = _logit_margin(np.array([0.5, 0.731058578630, 0.0, 1.0]), 0.5)
+    m = logit_margin(np.array([0.5, 0.731058578630, 0.0, 1.0]), 0.5)
     assert np.allclose(m[:2], [0.0, 1.0])
     assert np.isfinite(m).all() and (m[2:] > 20).all()

@@ -88,7 +88,7 @@ def test_conftest_markers_are_declared_in_pyproject(pytestconfig: pytest.Config)
     assert used <= declared, f"undeclared: {sorted(used - declared)}"
     requires = {m for m in declared if m.startswith("requires_")}
     assert requires == {*conftest.BACKEND_MARKERS, conftest.CUDA_MARKER}
-    assert all(name in deps.BACKENDS for name in conftest.BACKEND_MARKERS.values())
+    assert all(name in deps.DEPENDENCIES for name in conftest.BACKEND_MARKERS.values())
 
 
 @pytest.mark.skipif(deps.available("torch"), reason="torch is installed here")

@@ -13,16 +13,13 @@ import pytest
 from edgevcf.data.io import ImageMeta
 from edgevcf.data.preprocess import Preprocess, exposed_field
 from edgevcf.errors import BundleError
-from edgevcf.quality import (
+from edgevcf.quality import QualityGate, assess_rules, features, header_rules, image_rules
+from edgevcf.quality_fit import (
     OOS_CHECK_PER_FAMILY,
     OOS_CHECK_SEED,
     OOS_FIT_PER_FAMILY,
     OOS_FIT_SEED,
-    QualityGate,
-    assess_rules,
-    features,
-    header_rules,
-    image_rules,
+    fit_gate,
     oos_features,
     tolerance_factor,
 )
@@ -67,7 +64,7 @@ def gate(films: Films) -> QualityGate:
     fo, _ = oos_features(SPEC, OOS_FIT_SEED, OOS_FIT_PER_FAMILY)
     units = np.stack([SPEC.to_unit(f) for f in films.train])
     tuning = np.stack([SPEC.to_unit(f) for f in films.tuning])
-    return QualityGate.fit(units, None, tuning, SPEC, out_features=fo)
+    return fit_gate(units, None, tuning, SPEC, out_features=fo)
 
 
 def _meta(**changes: object) -> ImageMeta:

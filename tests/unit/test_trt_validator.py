@@ -21,7 +21,7 @@ def qdq_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     import torch
 
     from edgevcf.targets.jetson import QUANTIZED_OPS
-    from edgevcf.targets.onnx import quantize_qdq
+    from edgevcf.targets.qdq import quantize_qdq
 
     torch.manual_seed(0)
     net = torch.nn.Sequential(
@@ -142,7 +142,7 @@ def test_each_broken_rule_is_refused(
 def test_ort_default_quantization_is_not_tensorrt_style(qdq_model: Path, tmp_path: Path) -> None:
     """ONNX Runtime's defaults (u8 asymmetric activations) must not pass as a TensorRT file."""
     from edgevcf.targets.jetson import validate_trt_qdq
-    from edgevcf.targets.onnx import quantize_qdq
+    from edgevcf.targets.qdq import quantize_qdq
 
     fp32 = qdq_model.with_name("fp32.onnx")
     out = tmp_path / "u8.onnx"

@@ -2,7 +2,7 @@
 
 The runtime's quality gate (:mod:`edgevcf.quality`) learns "in scope" from a bundle's own
 training images against these. Anatomical families are projected with the same detector model
-as the in-scope generator (:func:`edgevcf.data.synth.render._detector`: shutters, heel effect,
+as the in-scope generator (:func:`edgevcf.data.synth.render.detector`: shutters, heel effect,
 grid, scatter, blur, quantum noise, log, console compression, auto-windowing), so a detector
 cannot tell them apart by how our synthetic films are made — only by what they show. Other
 families reuse the in-scope renderer (inverted, rotated, cropped, over-exposed lateral films) or
@@ -170,10 +170,10 @@ def _expose(
     whole detector, as for a film cropped to its field).
     """
     from edgevcf.data.synth.config import SynthConfig
-    from edgevcf.data.synth.render import _Canvas, _detector
+    from edgevcf.data.synth.render import Canvas, detector
 
     h, w = L.shape
-    canvas = _Canvas(h, w, px)
+    canvas = Canvas(h, w, px)
     canvas.L = L.astype(np.float32)
     if field is None:
         if rng.random() < 0.3:
@@ -192,7 +192,7 @@ def _expose(
             min(w, int(x1 / px)),
         )
     cfg = SynthConfig(pixel_mm=min(2.0, max(0.05, px)))
-    return _detector(canvas, box, _acquisition(rng), cfg, px, rng)
+    return detector(canvas, box, _acquisition(rng), cfg, px, rng)
 
 
 def _detector_mm(long_side: int, mm: tuple[float, float]) -> tuple[int, int, float]:
@@ -657,7 +657,7 @@ def blank(rng: np.random.Generator, long_side: int) -> np.ndarray:
 
 def noise(rng: np.random.Generator, long_side: int) -> np.ndarray:
     """Pure noise: white Gaussian, uniform, salt-and-pepper, Poisson or smooth (low-pass)."""
-    from edgevcf.data.synth.render import _gaussian
+    from edgevcf.data.synth.render import gaussian
 
     h, w = _shape(rng, long_side)
     kind = int(rng.integers(5))
@@ -673,14 +673,14 @@ def noise(rng: np.random.Generator, long_side: int) -> np.ndarray:
     elif kind == 3:
         img = rng.poisson(rng.uniform(1, 20), (h, w)) / 20.0
     else:
-        img = _gaussian(rng.standard_normal((h, w)).astype(np.float32), rng.uniform(1.5, 12))
+        img = gaussian(rng.standard_normal((h, w)).astype(np.float32), rng.uniform(1.5, 12))
         img = 0.5 + img / (6 * max(float(img.std()), 1e-6))
     return np.clip(img, 0, 1).astype(np.float32)
 
 
 def natural(rng: np.random.Generator, long_side: int) -> np.ndarray:
     """Photo-like scene: occluding objects ("dead leaves"), 1/f texture, uneven lighting."""
-    from edgevcf.data.synth.render import _gaussian
+    from edgevcf.data.synth.render import gaussian
 
     h, w = _shape(rng, long_side)
     xg, yg = _grid(h, w, 1.0)
@@ -699,10 +699,10 @@ def natural(rng: np.random.Generator, long_side: int) -> np.ndarray:
         img = np.where(mask, shade, img).astype(np.float32)
     tex = np.zeros((h, w), dtype=np.float32)
     for s in (1.0, 3.0, 9.0, 27.0):
-        tex += s**0.5 * _gaussian(rng.standard_normal((h, w)).astype(np.float32), s)
+        tex += s**0.5 * gaussian(rng.standard_normal((h, w)).astype(np.float32), s)
     img += rng.uniform(0.02, 0.15) * tex / max(float(tex.std()), 1e-6)
     light = 1 + rng.uniform(-0.4, 0.4) * (xg / w - 0.5) + rng.uniform(-0.4, 0.4) * (yg / h - 0.5)
-    img = _gaussian(img * light, rng.uniform(0.3, 1.5))
+    img = gaussian(img * light, rng.uniform(0.3, 1.5))
     return np.clip(img, 0, 1).astype(np.float32)
 
 

@@ -67,7 +67,8 @@ class _Frame:
         return self.corner[0] + u * c + v * s, self.corner[1] - u * s + v * c
 
 
-def _gaussian(img: np.ndarray, sigma: float | tuple[float, float]) -> np.ndarray:
+def gaussian(img: np.ndarray, sigma: float | tuple[float, float]) -> np.ndarray:
+    """Gaussian blur of ``sigma`` pixels (per axis when a pair), edges replicated."""
     from scipy.ndimage import gaussian_filter
 
     return gaussian_filter(img, sigma, mode="nearest", truncate=3.0)
@@ -78,7 +79,7 @@ def _dome(r: np.ndarray) -> np.ndarray:
     return np.sqrt(np.clip(1.0 - r * r, 0.0, None))
 
 
-class _Canvas:
+class Canvas:
     """The log-attenuation image, with helpers to add into a bounding box."""
 
     def __init__(self, height: int, width: int, pixel_mm: float) -> None:
@@ -162,14 +163,14 @@ def _chain(patient: Patient, view: View, m: float) -> list[_Frame]:
 def _texture(shape: tuple[int, int], px: float, rng: np.random.Generator) -> np.ndarray:
     """Trabecular texture: band-passed noise, elongated vertically (load-bearing trabeculae)."""
     noise = rng.standard_normal(shape).astype(np.float32)
-    fine = _gaussian(noise, (max(0.4, 1.2 / px), max(0.3, 0.35 / px)))
-    coarse = _gaussian(noise, (max(0.8, 3.0 / px), max(0.8, 1.5 / px)))
+    fine = gaussian(noise, (max(0.4, 1.2 / px), max(0.3, 0.35 / px)))
+    coarse = gaussian(noise, (max(0.8, 3.0 / px), max(0.8, 1.5 / px)))
     tex = fine - 0.6 * coarse
     return tex / max(float(tex.std()), 1e-6)
 
 
 def _render_vertebra(
-    canvas: _Canvas,
+    canvas: Canvas,
     vert: Vertebra,
     frame: _Frame,
     patient: Patient,
@@ -299,7 +300,7 @@ def render(cfg: SynthConfig, patient: Patient, view: View, seed: int, image: int
     px = cfg.pixel_mm * patient.site.pixel_scale
     width, height = round(cfg.detector_mm[0] / px), round(cfg.detector_mm[1] / px)
     m = view.magnification
-    canvas = _Canvas(height, width, px)
+    canvas = Canvas(height, width, px)
 
     frames = _chain(patient, view, m)
     # Anchor: the T12/L1 disc near the field centre; body centre a little anterior to it.
@@ -330,7 +331,7 @@ def render(cfg: SynthConfig, patient: Patient, view: View, seed: int, image: int
     _ribs(canvas, frames, patient, m, rng)
 
     field = _field_box(canvas, fx, fy, view)
-    display = _detector(canvas, field, view, cfg, px, rng)
+    display = detector(canvas, field, view, cfg, px, rng)
 
     levels = {}
     for vert, fr in zip(patient.vertebrae, frames, strict=True):
@@ -355,7 +356,7 @@ def render(cfg: SynthConfig, patient: Patient, view: View, seed: int, image: int
 
 
 def _soft_tissue(
-    canvas: _Canvas,
+    canvas: Canvas,
     patient: Patient,
     spine_x: float,
     depth: float,
@@ -379,7 +380,7 @@ def _soft_tissue(
 
 
 def _lung(
-    canvas: _Canvas, t12: _Frame, patient: Patient, view: View, m: float, rng: np.random.Generator
+    canvas: Canvas, t12: _Frame, patient: Patient, view: View, m: float, rng: np.random.Generator
 ) -> None:
     """Lung bases above a domed diaphragm whose posterior recess reaches T12/L1."""
     xs = (np.arange(canvas.w, dtype=np.float32) + 0.5) * canvas.px
@@ -396,9 +397,7 @@ def _lung(
     canvas.L += (_D_LUNG * depth * (1.0 - np.exp(-above)) * xmask).astype(np.float32)
 
 
-def _bowel_gas(
-    canvas: _Canvas, frames: list[_Frame], patient: Patient, m: float, seed: int
-) -> None:
+def _bowel_gas(canvas: Canvas, frames: list[_Frame], patient: Patient, m: float, seed: int) -> None:
     """Mottled gas pockets anterior to and over L1-L3 (they change from film to film)."""
     rng = np.random.default_rng(seed)
     i1, i3 = RENDER_LEVELS.index("L1"), RENDER_LEVELS.index("L3")
@@ -428,13 +427,13 @@ def _bowel_gas(
                 + ((-(X - lx) * sa + (Y - ly) * ca) / b) ** 2
             )
             gas = np.maximum(gas, _dome(r).astype(np.float32))
-        mottle = _gaussian(rng.standard_normal(gas.shape).astype(np.float32), 3.0 * m / canvas.px)
+        mottle = gaussian(rng.standard_normal(gas.shape).astype(np.float32), 3.0 * m / canvas.px)
         mottle = 0.65 + 0.35 * np.tanh(mottle / max(float(mottle.std()), 1e-6))
         canvas.L[rs, cs] -= (_MU_SOFT * rng.uniform(10, 40) * gas * mottle).astype(np.float32)
 
 
 def _ribs(
-    canvas: _Canvas, frames: list[_Frame], patient: Patient, m: float, rng: np.random.Generator
+    canvas: Canvas, frames: list[_Frame], patient: Patient, m: float, rng: np.random.Generator
 ) -> None:
     """Ribs 11 and 12, both sides (slightly different magnification), oblique across T11-L1."""
     for level in ("T11", "T12"):
@@ -463,7 +462,7 @@ def _ribs(
             ).astype(np.float32)
 
 
-def _field_box(canvas: _Canvas, fx: float, fy: float, view: View) -> tuple[int, int, int, int]:
+def _field_box(canvas: Canvas, fx: float, fy: float, view: View) -> tuple[int, int, int, int]:
     fw, fh = view.field_mm
     r0, r1 = int(max(0, (fy - fh / 2) / canvas.px)), int(min(canvas.h, (fy + fh / 2) / canvas.px))
     c0, c1 = int(max(0, (fx - fw / 2) / canvas.px)), int(min(canvas.w, (fx + fw / 2) / canvas.px))
@@ -477,12 +476,12 @@ def _broad_blur(img: np.ndarray, px: float, *, block_mm: float, sigma_mm: float)
     k = max(1, round(block_mm / px))
     hh, ww = (img.shape[0] // k) * k, (img.shape[1] // k) * k
     small = img[:hh, :ww].reshape(hh // k, k, ww // k, k).mean(axis=(1, 3))
-    small = _gaussian(small, sigma_mm / (k * px))
+    small = gaussian(small, sigma_mm / (k * px))
     return zoom(small, (img.shape[0] / small.shape[0], img.shape[1] / small.shape[1]), order=1)
 
 
-def _detector(
-    canvas: _Canvas,
+def detector(
+    canvas: Canvas,
     field: tuple[int, int, int, int],
     view: View,
     cfg: SynthConfig,
@@ -504,7 +503,7 @@ def _detector(
         cols = np.arange(L.shape[1], dtype=np.float32)
         primary *= (1.0 + 0.03 * np.cos(2 * np.pi * cols / rng.uniform(2.2, 3.5)))[None, :]
     scatter = _broad_blur(primary, px, block_mm=8.0, sigma_mm=40.0)  # a very blurred primary
-    signal = _gaussian(primary + view.scatter * scatter, view.blur_px)
+    signal = gaussian(primary + view.scatter * scatter, view.blur_px)
     noise = rng.standard_normal(signal.shape, dtype=np.float32)
     counts = signal + np.sqrt(np.clip(signal, 0, None)) * noise
     counts += cfg.electronic_noise * rng.standard_normal(signal.shape, dtype=np.float32)

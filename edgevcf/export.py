@@ -1,0 +1,472 @@
+"""The export pipeline: checkpoint -> FP32 ONNX (+ parity) -> a target's artefacts -> measured,
+checksummed bundle. One orchestration for every target, so every target is measured the same way.
+
+The FP32 reference is PyTorch eager on the *tuning* split (the validation split that chose the
+checkpoint and its threshold — never the test split, which stays for ``edgevcf bench`` to
+confirm); each artefact is run with its own backend on the same images, and the comparison is
+paired (:func:`edgevcf.metrics.accuracy_gate`: DeLong ΔAUC with CI, non-inferiority at the
+profile's tolerance, decision flips at the bundled threshold). A target (:mod:`edgevcf.targets`)
+only says how to turn the FP32 ONNX into its artefacts and, optionally, how to recover accuracy
+when the gate fails; the bundle's manifest schema is :mod:`edgevcf.bundle`'s.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import math
+import os
+import platform
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from edgevcf import __version__, metrics, progress
+from edgevcf.bundle import GOLDEN, Artifact, Golden, new_manifest, staging, write_manifest
+from edgevcf.calibration import CalibrationSet, load_recipe, patient_record, select
+from edgevcf.data.manifest import Manifest
+from edgevcf.data.preprocess import InputSpec, Preprocess
+from edgevcf.errors import CalibrationError, DataError
+from edgevcf.hashing import sha256_file
+from edgevcf.onnx_export import ParityResult
+from edgevcf.profiles import TargetProfile
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from edgevcf.dataset import SplitData
+    from edgevcf.targets.base import Target
+
+GOLDEN_COUNT = 8
+TUNING_SPLIT = "val"
+EVALUATED_SPLITS = ("val", "test")
+#: The input quality gate learns "in scope" from this split (what the model was trained on).
+GATE_SPLIT = "train"
+GATE_MAX_IMAGES = 2000
+# |logit| tolerance for golden vectors per precision (verify on another machine's runtime).
+GOLDEN_ATOL = {"fp32": 1e-3, "fp16": 5e-2, "int8": 0.25}
+#: Golden inputs lie at least this far (logits) from the threshold: 4x the INT8 tolerance.
+GOLDEN_MIN_MARGIN = 4 * GOLDEN_ATOL["int8"]
+
+
+def logit_margin(probs: np.ndarray, threshold: float) -> np.ndarray:
+    """|logit(p) - logit(threshold)| per case: how far a decision is from flipping."""
+    eps = 1e-12
+    p = np.clip(np.asarray(probs, dtype=np.float64), eps, 1 - eps)
+    t = min(max(float(threshold), eps), 1 - eps)
+    return np.asarray(np.abs(np.log(p / (1 - p)) - math.log(t / (1 - t))))
+
+
+def golden_indices(labels: np.ndarray, margin: np.ndarray, count: int = GOLDEN_COUNT) -> np.ndarray:
+    """Up to ``count`` cases, half of each class when possible: the first whose ``margin`` is at
+    least :data:`GOLDEN_MIN_MARGIN`, then the largest margins of the rest (sorted indices)."""
+    clear = margin >= GOLDEN_MIN_MARGIN
+    order = np.concatenate(
+        [np.flatnonzero(clear), np.flatnonzero(~clear)[np.argsort(-margin[~clear], kind="stable")]]
+    )
+    pos = order[labels[order] == 1][: count // 2]
+    neg = order[labels[order] == 0][: count - len(pos)]
+    return np.sort(np.concatenate([pos, neg]))
+
+
+@dataclass
+class ExportContext:
+    """Everything a target needs to build its artefacts, and the pipeline's own operations a
+    target's fallback uses (:meth:`run`, :meth:`measure`); filled by :func:`export_bundle`."""
+
+    target: Target
+    profile: TargetProfile
+    work: Path  # the staging folder (becomes the bundle)
+    scratch: Path  # files that do not go into the bundle
+    model: nn.Module
+    spec: Preprocess
+    input: InputSpec
+    fp32_onnx: Path  # in scratch
+    calib_inputs: np.ndarray | None  # (N, C, S, S) graph inputs from the training split
+    tuning_inputs: np.ndarray  # (M, C, S, S) graph inputs of the tuning split
+    tuning_labels: np.ndarray
+    threshold: float
+    fp32_probs: np.ndarray  # PyTorch eager P(fresh) on the tuning split
+    notes: list[str] = field(default_factory=list)
+    extra: dict[str, Any] = field(default_factory=dict)  # per-target facts for the manifest
+
+    def run(self, art: Artifact, x: np.ndarray) -> np.ndarray:
+        """Logits of an artefact of this bundle-in-making on graph inputs ``x``."""
+        from edgevcf.backends import open_backend
+
+        return open_backend(art.runtime, self.work / art.file, **art.options).run_all(x)
+
+    def measure(self, artifacts: list[Artifact]) -> dict[str, ArtifactMetrics]:
+        """Each measurable artefact against the FP32 reference on the tuning split."""
+        out = {}
+        for art in progress.track(
+            self.target.measured_artifacts(artifacts),
+            desc=f"{self.target.name}: measure",
+            unit="artifact",
+        ):
+            probs = metrics.sigmoid(self.run(art, self.tuning_inputs)).reshape(-1)
+            out[art.name] = measure(
+                self.tuning_labels, self.fp32_probs, probs, self.threshold, self.profile
+            )
+            self.extra.setdefault("tuning_probs", {})[art.name] = probs
+        return out
+
+
+@dataclass
+class ArtifactMetrics:
+    """An artefact measured against the FP32 reference on the tuning split."""
+
+    auc: dict[str, Any] | None
+    paired: dict[str, Any] | None
+    flips: dict[str, Any]
+    at_threshold: dict[str, Any] | None
+    max_abs_prob_diff: float
+    gate: dict[str, Any]
+
+
+@dataclass
+class ExportResult:
+    """What an export produced (for the CLI's summary table)."""
+
+    bundle: Path
+    profile: str
+    target: str
+    precision: str
+    size_bytes: int
+    fp32_size_bytes: int
+    fp32_auc: float | None
+    auc: float | None
+    delta_auc: dict[str, Any] | None
+    flip_rate: float
+    gate_passed: bool | None
+    seconds: float
+    notes: list[str]
+    manifest: dict[str, Any]
+
+
+def measure(
+    labels: np.ndarray,
+    ref_probs: np.ndarray,
+    probs: np.ndarray,
+    threshold: float,
+    profile: TargetProfile,
+) -> ArtifactMetrics:
+    """Paired comparison of an artefact with the FP32 reference on the same cases."""
+    tol = profile.tolerance
+    g = metrics.accuracy_gate(labels, ref_probs, probs, threshold, tol.max_auc_drop,
+                              tol.max_flip_rate)  # fmt: skip
+    flips = g.flips
+    auc = paired = at = None
+    gate: dict[str, Any] = {
+        "max_auc_drop": tol.max_auc_drop,
+        "max_flip_rate": tol.max_flip_rate,
+        "flip_rate": flips.flip_rate.value,
+        "flip_ok": g.flip_ok,
+        "auc_ok": g.auc_ok,
+        "passed": g.passed,
+    }
+    if g.paired is not None:
+        auc = metrics.auc_ci(labels, probs).to_dict()
+        paired = g.paired.to_dict()
+        at = metrics.binary_metrics(labels, probs, threshold).to_dict()
+    else:
+        gate["reason"] = "tuning split lacks a class: AUC not measurable"
+    return ArtifactMetrics(
+        auc=auc,
+        paired=paired,
+        flips=flips.to_dict(),
+        at_threshold=at,
+        max_abs_prob_diff=float(np.max(np.abs(probs - ref_probs))) if len(probs) else 0.0,
+        gate=gate,
+    )
+
+
+def export_bundle(
+    target: Target,
+    checkpoint: str | os.PathLike[str],
+    profile: TargetProfile,
+    data: str | os.PathLike[str] | Manifest,
+    out: str | os.PathLike[str],
+    *,
+    onnx_path: str | os.PathLike[str] | None = None,
+    force: bool = False,
+) -> ExportResult:
+    """Export ``checkpoint`` for ``target`` into the bundle folder ``out``: the one pipeline.
+
+    Args:
+        checkpoint: An edgevcf checkpoint (``.safetensors``).
+        profile: The target profile (CLI overrides applied).
+        data: The data manifest (with splits): calibration from train, tuning from val.
+        out: Bundle folder to create.
+        onnx_path: Use this FP32 ONNX instead of exporting the checkpoint's network.
+        force: Replace an existing ``out``.
+    """
+    from edgevcf.dataset import load_split
+    from edgevcf.models import load_checkpoint, predict
+    from edgevcf.onnx_export import check_onnx_file, check_parity, export_onnx
+
+    t0 = time.perf_counter()
+    target.check_available(profile)
+    manifest = data if isinstance(data, Manifest) else Manifest.load(data)
+    model, meta = load_checkpoint(checkpoint)
+    spec = meta.preprocess
+    if profile.export.input_size and profile.export.input_size != spec.input_size:
+        spec = dataclasses.replace(spec, input_size=profile.export.input_size)
+    calib = _calibration(profile, manifest)
+    tuning = load_split(manifest, TUNING_SPLIT, spec, desc=f"preprocess {TUNING_SPLIT}")
+    if len(tuning) == 0:
+        raise DataError(f"no readable images in the {TUNING_SPLIT!r} split")
+    with staging(out, force=force) as work:
+        scratch = work.parent / f"{work.name}-scratch"
+        scratch.mkdir()
+        try:
+            fp32_onnx = scratch / "model.fp32.onnx"
+            with progress.step(f"{target.name}: export FP32 ONNX"):
+                if onnx_path is not None:
+                    inp = check_onnx_file(onnx_path, spec)
+                    fp32_onnx.write_bytes(Path(onnx_path).read_bytes())
+                else:
+                    inp = export_onnx(
+                        model,
+                        spec,
+                        fp32_onnx,
+                        opset=profile.export.opset,
+                        batch=profile.export.batch,
+                        grey_input=profile.export.grey_input,
+                    )
+            x_tune = inp.prepare(tuning.units, spec)
+            parity = check_parity(
+                fp32_onnx,
+                model,
+                x_tune[: max(GOLDEN_COUNT, 16)],
+                atol=profile.export.parity_atol,
+                grey_input=inp.kind == "unit",
+                spec=spec,
+            )
+            x_calib = None
+            if calib is not None:
+                cal = load_split(
+                    calib.manifest(manifest.root), None, spec, desc="preprocess calibration"
+                )
+                if len(cal) < calib.recipe.min_samples:
+                    raise CalibrationError(
+                        f"only {len(cal)} calibration images were readable "
+                        f"(recipe {calib.recipe.name!r} needs {calib.recipe.min_samples})"
+                    )
+                x_calib = inp.prepare(cal.units, spec)
+            fp32_probs = predict(model, tuning.units, spec)
+            ctx = ExportContext(
+                target=target,
+                profile=profile,
+                work=work,
+                scratch=scratch,
+                model=model,
+                spec=spec,
+                input=inp,
+                fp32_onnx=fp32_onnx,
+                calib_inputs=x_calib,
+                tuning_inputs=x_tune,
+                tuning_labels=tuning.labels,
+                threshold=meta.threshold,
+                fp32_probs=fp32_probs,
+            )
+            artifacts = target.build(ctx)
+            measured = ctx.measure(artifacts)
+            default = artifacts[0]
+            first = measured[default.name]
+            if first.gate.get("passed") is False or profile.quantize.accuracy_aware:
+                fixed = target.fallback(ctx, artifacts, first)
+                if fixed is not None:
+                    artifacts = fixed
+                    measured = ctx.measure(artifacts)
+                    default = artifacts[0]
+            golden = _golden(ctx, artifacts)
+            golden.save(work / GOLDEN)
+            gate = _quality_gate(ctx, manifest, tuning)
+            fp32_size = fp32_onnx.stat().st_size
+            m = _manifest(
+                ctx,
+                meta,
+                artifacts,
+                measured,
+                parity,
+                calib,
+                checkpoint,
+                fp32_size,
+                gate,
+                [s.patient_id for s in tuning.studies],
+            )
+            final = write_manifest(work, m)
+        finally:
+            import shutil
+
+            shutil.rmtree(scratch, ignore_errors=True)
+    dm = measured[default.name]
+    size = sum((Path(out) / f).stat().st_size for f in default.files())
+    return ExportResult(
+        bundle=Path(out),
+        profile=profile.name,
+        target=target.name,
+        precision=default.precision,
+        size_bytes=size,
+        fp32_size_bytes=fp32_size,
+        fp32_auc=(
+            metrics.auc(tuning.labels, fp32_probs) if 0 < tuning.n_pos < len(tuning) else None
+        ),
+        auc=dm.auc["auc"] if dm.auc else None,
+        delta_auc=dm.paired,
+        flip_rate=dm.flips["flip_rate"]["value"],
+        gate_passed=dm.gate.get("passed"),
+        seconds=time.perf_counter() - t0,
+        notes=ctx.notes,
+        manifest=final,
+    )
+
+
+def _quality_gate(
+    ctx: ExportContext, manifest: Manifest, tuning: SplitData
+) -> dict[str, Any] | None:
+    """Fit the input quality gate (:mod:`edgevcf.quality`) and write it into the bundle.
+
+    In scope is what this model was trained on: the training split (up to
+    :data:`GATE_MAX_IMAGES`, evenly spaced), against generated out-of-scope images; the
+    thresholds come from the tuning split. Without a usable training split the bundle gets
+    no learned gate, and a note says so (the runtime then applies its rules only).
+    """
+    from edgevcf.dataset import load_split
+    from edgevcf.errors import ConfigError
+    from edgevcf.quality import GATE_FILE
+    from edgevcf.quality_fit import fit_for_bundle
+
+    try:
+        train = load_split(manifest, GATE_SPLIT, ctx.spec, desc=f"preprocess {GATE_SPLIT}")
+    except DataError as exc:
+        ctx.notes.append(f"no learned quality gate: {exc.message}")
+        return None
+    keep = np.arange(len(train))
+    if len(keep) > GATE_MAX_IMAGES:
+        keep = np.unique(np.linspace(0, len(keep) - 1, GATE_MAX_IMAGES).round().astype(int))
+    try:
+        with progress.step(f"{ctx.target.name}: fit the input quality gate"):
+            gate, record = fit_for_bundle(
+                train.units[keep],
+                [train.studies[i].patient_id for i in keep],
+                tuning.units,
+                ctx.spec,
+            )
+    except ConfigError as exc:
+        ctx.notes.append(f"no learned quality gate: {exc.message}")
+        return None
+    gate.save(ctx.work / GATE_FILE)
+    record["split"] = GATE_SPLIT
+    record["tuning_split"] = TUNING_SPLIT
+    return record
+
+
+def _calibration(profile: TargetProfile, manifest: Manifest) -> CalibrationSet | None:
+    if profile.quantize.precision != "int8":
+        return None
+    recipe = load_recipe(profile.quantize.calibration)
+    return select(
+        manifest, recipe, samples=profile.quantize.samples or None, evaluated=EVALUATED_SPLITS
+    )
+
+
+def _golden(ctx: ExportContext, artifacts: list[Artifact]) -> Golden:
+    """A few real tuning inputs, both classes when possible, with FP32 and expected logits.
+
+    ``verify`` demands every golden decision be the same on the cart, and another CPU's
+    kernels move an INT8 logit by up to its tolerance; so the inputs are those furthest from
+    kernels move an INT8 logit by up to its tolerance: the inputs are the first tuning cases
+    at least :data:`GOLDEN_MIN_MARGIN` logits from the threshold (by FP32 and by every
+    measured artefact), then the furthest of the rest — never a borderline case.
+    """
+    margin = logit_margin(ctx.fp32_probs, ctx.threshold)
+    for probs in ctx.extra.get("tuning_probs", {}).values():
+        margin = np.minimum(margin, logit_margin(probs, ctx.threshold))
+    idx = golden_indices(ctx.tuning_labels, margin)
+    x = ctx.tuning_inputs[idx]
+    from edgevcf.onnx_export import onnx_logits
+
+    fp32 = onnx_logits(ctx.fp32_onnx, x)
+    expected = {a.name: ctx.run(a, x) for a in ctx.target.measured_artifacts(artifacts)}
+    return Golden(x.astype(np.float32), fp32.astype(np.float32), expected)
+
+
+def _manifest(
+    ctx: ExportContext,
+    meta: Any,
+    artifacts: list[Artifact],
+    measured: dict[str, ArtifactMetrics],
+    parity: ParityResult,
+    calib: CalibrationSet | None,
+    checkpoint: str | os.PathLike[str],
+    fp32_size: int,
+    quality_gate: dict[str, Any] | None,
+    tuning_patients: list[str],
+) -> dict[str, Any]:
+    """The new bundle's manifest (schema: :func:`edgevcf.bundle.new_manifest`)."""
+    from edgevcf.backends import backend_class
+
+    labels = ctx.tuning_labels
+    both = 0 < int(labels.sum()) < len(labels)
+    versions = {"edgevcf": __version__, "python": platform.python_version()}
+    versions.update(ctx.target.versions())
+    for rt in {a.runtime for a in artifacts}:
+        # an engine absent here (tensorrt) is recorded when the engine is built
+        with contextlib.suppress(Exception):
+            versions.update(backend_class(rt).versions())
+    ckpt = {
+        "file": Path(checkpoint).name,
+        "arch": meta.arch,
+        "data_fingerprint": meta.data_fingerprint,
+        "threshold_method": meta.threshold_method,
+        "sha256": sha256_file(Path(checkpoint)),
+    }
+    # The salt is derived from what the bundle is made of, so the same inputs give the same
+    # manifest byte for byte (a re-export keeps its signed content); the export's duration is
+    # in its result, not in the bundle, for the same reason.
+    made_of = f"{ckpt['sha256']}:{calib.fingerprint if calib else '-'}"
+    salt = hashlib.sha256(f"patients:{made_of}:{ctx.profile.name}".encode()).hexdigest()
+    return new_manifest(
+        target=ctx.target.name,
+        profile=ctx.profile.to_dict(),
+        backbone=meta.arch,
+        input=ctx.input,
+        preprocess=ctx.spec,
+        threshold=ctx.threshold,
+        threshold_method=meta.threshold_method,
+        artifacts=artifacts,
+        metrics={
+            "split": TUNING_SPLIT,
+            "n": len(labels),
+            "n_pos": int(labels.sum()),
+            "reference": "PyTorch eager FP32",
+            "fp32_auc": (metrics.auc_ci(labels, ctx.fp32_probs).to_dict() if both else None),
+            "fp32_at_threshold": (
+                metrics.binary_metrics(labels, ctx.fp32_probs, ctx.threshold).to_dict()
+                if both
+                else None
+            ),
+            "artifacts": {k: dataclasses.asdict(v) for k, v in measured.items()},
+            "parity": parity.to_dict(),
+            "fp32_onnx_bytes": fp32_size,
+        },
+        calibration=calib.summary() if calib else None,
+        checkpoint=ckpt,
+        golden_atol=GOLDEN_ATOL,
+        tuning_split=TUNING_SPLIT,
+        target_facts={k: v for k, v in ctx.extra.items() if k != "tuning_probs"},
+        notes=ctx.notes,
+        versions=versions,
+        quality_gate=quality_gate,
+        patients=patient_record(
+            [s.patient_id for s in calib.studies] if calib else [],
+            tuning_patients,
+            salt=salt[:32],
+        ),
+    )
