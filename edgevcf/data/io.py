@@ -378,11 +378,22 @@ def _read_dicom(p: Path, *, forced: bool) -> tuple[np.ndarray, ImageMeta]:
     # direct path (one stray 0xFFFFFFF0 would otherwise ask for a 32 GB table; found by fuzzing).
     lut_path = stored.dtype.kind in "iu" and stored.size > _LUT_MIN_PIXELS
     if lut_path:
-        low = 0 if stored.dtype.kind == "u" else int(stored.min())
-        lut_path = int(stored.max()) - low < _LUT_MAX_SPAN
+        smallest, largest = int(stored.min()), int(stored.max())
+        low = 0 if stored.dtype.kind == "u" else smallest
+        lut_path = largest - low < _LUT_MAX_SPAN
     if lut_path:
         index = (stored.astype(np.int64) - low) if low else stored
-        present = np.bincount(index.ravel()) > 0
+        if ds.get("ModalityLUTSequence") or ds.get("VOILUTSequence"):
+            # A LUT table maps each value on its own, and only the values that occur may be
+            # looked at (a table's entries for absent values can be anything).
+            present = np.bincount(index.ravel()) > 0
+        else:
+            # Rescale and windows are monotone elementwise maps: every value between the
+            # smallest and the largest stored one gives the same table for the values present
+            # (the full-range VOI's extremes are those of the present ones) without a pass
+            # counting them (9 ms on a 5-megapixel film).
+            present = np.zeros(largest - low + 1, dtype=bool)
+            present[smallest - low :] = True
         values = (np.nonzero(present)[0] + low).astype(stored.dtype)
     else:
         values = stored
@@ -641,8 +652,41 @@ def _check_decoder(p: Path, tsyntax: pydicom.uid.UID) -> None:
         )
 
 
+_NATIVE_LITTLE_ENDIAN = (pydicom.uid.ExplicitVRLittleEndian, pydicom.uid.ImplicitVRLittleEndian)
+
+
+def _decode_native(ds: Dataset, tsyntax: pydicom.uid.UID) -> np.ndarray | None:
+    """The common film decoded directly: one 16-bit grey frame, uncompressed little endian,
+    exactly as long as Rows x Columns requires. The same values as pydicom's ``pixel_array``
+    (unused high bits ignored, signed values sign-extended from Bits Stored, PS3.5 8.1.1), in
+    under 1 ms instead of ~6 ms for a 5-megapixel film; None for anything else (pydicom then)."""
+    if tsyntax not in _NATIVE_LITTLE_ENDIAN:
+        return None
+    try:
+        rows, cols = int(ds.Rows), int(ds.Columns)
+        allocated, bits, signed = int(ds.BitsAllocated), int(ds.BitsStored), ds.PixelRepresentation
+        samples, frames = int(ds.get("SamplesPerPixel", 1)), int(ds.get("NumberOfFrames") or 1)
+        data = ds.PixelData
+    except (AttributeError, KeyError, TypeError, ValueError):
+        return None
+    if (allocated, samples, frames) != (16, 1, 1) or not 1 <= bits <= 16 or signed not in (0, 1):
+        return None
+    if not isinstance(data, bytes) or len(data) != 2 * rows * cols:
+        return None
+    view = np.frombuffer(data, dtype="<i2" if signed else "<u2").reshape(rows, cols)
+    if bits == 16:
+        return view
+    if signed:
+        shift = 16 - bits
+        return np.right_shift(np.left_shift(view, shift), shift)
+    return np.bitwise_and(view, np.uint16((1 << bits) - 1))
+
+
 def _decode_pixels(p: Path, ds: Dataset, tsyntax: pydicom.uid.UID) -> np.ndarray:
     """Decode stored values, classifying pydicom's failures into a reason a user can act on."""
+    native = _decode_native(ds, tsyntax)
+    if native is not None:
+        return native
     try:
         return np.asarray(ds.pixel_array)
     except MemoryError:

@@ -24,6 +24,7 @@ import pydicom
 import pytest
 from dicom_files import small_dicom
 from PIL import Image
+from pydicom.dataset import Dataset
 
 from edgevcf.data.io import MAX_PIXELS, read_image
 from edgevcf.errors import DataError
@@ -269,3 +270,70 @@ def test_regression_inputs_round_trip_through_pydicom(tmp_path: Path) -> None:
     assert img.shape == (64, 48) and meta.voi == "window:LINEAR"
     Image.fromarray(np.zeros((4, 4), np.uint8)).save(tmp_path / "o.png")
     assert read_image(tmp_path / "o.png")[0].shape == (4, 4)
+
+
+# ------------------------------------------------------------------ the fast paths are exact
+def _films(tmp_path: Path) -> list[Path]:
+    """Full-size-path films (> 65,536 pixels) for every grey-scale pipeline the reader has."""
+    rng = np.random.default_rng(17)
+    u12 = rng.integers(200, 3900, size=(300, 280)).astype(np.uint16)
+    u12[0, :8] = [200, 3899, 1000, 1001, 1002, 3000, 250, 260]
+    junk = u12 | np.uint16(0xA000)  # unused high bits set: must be ignored (PS3.5 8.1.1)
+    s12 = rng.integers(-2000, 2000, size=(300, 280)).astype(np.int16)
+    s12_junk = (s12.view(np.uint16) & np.uint16(0x0FFF)).view(np.int16)  # 12-bit two's complement
+    lut = Dataset()
+    lut.LUTDescriptor = [4096, 0, 16]
+    lut.LUTData = rng.integers(0, 65535, size=4096).astype("<u2").tobytes()  # not monotone
+    voi = Dataset()
+    voi.LUTDescriptor = [4096, 0, 12]
+    voi.LUTData = rng.integers(0, 4095, size=4096).astype("<u2").tobytes()
+    cases: list[tuple[str, np.ndarray, dict[str, Any]]] = [
+        ("window", u12, {}),
+        ("junk-bits", junk, {}),
+        ("sigmoid", u12, {"VOILUTFunction": "SIGMOID"}),
+        ("exact", u12, {"VOILUTFunction": "LINEAR_EXACT", "WindowWidth": "1000"}),
+        ("full-range-rescale", u12, {"RescaleSlope": "-0.5", "RescaleIntercept": "100",
+                                     "WindowCenter": None, "WindowWidth": None}),
+        ("mono1", u12, {"PhotometricInterpretation": "MONOCHROME1", "RescaleSlope": "0.684",
+                        "RescaleIntercept": "3"}),
+        ("signed", s12_junk, {"PixelRepresentation": 1, "WindowCenter": "0",
+                              "WindowWidth": "3000"}),
+        ("modality-lut", u12, {"ModalityLUTSequence": [lut]}),
+        ("voi-lut", u12, {"VOILUTSequence": [voi]}),
+        ("16-bit", (u12.astype(np.uint32) * 16).astype(np.uint16), {"BitsStored": 16}),
+    ]  # fmt: skip
+    out = []
+    for name, px, attrs in cases:
+        path = small_dicom(tmp_path / f"{name}.dcm", pixels=px)
+        ds = pydicom.dcmread(path)
+        for k, v in attrs.items():
+            if v is None:
+                delattr(ds, k)
+            else:
+                setattr(ds, k, v)
+        ds.save_as(path)
+        out.append(path)
+    return out
+
+
+def test_the_readers_fast_paths_give_what_the_general_path_gives(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Direct decoding of native films and the value-range lookup table (issue 17) change no
+    output value: compared with pydicom's decoder and the pixel-by-pixel pipeline."""
+    from edgevcf.data import io as io_mod
+
+    films = _films(tmp_path)
+    fast = [read_image(p) for p in films]
+    for p in films:
+        ds = pydicom.dcmread(p)
+        native = io_mod._decode_native(ds, ds.file_meta.TransferSyntaxUID)
+        assert native is not None, p.name
+        np.testing.assert_array_equal(native, ds.pixel_array, err_msg=p.name)
+        assert native.dtype == ds.pixel_array.dtype
+    monkeypatch.setattr(io_mod, "_decode_native", lambda ds, ts: None)
+    monkeypatch.setattr(io_mod, "_LUT_MIN_PIXELS", 1 << 40)  # pixel by pixel, pydicom decodes
+    for p, (img, meta) in zip(films, fast, strict=True):
+        ref_img, ref_meta = read_image(p)
+        np.testing.assert_array_equal(img, ref_img, err_msg=p.name)
+        assert meta == ref_meta, p.name
