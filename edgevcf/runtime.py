@@ -266,19 +266,42 @@ class Predictor:
         return p
 
     def predict_many(
-        self, images: Iterable[str | os.PathLike[str] | np.ndarray], batch_size: int = 8
+        self,
+        images: Iterable[str | os.PathLike[str] | np.ndarray],
+        batch_size: int = 8,
+        workers: int | None = None,
     ) -> list[Prediction]:
         """Predict several images, batched; a refused image gets ``status="refused"`` and a reason,
         an out-of-scope one ``status="not_assessable"``, while the others still run (nothing is
-        silently dropped)."""
+        silently dropped).
+
+        ``workers`` threads read, preprocess and assess the images (default: one per core, so a
+        batch of films uses every core: decoding and resizing release the GIL).
+        """
         items = list(images)
         out: list[Prediction | None] = [None] * len(items)
         ready: list[tuple[int, np.ndarray, dict[str, float], Assessment]] = []
-        for i, img in enumerate(items):
-            source = "<array>" if isinstance(img, np.ndarray) else str(img)
+
+        def check(
+            img: str | os.PathLike[str] | np.ndarray,
+        ) -> tuple[np.ndarray, Assessment, dict[str, float]] | EdgeVCFError:
             try:
-                x, verdict, timings = self._check(img)
+                return self._check(img)
             except EdgeVCFError as exc:
+                return exc
+
+        n = min(len(items), workers or os.cpu_count() or 1)
+        if n > 1:
+            from concurrent.futures import ThreadPoolExecutor
+
+            with ThreadPoolExecutor(n, thread_name_prefix="edgevcf-read") as pool:
+                checked = list(pool.map(check, items))
+        else:
+            checked = [check(img) for img in items]
+        for i, (img, res) in enumerate(zip(items, checked, strict=True)):
+            source = "<array>" if isinstance(img, np.ndarray) else str(img)
+            if isinstance(res, EdgeVCFError):
+                exc = res
                 out[i] = Prediction(
                     source,
                     None,
@@ -290,6 +313,7 @@ class Predictor:
                     assessable=False,
                 )
                 continue
+            x, verdict, timings = res
             if verdict.assessable:
                 ready.append((i, x, timings, verdict))
             else:

@@ -91,9 +91,14 @@ def test_refused_image_does_not_stop_the_others(
     from PIL import Image
 
     Image.new("RGB", (64, 64), (200, 10, 10)).save(colour)
-    res = Predictor.from_bundle(bundle.path).predict_many([good[0], bad, colour, good[1]])
+    pred = Predictor.from_bundle(bundle.path)
+    res = pred.predict_many([good[0], bad, colour, good[1]])
     assert [r.status for r in res] == ["ok", "refused", "refused", "ok"]
     assert all(r.decision is None and r.reason for r in res[1:3])
+    one = pred.predict_many([good[0], bad, colour, good[1]], workers=1)  # the same, in order
+    assert [(r.status, r.probability, r.reason) for r in one] == [
+        (r.status, r.probability, r.reason) for r in res
+    ]
     out = CliRunner().invoke(
         cli, ["--quiet", "predict", str(bundle.path), str(good[0]), str(bad), "--json"]
     )
