@@ -22,8 +22,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from edgevcf.bench import measure_latency
 from edgevcf.bundle import Bundle
+from edgevcf.latency import BundleRow, Worker
 from edgevcf.machine import machine_info
 
 
@@ -59,12 +59,8 @@ def main() -> None:
     shape = list(b.input.shape)
     ours, theirs = [], []
     for r in range(args.rounds):
-        job = {
-            "bundle": str(b.path), "backend": "openvino", "threads": args.threads, "warmup": 50,
-            "iterations": args.iterations, "batch_sizes": [1], "dicom": None,
-            "e2e_iterations": 0,
-        }  # fmt: skip
-        ours.append(measure_latency(job)["batch1"]["median_ms"])
+        with Worker("edgevcf", BundleRow(b.path, "openvino", threads=args.threads)) as w:
+            ours.append(statistics.median(w.latency(args.iterations, warmup=50)))
         theirs.append(
             benchmark_app(b.path / art.file, shape, args.threads, args.iterations, precision)
         )

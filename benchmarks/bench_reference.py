@@ -6,7 +6,7 @@ jetson Q/DQ model in ONNX Runtime (a CPU stand-in for the TensorRT engine: its a
 engine's, its latency is not a Jetson's). BF16 is the OpenVINO FP32 IR compiled with
 ``INFERENCE_PRECISION_HINT=bf16`` (OpenVINO's default on this CPU if nobody sets it).
 
-How it measures, and why:
+How it measures, and why (the harness is ``edgevcf.latency``, as for ``edgevcf bench --rounds``):
 - every row runs in its own process (its own runtime, thread pool and peak memory), all alive
   at once; latency is taken in *interleaved rounds* (each round times every row in a shuffled
   order), so a slow phase of the machine hits all rows alike and the speed-up ratios — measured in
@@ -30,16 +30,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import multiprocessing as mp
-import random
 import statistics
 import tempfile
 import time
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from edgevcf.latency import BundleRow, Row, TorchRow, Worker, interleaved_latency
 from edgevcf.machine import machine_label
 
 # Only light imports at module level: spawned workers re-import this file.
@@ -59,164 +59,6 @@ ROWS: list[tuple[str, str | None, str, dict[str, Any]]] = [
 ]
 BASELINE = "pytorch-fp32"
 NAIVE = "onnx-cpu-fp32"
-
-
-# ------------------------------------------------------------------ the worker (one per row)
-class _Runner:
-    """One row's model in its own process: a bundle artefact, or the checkpoint in PyTorch."""
-
-    def __init__(self, job: dict[str, Any]) -> None:
-        t0 = time.perf_counter()
-        self.kind = job["kind"]
-        self.threads = job["threads"]
-        if self.kind == "torch":
-            import torch
-
-            from edgevcf.models import load_checkpoint
-
-            torch.set_num_threads(self.threads)
-            self.torch = torch
-            self.model, self.meta = load_checkpoint(job["checkpoint"])
-            self.model.eval()
-            from edgevcf.bundle import Bundle
-
-            ref = Bundle.load(job["ref_bundle"])  # same preprocessing and input form
-            self.spec, self.input = ref.preprocess, ref.input
-            self.x1 = ref.golden().inputs[:1]
-            self.pred = None
-            self.decisions: list[bool] = []
-        else:
-            from edgevcf.bundle import Bundle
-            from edgevcf.runtime import Predictor, choose_artifact
-
-            bundle = Bundle.load(job["bundle"])
-            art = choose_artifact(bundle, job["backend"])
-            if job["options"]:
-                from dataclasses import replace
-
-                art = replace(art, options={**art.options, **job["options"]})
-            self.pred = Predictor(bundle, art, threads=self.threads)
-            self.x1 = bundle.golden().inputs[:1]
-            self.info = {
-                "artifact": art.name,
-                "runtime": art.runtime,
-                "precision": art.precision,
-                "options": {k: v for k, v in art.options.items() if k != "threads"},
-                "versions": type(self.pred.backend).versions(),
-                "size_bytes": sum((bundle.path / f).stat().st_size for f in art.files()),
-            }
-        self.run(self.x1)
-        self.cold_start_ms = (time.perf_counter() - t0) * 1e3
-
-    def run(self, x: np.ndarray) -> np.ndarray:
-        if self.pred is None:
-            with self.torch.inference_mode():
-                return self.model(self.torch.from_numpy(np.array(x))).numpy().reshape(len(x), -1)
-        return self.pred.backend.run_all(x)
-
-    def latency(self, n: int) -> list[float]:
-        out = []
-        x = self.x1
-        for _ in range(n):
-            t = time.perf_counter_ns()
-            self.run(x)
-            out.append((time.perf_counter_ns() - t) / 1e6)
-        return out
-
-    def throughput(self, batch: int, reps: int) -> float:
-        xb = np.ascontiguousarray(np.repeat(self.x1, batch, axis=0))
-        self.run(xb)
-        t = time.perf_counter()
-        for _ in range(reps):
-            self.run(xb)
-        return batch * reps / (time.perf_counter() - t)
-
-    def end_to_end(self, dicom: str, n: int) -> dict[str, list[float]]:
-        """Read + preprocess + infer + decide on a full-size DICOM; preprocessing timed apart."""
-        from edgevcf.data.io import read_image
-
-        prep, e2e, status = [], [], set()
-        spec, inp = (
-            (self.spec, self.input) if self.pred is None else (self.pred.spec, self.pred.input)
-        )
-        for _ in range(n):
-            t = time.perf_counter()
-            img, _ = read_image(dicom)
-            inp.prepare(spec.to_unit(img), spec)
-            prep.append((time.perf_counter() - t) * 1e3)
-            t = time.perf_counter()
-            if self.pred is not None:
-                r = self.pred.predict(dicom)
-                status.add(f"{r.status}: {r.reason}" if r.reason else r.status)
-            else:
-                img, _ = read_image(dicom)
-                x = inp.prepare(spec.to_unit(img), spec)
-                self.decisions.append(float(self.run(x)[0, 0]) >= self.meta.threshold)
-            e2e.append((time.perf_counter() - t) * 1e3)
-        return {"preprocess": prep, "end_to_end": e2e, "status": sorted(status)}
-
-    def probs(self, path: str) -> np.ndarray:
-        x = np.load(path, mmap_mode="r")
-        z = np.concatenate(
-            [
-                self.run(np.ascontiguousarray(x[i : i + 16])).reshape(-1)
-                for i in range(0, len(x), 16)
-            ]
-        )
-        return 1.0 / (1.0 + np.exp(-z.astype(np.float64)))
-
-
-def _serve(conn: Any, job: dict[str, Any]) -> None:
-    """Worker loop: load, answer ``(method, args)`` requests until ``None``."""
-    from edgevcf import progress
-
-    progress.set_enabled(False)
-    try:
-        runner = _Runner(job)
-        conn.send(("ok", {"cold_start_ms": runner.cold_start_ms, **getattr(runner, "info", {})}))
-    except Exception as exc:  # reported to the parent, which records the row as failed
-        conn.send(("error", f"{type(exc).__name__}: {exc}"[:400]))
-        return
-    while True:
-        msg = conn.recv()
-        if msg is None:
-            break
-        method, args = msg
-        try:
-            conn.send(("ok", getattr(runner, method)(*args)))
-        except Exception as exc:
-            conn.send(("error", f"{type(exc).__name__}: {exc}"[:400]))
-    from edgevcf.bench import peak_rss_mb
-
-    conn.send(("ok", peak_rss_mb()))
-
-
-class Worker:
-    """Parent-side handle of one row's process."""
-
-    def __init__(self, label: str, job: dict[str, Any]) -> None:
-        ctx = mp.get_context("spawn")
-        self.label = label
-        self.conn, child = ctx.Pipe()
-        self.proc = ctx.Process(target=_serve, args=(child, job), daemon=True)
-        self.proc.start()
-        status, self.info = self.conn.recv()
-        if status != "ok":
-            self.proc.join(5)
-            raise RuntimeError(f"{label}: {self.info}")
-
-    def call(self, method: str, *args: Any) -> Any:
-        self.conn.send((method, args))
-        status, value = self.conn.recv()
-        if status != "ok":
-            raise RuntimeError(f"{self.label}.{method}: {value}")
-        return value
-
-    def close(self) -> float:
-        self.conn.send(None)
-        _, rss = self.conn.recv()
-        self.proc.join(10)
-        return float(rss)
 
 
 # ------------------------------------------------------------------ one backbone
@@ -258,54 +100,45 @@ def bench_arch(
         rows = [r for r in rows if r[0] in args.rows or r[0] == BASELINE]
     missing = [r[0] for r in ROWS if r not in rows and (not args.rows or r[0] in args.rows)]
     out: dict[str, Any] = {"arch": arch, "rows": {}, "missing": missing}
-    with tempfile.TemporaryDirectory(prefix="edgevcf-bench-") as td:
+    with tempfile.TemporaryDirectory(prefix="edgevcf-bench-") as td, ExitStack() as stack:
         tmp = Path(td)
         dirs = sorted({root / "bundles" / arch / r[1] for r in rows if r[1]})
         x_path, labels, ref = _test_inputs(dirs, data, tmp)
         workers: dict[str, Worker] = {}
         for label, folder, backend, options in rows:
+            spec: Row
             if folder is None:
-                job = {"kind": "torch", "checkpoint": str(ckpt), "ref_bundle": str(dirs[0])}
+                spec = TorchRow(ckpt, dirs[0], threads=args.threads)
             else:
-                job = {
-                    "kind": "bundle",
-                    "bundle": str(root / "bundles" / arch / folder),
-                    "backend": backend,
-                    "options": options,
-                }
-            job["threads"] = args.threads
+                folder_path = root / "bundles" / arch / folder
+                spec = BundleRow(folder_path, backend, dict(options), threads=args.threads)
             print(f"  {arch}: load {label}", flush=True)
-            workers[label] = Worker(label, job)
-            out["rows"][label] = {"info": workers[label].info, "rounds": []}
-        rng = random.Random(args.seed)
-        order = list(workers)
-        for w in workers.values():
-            w.call("latency", args.warmup)
-        for r in range(args.rounds):
-            rng.shuffle(order)
-            for label in order:
-                ms = workers[label].call("latency", args.iterations)
-                out["rows"][label]["rounds"].append(ms)
-            print(f"  {arch}: latency round {r + 1}/{args.rounds}", flush=True)
-        for label in order:
+            workers[label] = stack.enter_context(Worker(label, spec))
+            out["rows"][label] = {"info": workers[label].info}
+        samples = interleaved_latency(
+            list(workers.values()),
+            args.rounds,
+            args.iterations,
+            warmup=args.warmup,
+            seed=args.seed,
+            on_round=lambda r: print(f"  {arch}: latency round {r + 1}/{args.rounds}", flush=True),
+        )
+        for label, w in workers.items():
             out["rows"][label]["throughput"] = [
-                workers[label].call("throughput", args.batch, args.throughput_reps)
-                for _ in range(2)
+                w.throughput(args.batch, args.throughput_reps)["images_per_s"] for _ in range(2)
             ]
         if dicom is not None:
-            for label in order:
-                out["rows"][label]["e2e"] = workers[label].call("end_to_end", str(dicom), args.e2e)
-        probs = {}
-        for label in order:
-            probs[label] = workers[label].call("probs", str(x_path))
+            for label, w in workers.items():
+                out["rows"][label]["e2e"] = w.end_to_end(dicom, args.e2e)
+        probs = {label: w.probs(x_path) for label, w in workers.items()}
         for label, w in workers.items():
             out["rows"][label]["peak_rss_mb"] = w.close()
     base = probs[BASELINE]
     thr = ref.threshold
     tol = ref.manifest["profile"]["tolerance"]
     for label, row in out["rows"].items():
-        all_ms = [v for rnd in row.pop("rounds") for v in rnd]
-        per_round = [statistics.median(rnd) for rnd in _chunks(all_ms, args.iterations)]
+        all_ms = samples[label].samples
+        per_round = samples[label].round_medians_ms
         row["latency"] = {
             "median_ms": float(np.median(all_ms)),
             "p99_ms": float(np.percentile(all_ms, 99)),
@@ -343,10 +176,6 @@ def bench_arch(
     out["threshold"] = thr
     out["input_size"] = ref.preprocess.input_size
     return out
-
-
-def _chunks(xs: list[float], n: int) -> list[list[float]]:
-    return [xs[i : i + n] for i in range(0, len(xs), n)]
 
 
 # ------------------------------------------------------------------ report

@@ -1,10 +1,13 @@
 """Latency and accuracy harness with gates: what ``edgevcf bench`` runs on the cart.
 
-Latency is measured per bundle in a fresh process (so cold start is honest and peak RSS is the
-bundle's own), with the profile's settings: warm-up, >= 200 timed batch-1 runs on a real
+Latency is measured on :mod:`edgevcf.latency`'s live workers, one spawned process per bundle
+(and one for a checkpoint baseline in PyTorch eager), so cold start is honest and peak RSS is
+the bundle's own, with the profile's settings: warm-up, >= 200 timed batch-1 runs on a real
 preprocessed radiograph (median, p90, p99, min, mean), throughput at each batch size, cold
 start (bundle load incl. checksum verification -> first result), DICOM decode + preprocessing
-timed apart from inference, and end to end DICOM -> decision.
+timed apart from inference, and end to end DICOM -> decision. ``rounds`` > 1 keeps every row's
+worker alive and takes batch-1 latency in interleaved rounds across them, so the ratios between
+rows are measured side by side (and the per-round medians show the spread).
 
 Accuracy, when data is given, compares every bundle with the FP32 baseline on the *same* cases:
 AUC with DeLong CI, paired ΔAUC with CI and p-value, non-inferiority at the profile's tolerance,
@@ -15,6 +18,7 @@ calibration or tuning images (checked against the salted hashes the bundle recor
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
@@ -27,119 +31,37 @@ import numpy as np
 from edgevcf import metrics, progress
 from edgevcf.bundle import Bundle
 from edgevcf.errors import CalibrationError, ConfigError, DataError
+from edgevcf.latency import (
+    BundleRow,
+    Row,
+    RowSamples,
+    TorchRow,
+    Worker,
+    interleaved_latency,
+    stats,
+)
 from edgevcf.machine import machine_info
 
 log = logging.getLogger(__name__)
 
 BENCH_SCHEMA_VERSION = 1
 MIN_ITERATIONS = 200
+BASELINE_LABEL = "PyTorch eager FP32 (baseline)"
 
 
-def _stats(ms: list[float]) -> dict[str, float]:
-    a = np.asarray(ms, dtype=np.float64)
-    return {
-        "median_ms": float(np.median(a)),
-        "p90_ms": float(np.percentile(a, 90)),
-        "p99_ms": float(np.percentile(a, 99)),
-        "min_ms": float(a.min()),
-        "mean_ms": float(a.mean()),
-        "n": len(a),
-    }
+E2E_ITERATIONS = 20
 
 
-# ------------------------------------------------------------------ latency (child process)
-def _latency_worker(job: dict[str, Any]) -> dict[str, Any]:
-    """Runs in a fresh process: cold start, batch-1 latency, throughput, preprocessing, e2e."""
-    from edgevcf.runtime import Predictor
+# ------------------------------------------------------------------ latency
+@dataclass(frozen=True)
+class _LatencyJob:
+    """One row to time: what its worker runs, and the settings it is timed with."""
 
-    progress.set_enabled(False)
-    t0 = time.perf_counter()
-    pred = Predictor.from_bundle(job["bundle"], job["backend"], threads=job["threads"])
-    x1 = pred.bundle.golden().inputs[:1]
-    pred.logits(x1)
-    cold_ms = (time.perf_counter() - t0) * 1e3
-    run = pred.backend.run
-    for _ in range(job["warmup"]):
-        run(x1)
-    times = []
-    for _ in range(job["iterations"]):
-        t_ns = time.perf_counter_ns()
-        run(x1)
-        times.append((time.perf_counter_ns() - t_ns) / 1e6)
-    out: dict[str, Any] = {
-        "artifact": pred.artifact.name,
-        "runtime": pred.artifact.runtime,
-        "precision": pred.artifact.precision,
-        "threads": job["threads"],
-        "versions": type(pred.backend).versions(),
-        "load_ms": pred.load_ms,
-        "cold_start_ms": cold_ms,
-        "batch1": _stats(times),
-        "throughput": {},
-    }
-    golden = pred.bundle.golden().inputs
-    for b in job["batch_sizes"]:
-        xb = np.ascontiguousarray(np.resize(golden, (b, *golden.shape[1:])))
-        pred.backend.run_all(xb)  # warm the shape
-        reps = max(5, job["iterations"] // (4 * b))
-        t1 = time.perf_counter()
-        for _ in range(reps):
-            pred.backend.run_all(xb)
-        sec = time.perf_counter() - t1
-        out["throughput"][str(b)] = {
-            "images_per_s": b * reps / sec,
-            "batched": not pred.backend.static_batch or pred.backend.static_batch >= b,
-        }
-    if job.get("dicom"):
-        from edgevcf.data.io import read_image
-
-        prep, e2e = [], []
-        for _ in range(job["e2e_iterations"]):
-            t1 = time.perf_counter()
-            img, _ = read_image(job["dicom"])
-            pred.input.prepare(pred.spec.to_unit(img), pred.spec)
-            prep.append((time.perf_counter() - t1) * 1e3)
-            t1 = time.perf_counter()
-            pred.predict(job["dicom"])
-            e2e.append((time.perf_counter() - t1) * 1e3)
-        out["preprocess"] = _stats(prep)
-        out["end_to_end"] = _stats(e2e)
-        out["end_to_end_ratio"] = out["end_to_end"]["median_ms"] / out["batch1"]["median_ms"]
-        out["dicom_shape"] = list(img.shape)
-    out["peak_rss_mb"] = peak_rss_mb()
-    return out
-
-
-def _torch_latency_worker(job: dict[str, Any]) -> dict[str, Any]:
-    """PyTorch eager FP32 batch-1 latency of the checkpoint (what a user would otherwise run).
-
-    Fed the same real preprocessed radiographs as the bundles (a bundle's golden inputs), with
-    the same warm-up, iteration count and threads, so the ratios are like for like.
-    """
-    import torch
-
-    from edgevcf.models import load_checkpoint
-
-    if job["threads"]:
-        torch.set_num_threads(job["threads"])
-    model, _ = load_checkpoint(job["checkpoint"])
-    model.eval()
-    x1 = torch.from_numpy(np.ascontiguousarray(job["inputs"][:1]))
-    times = []
-    with torch.inference_mode():
-        for _ in range(job["warmup"]):
-            model(x1)
-        for _ in range(job["iterations"]):
-            t_ns = time.perf_counter_ns()
-            model(x1)
-            times.append((time.perf_counter_ns() - t_ns) / 1e6)
-    return {
-        "runtime": "pytorch-eager",
-        "precision": "fp32",
-        "threads": job["threads"] or torch.get_num_threads(),
-        "versions": {"torch": torch.__version__},
-        "batch1": _stats(times),
-    }
+    label: str
+    row: Row
+    timing: dict[str, int]
+    batch_sizes: tuple[int, ...] = ()
+    dicom: Path | None = None
 
 
 def _timing(cfg: BenchConfig, bs: dict[str, Any]) -> dict[str, int]:
@@ -151,57 +73,98 @@ def _timing(cfg: BenchConfig, bs: dict[str, Any]) -> dict[str, int]:
     }
 
 
-def _baseline_latency(
+def _bundle_job(t: BenchItem, cfg: BenchConfig, dicom: Path | None) -> _LatencyJob:
+    bs = t.bundle.manifest["profile"]["bench"]
+    timing = _timing(cfg, bs)
+    row = BundleRow(t.bundle.path, t.backend, threads=timing["threads"])
+    return _LatencyJob(t.label, row, timing, tuple(cfg.batch_sizes or bs["batch_sizes"]), dicom)
+
+
+def _baseline_job(
     checkpoint: Path, targets: list[BenchItem], cfg: BenchConfig
-) -> dict[str, Any] | None:
-    """PyTorch eager latency of a checkpoint baseline, or None when no bundle's golden inputs
-    are what the network takes (a one-channel graph input)."""
+) -> _LatencyJob | None:
+    """The checkpoint baseline's PyTorch eager row, fed the golden inputs of the first bundle
+    whose graph takes what the network takes; None when none does (a one-channel graph input)."""
     from edgevcf.models import read_checkpoint_meta
 
     size = read_checkpoint_meta(checkpoint).preprocess.input_size
     for t in targets:
         inputs = t.bundle.golden().inputs
         if inputs.ndim == 4 and inputs.shape[1:] == (3, size, size):
-            job = {
-                "kind": "torch",
-                "checkpoint": str(checkpoint),
-                "inputs": np.asarray(inputs[:1], dtype=np.float32),
-                **_timing(cfg, t.bundle.manifest["profile"]["bench"]),
-            }
-            with progress.step("latency PyTorch eager FP32 (baseline)"):
-                return measure_latency(job, isolate=cfg.isolate)
+            timing = _timing(cfg, t.bundle.manifest["profile"]["bench"])
+            row = TorchRow(checkpoint, t.bundle.path, threads=timing["threads"])
+            return _LatencyJob(BASELINE_LABEL, row, timing)
     return None
 
 
-def peak_rss_mb() -> float:
-    """This process's peak resident memory (MB).
+def _batch1(samples: RowSamples) -> dict[str, Any]:
+    out: dict[str, Any] = stats(samples.samples)
+    if len(samples.rounds) > 1:
+        out["round_medians_ms"] = samples.round_medians_ms
+    return out
 
-    Linux's ``VmHWM`` belongs to the process image and restarts at exec; ``ru_maxrss`` does not
-    (a spawned child inherits its parent's peak — measured: every bundle "used" the 4.2 GB of the
-    training demo that spawned it), so it is only the fallback where /proc is absent.
+
+def _finish(w: Worker, job: _LatencyJob, samples: RowSamples) -> dict[str, Any]:
+    """The rest of a row's measurements on its live worker, then close it: the report entry."""
+    info = w.info
+    if isinstance(job.row, TorchRow):
+        w.close()
+        keys = ("runtime", "precision", "threads", "versions")
+        return {**{k: info[k] for k in keys}, "batch1": _batch1(samples)}
+    out: dict[str, Any] = {
+        **{k: info[k] for k in ("artifact", "runtime", "precision", "threads", "versions")},
+        "load_ms": info["load_ms"],
+        "cold_start_ms": w.cold_start_ms,
+        "batch1": _batch1(samples),
+        "throughput": {},
+    }
+    for b in job.batch_sizes:
+        out["throughput"][str(b)] = w.throughput(b, max(5, job.timing["iterations"] // (4 * b)))
+    if job.dicom is not None:
+        e = w.end_to_end(job.dicom, E2E_ITERATIONS)
+        out["preprocess"] = stats(e["preprocess"])
+        out["end_to_end"] = stats(e["end_to_end"])
+        out["end_to_end_ratio"] = out["end_to_end"]["median_ms"] / out["batch1"]["median_ms"]
+        out["dicom_shape"] = e["shape"]
+    out["peak_rss_mb"] = w.close()
+    return out
+
+
+def _measure_latencies(jobs: list[_LatencyJob], cfg: BenchConfig) -> dict[str, dict[str, Any]]:
+    """Every row's latency entry, by label, each row on its own live :class:`Worker`.
+
+    ``cfg.rounds`` 1: one row at a time, measured in one go (cold start, warm-up, timed runs,
+    throughput, end to end) and closed before the next starts. More: every row's worker alive
+    at once, batch-1 latency in ``rounds`` interleaved rounds of ``iterations`` runs each (see
+    :func:`edgevcf.latency.interleaved_latency`), then the rest row by row.
     """
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return float(line.split()[1]) / 1024
-    except OSError:
-        pass
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def measure_latency(job: dict[str, Any], *, isolate: bool = True) -> dict[str, Any]:
-    """Run :func:`_latency_worker` (or the PyTorch one, ``kind: torch``) in a fresh (spawned)
-    process, or here."""
-    worker = _torch_latency_worker if job.get("kind") == "torch" else _latency_worker
-    if not isolate:
-        return worker(job)
-    import multiprocessing as mp
-
-    with mp.get_context("spawn").Pool(1) as pool:
-        result: dict[str, Any] = pool.apply(worker, (job,))
-    return result
+    out: dict[str, dict[str, Any]] = {}
+    if cfg.rounds <= 1:
+        for job in jobs:
+            with (
+                progress.step(f"latency {job.label}"),
+                Worker(job.label, job.row, isolate=cfg.isolate) as w,
+            ):
+                ms = w.latency(job.timing["iterations"], job.timing["warmup"])
+                out[job.label] = _finish(w, job, RowSamples([ms]))
+        return out
+    with contextlib.ExitStack() as stack:
+        workers = []
+        for job in jobs:
+            with progress.step(f"load {job.label}"):
+                workers.append(stack.enter_context(Worker(job.label, job.row, isolate=cfg.isolate)))
+        with progress.step(f"latency: {cfg.rounds} interleaved rounds over {len(jobs)} rows"):
+            samples = interleaved_latency(
+                workers,
+                cfg.rounds,
+                {j.label: j.timing["iterations"] for j in jobs},
+                warmup={j.label: j.timing["warmup"] for j in jobs},
+            )
+        for job, w in zip(jobs, workers, strict=True):
+            rest = ": throughput, end to end" if isinstance(job.row, BundleRow) else ""
+            with progress.step(f"latency {job.label}{rest}"):
+                out[job.label] = _finish(w, job, samples[job.label])
+    return out
 
 
 def sample_dicom(path: str | os.PathLike[str] | None = None) -> Path | None:
@@ -236,7 +199,8 @@ class BenchConfig:
     batch_sizes: tuple[int, ...] | None = None
     dicom: Path | None = None
     latency: bool = True
-    isolate: bool = True
+    rounds: int = 1  # > 1: batch-1 latency in interleaved rounds across the rows' live workers
+    isolate: bool = True  # False: every row's worker runs in this process (tests)
     trust: Any = None  # an edgevcf.signing.Trust: only bundles signed by it are benched
     notes: list[str] = field(default_factory=list)
 
@@ -441,46 +405,43 @@ def bench(
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "bundles": [],
     }
+    if cfg.rounds < 1:
+        raise ConfigError(f"rounds must be >= 1, not {cfg.rounds}")
     dicom = sample_dicom(cfg.dicom) if cfg.latency else None
     if cfg.latency and dicom is None:
         cfg.notes.append("no DICOM for end-to-end timing (pass --dicom FILE)")
     for t in targets:
         b = t.bundle
         prof = b.manifest["profile"]
-        bs = prof["bench"]
-        entry: dict[str, Any] = {
-            "bundle": t.label,
-            "path": str(b.path),
-            "model_id": b.id,
-            "profile": prof["name"],
-            "target": b.manifest["target"],
-            "precision": b.manifest["precision"],
-            "backbone": b.manifest["backbone"],
-            "size_bytes": sum(
-                (b.path / f).stat().st_size for f in choose_artifact(b, t.backend).files()
-            ),
-            "latency_budget_ms": bs["latency_budget_ms"],
-        }
-        if cfg.latency:
-            job = {
-                "bundle": str(b.path),
-                "backend": t.backend,
-                **_timing(cfg, bs),
-                "batch_sizes": list(cfg.batch_sizes or bs["batch_sizes"]),
-                "dicom": str(dicom) if dicom else None,
-                "e2e_iterations": 20,
+        report["bundles"].append(
+            {
+                "bundle": t.label,
+                "path": str(b.path),
+                "model_id": b.id,
+                "profile": prof["name"],
+                "target": b.manifest["target"],
+                "precision": b.manifest["precision"],
+                "backbone": b.manifest["backbone"],
+                "size_bytes": sum(
+                    (b.path / f).stat().st_size for f in choose_artifact(b, t.backend).files()
+                ),
+                "latency_budget_ms": prof["bench"]["latency_budget_ms"],
             }
-            with progress.step(f"latency {t.label}"):
-                entry["latency"] = measure_latency(job, isolate=cfg.isolate)
-            if b.manifest["target"] == "jetson" and entry["latency"]["runtime"] == "onnxruntime":
+        )
+    if cfg.latency:
+        jobs = [_bundle_job(t, cfg, dicom) for t in targets]
+        base_job = None
+        if baseline is not None and Path(baseline).is_file():
+            base_job = _baseline_job(Path(baseline), targets, cfg)
+        lat = _measure_latencies([*jobs, *([base_job] if base_job else [])], cfg)
+        for t, entry in zip(targets, report["bundles"], strict=True):
+            entry["latency"] = lat[t.label]
+            if t.bundle.manifest["target"] == "jetson" and lat[t.label]["runtime"] == "onnxruntime":
                 entry["latency"]["note"] = (
                     "ONNX Runtime CPU stand-in for the TensorRT engine: not a Jetson latency"
                 )
-        report["bundles"].append(entry)
-    if cfg.latency and baseline is not None and Path(baseline).is_file():
-        base_lat = _baseline_latency(Path(baseline), targets, cfg)
-        if base_lat is not None:
-            report["baseline_latency"] = base_lat
+        if base_job is not None:
+            report["baseline_latency"] = lat[base_job.label]
     if data is not None:
         report["accuracy"] = accuracy(targets, data, baseline, cfg)
     report["gates"] = gates(report)

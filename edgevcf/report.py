@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import statistics
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -184,6 +185,27 @@ def _gate(v: bool | None) -> str:
     return {True: "pass", False: "FAIL", None: "n/a"}[v]
 
 
+def _round_spread(report: dict[str, Any]) -> list[str]:
+    """With ``--rounds N``: each row's per-round batch-1 medians, as range and spread."""
+    rows = [(Path(e["bundle"]).name, e.get("latency")) for e in report["bundles"]]
+    rows.append(("baseline (checkpoint)", report.get("baseline_latency")))
+    parts = []
+    n = 0
+    for name, lat in rows:
+        med = ((lat or {}).get("batch1") or {}).get("round_medians_ms")
+        if med:
+            n = len(med)
+            spread = (max(med) - min(med)) / statistics.median(med) * 100
+            parts.append(f"{name} {min(med):.2f}-{max(med):.2f} ms ({spread:.0f} %)")
+    if not parts:
+        return []
+    return [
+        "",
+        f"Batch-1 medians of the {n} interleaved rounds, lowest-highest (spread = range / "
+        f"median): {'; '.join(parts)}.",
+    ]
+
+
 def bench_markdown(report: dict[str, Any]) -> str:
     """Comparison table of a bench run: latency, accuracy vs the FP32 baseline, gates."""
     m = report["machine"]
@@ -235,6 +257,7 @@ def bench_markdown(report: dict[str, Any]) -> str:
             f"{base['threads']} | {b1['median_ms']:.2f} | {b1['p90_ms']:.2f} | {b1['p99_ms']:.2f} "
             f"| {b1['min_ms']:.2f} | | | | | |"
         )
+    lines += _round_spread(report)
     acc = report.get("accuracy")
     if acc:
         lines += [

@@ -166,7 +166,21 @@ def verify(
 @click.option("--backend", default="auto", show_default=True, help=_BACKEND_HELP)
 @click.option("--threads", type=click.IntRange(min=0), default=None, help="Override the profile.")
 @click.option(
-    "--iterations", type=click.IntRange(min=200), default=None, help="Timed runs (>= 200)."
+    "--iterations",
+    type=click.IntRange(min=200),
+    default=None,
+    help="Timed batch-1 runs (>= 200; per round with --rounds).",
+)
+@click.option(
+    "--rounds",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Interleave N timing rounds across the rows' live processes: every bundle (and a "
+    "checkpoint baseline) stays loaded in its own process and each round times --iterations "
+    "batch-1 runs of every row, in a shuffled order, so a slow phase of the machine hits all "
+    "rows alike and their ratios are measured side by side. The report then also gives the "
+    "spread of the per-round medians. 1: each row measured in one go.",
 )
 @click.option(
     "--dicom",
@@ -191,6 +205,7 @@ def bench(
     backend: str,
     threads: int | None,
     iterations: int | None,
+    rounds: int,
     dicom: Path | None,
     no_latency: bool,
     out: Path | None,
@@ -203,7 +218,8 @@ def bench(
     BUNDLE is a bundle folder, or FOLDER:ARTIFACT to bench one artefact of it (e.g.
     bundles/mobile:tflite). Latency with the profile's settings (warm-up, >= 200 timed runs;
     median, p90, p99, min, mean; throughput per batch size; cold start; peak RSS; DICOM decode
-    + preprocessing apart from inference; end to end). With --data: AUC with DeLong CI, paired
+    + preprocessing apart from inference; end to end); with --rounds N, batch-1 latency in N
+    interleaved rounds across the rows' live processes. With --data: AUC with DeLong CI, paired
     ΔAUC vs --baseline, non-inferiority at the profile's tolerance, sensitivity, specificity,
     accuracy, F1 and precision at the bundled threshold, decision flip rate with McNemar. Gates
     from each profile; exit code 4 when one fails.
@@ -223,6 +239,7 @@ def bench(
         backend=backend,
         threads=threads,
         iterations=iterations,
+        rounds=rounds,
         dicom=dicom,
         latency=not no_latency,
         trust=load_trust(trust, revoked),

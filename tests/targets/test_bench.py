@@ -116,6 +116,32 @@ def test_cli_json_and_exit_code(export_bundle: Any, tiny_export: Any, tmp_path: 
     assert (tmp_path / "out" / "bench.md").is_file()
 
 
+def test_interleaved_rounds(export_bundle: Any, tiny_export: Any) -> None:
+    """--rounds 2: the bundle and the PyTorch baseline on live workers, batch-1 latency in two
+    interleaved rounds; the usual fields stay and the per-round medians are added."""
+    _, fp32 = export_bundle("onnx-cpu")
+    res = CliRunner().invoke(
+        cli,
+        ["--quiet", "bench", str(fp32.path), "--baseline", str(tiny_export.checkpoint),
+         "--rounds", "2", "--iterations", "200", "--json"],
+    )  # fmt: skip
+    assert res.exit_code in (0, 4), res.output
+    rep = json.loads(res.stdout)
+    lat = rep["bundles"][0]["latency"]
+    b1 = lat["batch1"]
+    assert b1["n"] == 400 and len(b1["round_medians_ms"]) == 2
+    assert b1["min_ms"] <= min(b1["round_medians_ms"]) <= max(b1["round_medians_ms"])
+    assert {"median_ms", "p90_ms", "p99_ms", "mean_ms"} <= set(b1)
+    assert lat["cold_start_ms"] > 0 and lat["load_ms"] > 0 and lat["peak_rss_mb"] > 0
+    assert lat["throughput"] and lat["versions"]["onnxruntime"]
+    assert lat["preprocess"]["n"] == 20 and lat["end_to_end_ratio"] > 0 and lat["dicom_shape"]
+    base = rep["baseline_latency"]
+    assert base["runtime"] == "pytorch-eager" and len(base["batch1"]["round_medians_ms"]) == 2
+    from edgevcf.report import bench_markdown
+
+    assert "2 interleaved rounds" in bench_markdown(rep)
+
+
 def test_unreadable_images_are_counted_and_listed(
     export_bundle: Any, tiny_export: Any, tmp_path: Path
 ) -> None:
@@ -143,7 +169,7 @@ def test_peak_rss_is_the_child_own() -> None:
     """A child spawned by a big parent reports its own peak, not the parent's."""
     import numpy as np
 
-    from edgevcf.bench import peak_rss_mb
+    from edgevcf.latency import peak_rss_mb
 
     big = np.ones(400_000_000 // 8)  # the parent now peaks above 400 MB
     big[::4096] = 2.0
