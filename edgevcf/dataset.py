@@ -96,8 +96,6 @@ def load_split(
         except (OSError, KeyError, ValueError, zipfile.BadZipFile) as exc:
             log.warning("ignoring damaged cache %s (%s)", path, exc)
 
-    from edgevcf.data.io import read_image
-
     units = np.zeros((len(sub.studies), spec.input_size, spec.input_size), dtype=np.float16)
     keep: list[int] = []
     skipped: list[tuple[str, str]] = []
@@ -107,7 +105,7 @@ def load_split(
         )
     ):
         try:
-            img, _ = read_image(study.resolve(sub.root))
+            img, _ = spec.read(study.resolve(sub.root))
             units[len(keep)] = spec.to_unit(img)
             keep.append(i)
         except DataError as exc:

@@ -21,19 +21,26 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import io
+import math
 import multiprocessing as mp
 import os
 import random
 import statistics
 import time
 import traceback
+import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from edgevcf.bundle import Bundle
+    from edgevcf.runtime import Predictor
 
 PathLike = str | os.PathLike[str]
 
@@ -101,18 +108,35 @@ class TorchRow:
 Row = BundleRow | TorchRow
 
 
+def open_predictor(
+    bundle: Bundle | PathLike,
+    backend: str = "auto",
+    *,
+    options: Mapping[str, Any] | None = None,
+    threads: int | None = None,
+) -> Predictor:
+    """The one way bench opens a bundle, for its latency rows and its accuracy alike, so both
+    measure the same artefact in the same engine: :func:`edgevcf.runtime.choose_artifact`
+    picks it, ``options`` override its own, and an :class:`edgevcf.runtime.Predictor` loads it
+    (a path is loaded as a cart loads it, checksums verified)."""
+    from edgevcf.bundle import Bundle
+    from edgevcf.runtime import Predictor, choose_artifact
+
+    b = bundle if isinstance(bundle, Bundle) else Bundle.load(bundle)
+    art = choose_artifact(b, backend)
+    if options:
+        art = replace(art, options={**art.options, **options})
+    return Predictor(b, art, threads=threads)
+
+
 class _BundleModel:
     """A bundle artefact in its engine, loaded as a cart loads it (checksums verified)."""
 
     def __init__(self, row: BundleRow) -> None:
-        from edgevcf.bundle import Bundle
-        from edgevcf.runtime import Predictor, choose_artifact
-
-        bundle = Bundle.load(row.bundle)
-        art = choose_artifact(bundle, row.backend)
-        if row.options:
-            art = replace(art, options={**art.options, **row.options})
-        self.pred = Predictor(bundle, art, threads=row.threads)
+        self.pred = open_predictor(
+            row.bundle, row.backend, options=row.options, threads=row.threads
+        )
+        bundle, art = self.pred.bundle, self.pred.artifact
         self.spec, self.input = self.pred.spec, self.pred.input
         self.inputs = bundle.golden().inputs
         self.static_batch = self.pred.backend.static_batch
@@ -191,12 +215,62 @@ class _TorchModel:
 
     def decide(self, dicom: str) -> str | None:
         """Read, preprocess, infer and threshold (no quality gate: PyTorch has none)."""
-        from edgevcf.data.io import read_image
-
-        img, _ = read_image(dicom)
+        img, _ = self.spec.read(dicom)
         x = self.input.prepare(self.spec.to_unit(img), self.spec)
         self.last_decision = float(self.run(x)[0, 0]) >= self.threshold
         return None
+
+
+# ------------------------------------------------------------------ the floor under end to end
+def pixel_floor(path: PathLike) -> tuple[Callable[[], object], str]:
+    """The least any reader must do with this image, as a call to time, and what it does.
+
+    The call reads the file's bytes and makes one pass over its pixels: ``np.frombuffer`` on
+    uncompressed DICOM pixel data (located once, here, not in the call), pydicom's decoder
+    alone on compressed data, Pillow's on a non-DICOM image; then one numpy reduction. No
+    DICOM pipeline, no preprocessing: "read + preprocess" minus this is what the reader and
+    preprocessing cost above the disk and one pass of memory bandwidth.
+    """
+    p = Path(path)
+    try:
+        import pydicom
+
+        with warnings.catch_warnings():  # pydicom's warnings may quote a header's values (PHI)
+            warnings.simplefilter("ignore")
+            ds = pydicom.dcmread(p, force=True)
+            elem = ds.get_item(0x7FE00010)  # raw: its file offset is known before it is decoded
+            syntax = ds.file_meta.get("TransferSyntaxUID", pydicom.uid.ExplicitVRLittleEndian)
+            rows, cols, bits = int(ds.Rows), int(ds.Columns), int(ds.BitsAllocated)
+            signed = int(ds.get("PixelRepresentation", 0))
+            samples = int(ds.get("SamplesPerPixel", 1)) * int(ds.get("NumberOfFrames") or 1)
+    except Exception:  # not a DICOM (PNG, TIFF, JPEG) or no pixel data: the image decoder
+        from PIL import Image
+
+        def decode() -> object:
+            with Image.open(io.BytesIO(p.read_bytes())) as im:
+                return np.asarray(im).max()
+
+        return decode, "read_bytes + Pillow decode + max"
+    count = rows * cols * samples
+    offset = getattr(elem, "value_tell", None)  # None once decoded, or without pixel data
+    native = not pydicom.uid.UID(str(syntax)).is_compressed and bits in (8, 16, 32)
+    if native and offset is not None and getattr(elem, "length", 0) >= count * bits // 8:
+        order = ">" if str(syntax) == pydicom.uid.ExplicitVRBigEndian else "<"
+        dtype = np.dtype(f"{order}{'i' if signed else 'u'}{bits // 8}")
+        offset = int(offset)
+
+        def frombuffer() -> object:
+            return np.frombuffer(p.read_bytes(), dtype, count, offset).max()
+
+        return frombuffer, "read_bytes + np.frombuffer(pixel data) + max"
+    from pydicom.pixels import pixel_array
+
+    def decoder() -> object:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return pixel_array(io.BytesIO(p.read_bytes())).max()
+
+    return decoder, f"read_bytes + pydicom decoder ({pydicom.uid.UID(str(syntax)).name}) + max"
 
 
 # ------------------------------------------------------------------ the runner (in the worker)
@@ -242,26 +316,37 @@ class Runner:
         return {"images_per_s": batch * reps / sec, "batched": not sb or sb >= batch}
 
     def end_to_end(self, dicom: str, n: int) -> dict[str, Any]:
-        """``n`` times: DICOM read + preprocessing alone, then the whole DICOM -> decision.
+        """``n`` times: the floor (:func:`pixel_floor`), DICOM read + preprocessing alone, then
+        the whole DICOM -> decision, interleaved so a slow phase hits all three alike.
 
-        Returns ms lists ``preprocess`` and ``end_to_end``, the distinct prediction ``status``
-        strings and the film's ``shape``.
+        Returns ms lists ``floor``, ``preprocess`` and ``end_to_end``, ``floor_method`` (what the
+        floor did), the distinct prediction ``status`` strings and the film's ``shape``.
         """
-        from edgevcf.data.io import read_image
 
-        prep, e2e, status, shape = [], [], set(), []
+        floor_call, floor_method = pixel_floor(dicom)
+        floor, prep, e2e, status, shape = [], [], [], set(), []
         for _ in range(n):
             t = time.perf_counter()
-            img, _ = read_image(dicom)
+            floor_call()
+            floor.append((time.perf_counter() - t) * 1e3)
+            t = time.perf_counter()
+            img, meta = self._model.spec.read(dicom)
             self._model.input.prepare(self._model.spec.to_unit(img), self._model.spec)
             prep.append((time.perf_counter() - t) * 1e3)
-            shape = list(img.shape)
+            shape = [meta.rows, meta.cols]  # the film's stored size (version 2 reads it reduced)
             t = time.perf_counter()
             s = self._model.decide(dicom)
             e2e.append((time.perf_counter() - t) * 1e3)
             if s is not None:
                 status.add(s)
-        return {"preprocess": prep, "end_to_end": e2e, "status": sorted(status), "shape": shape}
+        return {
+            "floor": floor,
+            "floor_method": floor_method,
+            "preprocess": prep,
+            "end_to_end": e2e,
+            "status": sorted(status),
+            "shape": shape,
+        }
 
     def probs(self, path: str) -> np.ndarray:
         """P(positive) for graph inputs in a ``.npy`` file, memory-mapped (every worker of a
@@ -471,6 +556,40 @@ class RowSamples:
         return [float(statistics.median(r)) for r in self.rounds]
 
 
+def more_queries(
+    done_ms: Sequence[float], queries: int, duration_s: float = 0.0, *, chunk_s: float = 10.0
+) -> int:
+    """How many more timed batch-1 runs reach both minimums, ``queries`` runs *and*
+    ``duration_s`` seconds of timed runs (the sum of ``done_ms``); 0 when both are met.
+
+    Short of the duration, the mean sample so far gives the runs still needed, aimed 5 % past
+    the minimum so one more call usually ends it, at most ``chunk_s`` seconds' worth per call
+    (a first estimate from a few samples may be off). Pure, so the rule is tested without time.
+    """
+    n, spent = len(done_ms), float(sum(done_ms)) / 1e3
+    if n >= queries and spent >= duration_s:
+        return 0
+    need = max(queries - n, 0)
+    if spent < duration_s:
+        if n == 0:
+            return max(need, 1)
+        mean = max(spent / n, 1e-7)
+        by_time = math.ceil((duration_s - spent) * 1.05 / mean)
+        need = max(need, min(by_time, max(1, int(chunk_s / mean))))
+    return max(need, 1)
+
+
+def timed_latency(
+    worker: Worker, queries: int, duration_s: float = 0.0, warmup: int = 0
+) -> list[float]:
+    """Batch-1 latency (ms) of one worker until it has ``queries`` runs and ``duration_s``
+    seconds of timed runs (see :func:`more_queries`), after ``warmup`` untimed ones."""
+    out = worker.latency(queries, warmup)
+    while k := more_queries(out, queries, duration_s):
+        out += worker.latency(k)
+    return out
+
+
 def interleaved_latency(
     workers: Sequence[Worker],
     rounds: int,
@@ -479,13 +598,16 @@ def interleaved_latency(
     warmup: int | Mapping[str, int] = 0,
     seed: int = 0,
     on_round: Callable[[int], None] | None = None,
+    min_round_s: float | Mapping[str, float] = 0.0,
 ) -> dict[str, RowSamples]:
     """Batch-1 latency of every worker in ``rounds`` interleaved rounds, by label.
 
     Every worker is warmed up first; then each round times ``per_round`` runs of every worker
-    (an int, or one per label), in an order shuffled each round by a ``seed``-ed RNG, so no row
-    is always timed first or right after the heaviest one. ``on_round(i)`` is called after
-    round ``i`` (from 0), e.g. to report progress.
+    (an int, or one per label) and, with ``min_round_s``, at least that many seconds of timed
+    runs (so a minimum duration over all rounds is met round by round, every round weighing
+    alike), in an order shuffled each round by a ``seed``-ed RNG, so no row is always timed
+    first or right after the heaviest one. ``on_round(i)`` is called after round ``i`` (from
+    0), e.g. to report progress.
     """
     labels = [w.label for w in workers]
     if len(set(labels)) != len(labels):
@@ -493,6 +615,9 @@ def interleaved_latency(
 
     def count(v: int | Mapping[str, int], label: str) -> int:
         return v if isinstance(v, int) else v[label]
+
+    def seconds(label: str) -> float:
+        return float(min_round_s) if isinstance(min_round_s, float | int) else min_round_s[label]
 
     for w in workers:
         if count(warmup, w.label):
@@ -503,7 +628,9 @@ def interleaved_latency(
     for r in range(rounds):
         rng.shuffle(order)
         for w in order:
-            out[w.label].rounds.append(w.latency(count(per_round, w.label)))
+            out[w.label].rounds.append(
+                timed_latency(w, count(per_round, w.label), seconds(w.label))
+            )
         if on_round is not None:
             on_round(r)
     return out

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import statistics
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -206,6 +207,78 @@ def _round_spread(report: dict[str, Any]) -> list[str]:
     ]
 
 
+def _latency_rows(report: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """(name, latency entry) of every measured row, the checkpoint baseline last."""
+    rows = [(Path(e["bundle"]).name, e["latency"]) for e in report["bundles"] if e.get("latency")]
+    if report.get("baseline_latency"):
+        rows.append(("baseline (checkpoint)", report["baseline_latency"]))
+    return rows
+
+
+def _versions(lat: dict[str, Any]) -> str:
+    return ", ".join(f"{k} {v}" for k, v in (lat.get("versions") or {}).items()) or "n/a"
+
+
+def _mode_line(report: dict[str, Any]) -> list[str]:
+    """What the SingleStream numbers are: full (MLPerf's minimums) or a quick look."""
+    mode = report.get("mode")
+    if mode is None or not _latency_rows(report):
+        return []
+    if mode == "full":
+        text = (
+            "SingleStream, **full** mode: batch-1 queries one after another, at least 1,024 "
+            "queries and 60 s of timed queries per row (MLPerf's SingleStream minimums; totals "
+            "over the interleaved rounds)."
+        )
+    else:
+        text = (
+            "SingleStream, **quick** mode: at least 200 batch-1 queries per row and no duration "
+            "minimum: a quick look, short of MLPerf's SingleStream minimums (1,024 queries, 60 s)."
+        )
+    return ["", text]
+
+
+def _engines_line(report: dict[str, Any]) -> list[str]:
+    """Engine versions and thread settings per row: a ratio between rows depends on both."""
+    rows = _latency_rows(report)
+    if not rows:
+        return []
+    parts = [f"{n}: {_versions(lat)}, threads {lat['threads'] or 'all'}" for n, lat in rows]
+    return ["", "Engines and threads per row: " + "; ".join(parts) + "."]
+
+
+def _pipeline_table(report: dict[str, Any]) -> list[str]:
+    """Where a film's time goes, per bundle: the floor (file read + one pass over the pixels),
+    read + preprocess, the model alone, end to end, and end to end over the model."""
+    rows = [(n, lat) for n, lat in _latency_rows(report) if "end_to_end" in lat]
+    if not rows:
+        return []
+
+    def cell(lat: dict[str, Any], key: str) -> str:
+        return f"{lat[key]['median_ms']:.2f}" if key in lat else "n/a"
+
+    stages = [
+        ("floor: file read + one pass over the pixels", lambda lat: cell(lat, "floor")),
+        ("read + preprocess", lambda lat: cell(lat, "preprocess")),
+        ("model (batch-1 median)", lambda lat: f"{lat['batch1']['median_ms']:.2f}"),
+        ("end to end (DICOM -> decision)", lambda lat: cell(lat, "end_to_end")),
+        ("end to end / model", lambda lat: f"{lat['end_to_end_ratio']:.1f}x"),
+    ]
+    lines = [
+        "",
+        "## From DICOM to decision (median ms per film)",
+        "",
+        "| stage | " + " | ".join(n for n, _ in rows) + " |",
+        "|---|" + "---|" * len(rows),
+    ]
+    for stage, fn in stages:
+        lines.append(f"| {stage} | " + " | ".join(fn(lat) for _, lat in rows) + " |")
+    methods = sorted({lat["floor"]["method"] for _, lat in rows if "floor" in lat})
+    if methods:
+        lines += ["", f"Floor: {'; '.join(methods)} (what no reader can go below on this disk)."]
+    return lines
+
+
 def bench_markdown(report: dict[str, Any]) -> str:
     """Comparison table of a bench run: latency, accuracy vs the FP32 baseline, gates."""
     m = report["machine"]
@@ -219,13 +292,15 @@ def bench_markdown(report: dict[str, Any]) -> str:
         f"; edgevcf {m['edgevcf']}"
         + (f"; ISA: {' '.join(m['cpu_isa'])}" if m.get("cpu_isa") else "")
         + ".",
+        *_mode_line(report),
+        *_engines_line(report),
         "",
         "## Latency (batch 1 unless stated; preprocessing separate from inference)",
         "",
-        "| bundle | engine | precision | threads | median ms | p90 | p99 | min | "
-        "throughput img/s (batch) | cold start ms | DICOM->decision ms (x model) | peak RSS MB "
-        "| size MB |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| bundle | engine | precision | threads | queries | duration s | median ms | p90 | p99 "
+        "| min | throughput img/s (batch) | offline img/s (best batch) | cold start ms "
+        "| DICOM->decision ms (x model) | peak RSS MB | size MB |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for e in report["bundles"]:
         lat = e.get("latency")
@@ -236,6 +311,8 @@ def bench_markdown(report: dict[str, Any]) -> str:
             f"{v['images_per_s']:.0f} ({k}{'' if v['batched'] else ' seq'})"
             for k, v in lat["throughput"].items()
         )
+        off = lat.get("offline")
+        best = f"{off['images_per_s']:.0f} ({off['batch']})" if off else "n/a"
         e2e = (
             f"{lat['end_to_end']['median_ms']:.1f} ({lat['end_to_end_ratio']:.2f}x)"
             if "end_to_end" in lat
@@ -243,20 +320,22 @@ def bench_markdown(report: dict[str, Any]) -> str:
         )
         lines.append(
             f"| {Path(e['bundle']).name} | {lat['runtime']} | {lat['precision']} | "
-            f"{lat['threads'] or 'all'} | {b1['median_ms']:.2f} | {b1['p90_ms']:.2f} | "
-            f"{b1['p99_ms']:.2f} | {b1['min_ms']:.2f} | {thr} | {lat['cold_start_ms']:.0f} | "
-            f"{e2e} | {lat['peak_rss_mb']:.0f} | {e['size_bytes'] / 1e6:.2f} |"
+            f"{lat['threads'] or 'all'} | {_queries(b1)} | {b1['median_ms']:.2f} | "
+            f"{b1['p90_ms']:.2f} | {b1['p99_ms']:.2f} | {b1['min_ms']:.2f} | {thr} | {best} | "
+            f"{lat['cold_start_ms']:.0f} | {e2e} | {lat['peak_rss_mb']:.0f} | "
+            f"{e['size_bytes'] / 1e6:.2f} |"
         )
         if lat.get("note"):
-            lines.append(f"|  | ↳ {lat['note']} | | | | | | | | | | | |")
+            lines.append(f"|  | ↳ {lat['note']} |" + " |" * 14)
     base = report.get("baseline_latency")
     if base:
         b1 = base["batch1"]
         lines.append(
             f"| baseline (checkpoint) | {base['runtime']} | {base['precision']} | "
-            f"{base['threads']} | {b1['median_ms']:.2f} | {b1['p90_ms']:.2f} | {b1['p99_ms']:.2f} "
-            f"| {b1['min_ms']:.2f} | | | | | |"
+            f"{base['threads']} | {_queries(b1)} | {b1['median_ms']:.2f} | {b1['p90_ms']:.2f} | "
+            f"{b1['p99_ms']:.2f} | {b1['min_ms']:.2f} | | | | | | |"
         )
+    lines += _pipeline_table(report)
     lines += _round_spread(report)
     acc = report.get("accuracy")
     if acc:
@@ -314,6 +393,13 @@ def bench_markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _queries(b1: dict[str, Any]) -> str:
+    """The queries and duration cells of a SingleStream row (older reports: the count only)."""
+    n = b1.get("queries", b1.get("n"))
+    dur = b1.get("duration_s")
+    return f"{n if n is not None else 'n/a'} | {f'{dur:.1f}' if dur is not None else 'n/a'}"
+
+
 def _cells_d(m: dict[str, Any]) -> str:
     def pct(k: str) -> str:
         return _pct(m[k]["value"])
@@ -324,13 +410,123 @@ def _cells_d(m: dict[str, Any]) -> str:
     )
 
 
+@dataclass(frozen=True)
+class LatencyBar:
+    """One row of the PNG's latency panel, as the table states it.
+
+    ``kind``: ``"measured"`` (this engine on this machine), ``"stand-in"`` (the table's note:
+    another engine standing in, e.g. a jetson bundle's Q/DQ ONNX in ONNX Runtime on the CPU, no
+    latency claim) or ``"baseline"`` (the checkpoint in PyTorch eager FP32).
+    """
+
+    label: str
+    kind: str
+    median_ms: float
+    p99_ms: float
+    end_to_end_ms: float | None = None
+    preprocess_ms: float | None = None
+
+
+def latency_bars(report: dict[str, Any]) -> list[LatencyBar]:
+    """The latency panel's bars: every measured bundle (a stand-in marked so, as the table's
+    note does), then the PyTorch baseline when it was measured."""
+    out = []
+    for e in report["bundles"]:
+        lat = e.get("latency")
+        if not lat:
+            continue
+        kind = "stand-in" if lat.get("note") else "measured"
+        name = Path(e["bundle"]).name + (" (stand-in)" if kind == "stand-in" else "")
+        out.append(_bar(name, kind, lat))
+    base = report.get("baseline_latency")
+    if base:
+        out.append(_bar("PyTorch eager FP32 (baseline)", "baseline", base))
+    return out
+
+
+def _bar(label: str, kind: str, lat: dict[str, Any]) -> LatencyBar:
+    def med(key: str) -> float | None:
+        return float(lat[key]["median_ms"]) if key in lat else None
+
+    b1 = lat["batch1"]
+    return LatencyBar(
+        label,
+        kind,
+        float(b1["median_ms"]),
+        float(b1["p99_ms"]),
+        med("end_to_end"),
+        med("preprocess"),
+    )
+
+
+_BAR_COLOURS = {"measured": "#3b6ea8", "stand-in": "#9ab3d3", "baseline": "#6a8f4e"}
+
+
+def _draw_latency(ax: Any, bars: list[LatencyBar]) -> None:
+    """Per row: batch-1 median over its p99 (a stand-in hatched) and, below it, end to end
+    with its read + preprocess part; a log axis when end to end dwarfs the model."""
+    from matplotlib.patches import Patch
+
+    h = 0.38
+    y = [float(i) for i in range(len(bars))]
+    for yi, b in zip(y, bars, strict=True):
+        hatch = "//" if b.kind == "stand-in" else None
+        ax.barh(yi - h / 2, b.p99_ms, h, color="#d9d9d9", hatch=hatch, edgecolor="#888888")
+        ax.barh(
+            yi - h / 2,
+            b.median_ms,
+            h,
+            color=_BAR_COLOURS[b.kind],
+            hatch=hatch,
+            edgecolor="#333333" if hatch else None,
+        )
+        ax.text(b.p99_ms, yi - h / 2, f" {b.median_ms:.2f}", va="center", fontsize=6)
+        if b.end_to_end_ms is not None:
+            ax.barh(
+                yi + h / 2, b.end_to_end_ms, h, color="#f2b179", hatch=hatch, edgecolor="#888888"
+            )
+            if b.preprocess_ms is not None:
+                ax.barh(yi + h / 2, b.preprocess_ms, h, color="#d9722b", hatch=hatch)
+            ax.text(b.end_to_end_ms, yi + h / 2, f" {b.end_to_end_ms:.1f}", va="center", fontsize=6)
+    ax.set_yticks(y, [b.label for b in bars], fontsize=7)
+    ax.invert_yaxis()
+    shortest = min(b.median_ms for b in bars)
+    if max(max(b.p99_ms, b.end_to_end_ms or 0.0) for b in bars) > 20 * shortest:
+        ax.set_xscale("log")
+        ax.set_xlim(left=shortest / 2)  # bars start at 0, which a log axis does not have
+    kinds = {b.kind for b in bars}
+    handles = [
+        Patch(color=_BAR_COLOURS["measured"], label="batch-1 median"),
+        Patch(color="#d9d9d9", label="batch-1 p99"),
+    ]
+    if "baseline" in kinds:
+        handles.append(Patch(color=_BAR_COLOURS["baseline"], label="PyTorch eager FP32 median"))
+    if any(b.end_to_end_ms is not None for b in bars):
+        handles += [
+            Patch(color="#f2b179", label="end to end (DICOM -> decision) median"),
+            Patch(color="#d9722b", label="of which read + preprocess"),
+        ]
+    if "stand-in" in kinds:
+        handles.append(
+            Patch(
+                facecolor="white",
+                edgecolor="#333333",
+                hatch="//",
+                label="stand-in engine: no latency claim",
+            )
+        )
+    # below the panel: inside it, the legend hid the last rows' bars
+    ax.legend(handles=handles, fontsize=6, loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=2)
+
+
 def bench_png(report: dict[str, Any], path: Path) -> None:
-    """ROC curves of the baseline and every bundle overlaid, and a latency bar chart."""
+    """ROC curves of the baseline and every bundle overlaid, and the latency bars of
+    :func:`latency_bars` (model and end to end; stand-ins marked as the table marks them)."""
     matplotlib = require("matplotlib", "the bench plot")
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 5), dpi=110)
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 5.5), dpi=110)
     acc = report.get("accuracy")
     if acc:
         for name, (fpr, tpr) in acc["roc"].items():
@@ -338,22 +534,15 @@ def bench_png(report: dict[str, Any], path: Path) -> None:
         ax1.plot([0, 1], [0, 1], ":", color="grey", lw=1)
         ax1.legend(loc="lower right", fontsize=7)
     ax1.set(xlabel="1 - specificity", ylabel="sensitivity", title="ROC", xlim=(0, 1), ylim=(0, 1))
-    names, med, p99 = [], [], []
-    for e in report["bundles"]:
-        if e.get("latency"):
-            names.append(Path(e["bundle"]).name)
-            med.append(e["latency"]["batch1"]["median_ms"])
-            p99.append(e["latency"]["batch1"]["p99_ms"])
-    if names:
-        y = range(len(names))
-        ax2.barh(list(y), p99, color="#cccccc", label="p99")
-        ax2.barh(list(y), med, color="#3b6ea8", label="median")
-        ax2.set_yticks(list(y), names, fontsize=7)
-        ax2.legend(fontsize=7)
+    bars = latency_bars(report)
+    if bars:
+        _draw_latency(ax2, bars)
     else:
         ax2.text(0.5, 0.5, "latency not measured", ha="center", va="center", color="grey")
         ax2.set_yticks([])
-    ax2.set(xlabel="batch-1 latency (ms)", title="Latency")
+    mode = f", {report['mode']} mode" if bars and report.get("mode") else ""
+    scale = ", log scale" if ax2.get_xscale() == "log" else ""
+    ax2.set(xlabel=f"latency (ms{scale})", title=f"Latency{mode}")
     fig.tight_layout()
     _save_png(fig, plt, path)
 

@@ -158,9 +158,11 @@ class Predictor:
         return cls(bundle, choose_artifact(bundle, backend), threads=threads)
 
     # ------------------------------------------------------------ prediction
-    @staticmethod
-    def _read(image: str | os.PathLike[str] | np.ndarray) -> tuple[np.ndarray, ImageMeta | None]:
-        """The image as a 2-D float32 array, and its header facts when read from a file."""
+    def _read(
+        self, image: str | os.PathLike[str] | np.ndarray
+    ) -> tuple[np.ndarray, ImageMeta | None]:
+        """The image as a 2-D float32 array, and its header facts when read from a file (as the
+        bundle's preprocessing version reads it: :meth:`Preprocess.read`)."""
         if isinstance(image, np.ndarray):
             img = np.asarray(image, dtype=np.float32)
             if img.ndim != 2:
@@ -169,9 +171,7 @@ class Predictor:
                     hint="pass a single-channel radiograph (H, W)",
                 )
             return img, None
-        from edgevcf.data.io import read_image
-
-        return read_image(image)
+        return self.spec.read(image)
 
     def prepare(self, image: str | os.PathLike[str] | np.ndarray) -> tuple[np.ndarray, float]:
         """Read (if a path) and preprocess one image into the graph's input; ms spent.

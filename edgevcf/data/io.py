@@ -190,6 +190,9 @@ class ImageMeta:
         voi: Which VOI stage produced the [0, 1] output; ``"bit_depth"`` (value / (2**bits - 1))
             and ``"none"`` (float pass-through) are used for Pillow images.
         inverted: Whether ``1 - x`` was applied so that bone is bright.
+        reduced_by: The integer box reduction applied to the stored pixels before the grey-scale
+            pipeline (``read_image(..., shrink_for=)``, preprocessing version 2); 1: none.
+            ``rows`` and ``cols`` are the stored size either way.
     """
 
     source_format: str
@@ -208,6 +211,7 @@ class ImageMeta:
     modality_lut: ModalityLUTKind
     voi: VOIKind
     inverted: bool
+    reduced_by: int = 1
 
     def to_dict(self) -> dict[str, Any]:
         """Return a JSON-serialisable dict (tuples become lists)."""
@@ -217,7 +221,9 @@ class ImageMeta:
         return out
 
 
-def read_image(path: str | os.PathLike[str]) -> tuple[np.ndarray, ImageMeta]:
+def read_image(
+    path: str | os.PathLike[str], *, shrink_for: int | None = None
+) -> tuple[np.ndarray, ImageMeta]:
     """Read a radiograph as a 2-D float32 array where larger means brighter.
 
     The format is decided by content, not by file extension, because PACS exports are often
@@ -226,6 +232,11 @@ def read_image(path: str | os.PathLike[str]) -> tuple[np.ndarray, ImageMeta]:
 
     Args:
         path: File to read.
+        shrink_for: The longer side the caller will shrink the image to (preprocessing version
+            2). A film at least 6 times larger is first box-reduced in its *stored* values by
+            ``k = longer // (3 * shrink_for)`` — the first step Pillow's antialiased resize takes
+            anyway (``reducing_gap=3``) — and the grey-scale pipeline then runs on 1/k² of the
+            pixels (``meta.reduced_by``). None: the full image (version 1).
 
     Returns:
         ``(image, meta)``: image is C-contiguous float32 of shape ``(rows, cols)`` in display
@@ -239,9 +250,13 @@ def read_image(path: str | os.PathLike[str]) -> tuple[np.ndarray, ImageMeta]:
     p = Path(os.fspath(path))
     head = _read_head(p)
     if len(head) >= 132 and head[128:132] == b"DICM":
-        return _read_dicom(p, forced=False)
+        return _read_dicom(p, forced=False, shrink_for=shrink_for)
     pillow_result = _read_pillow(p)
     if pillow_result is not None:
+        img, meta = pillow_result
+        k = reduction(meta.rows, meta.cols, shrink_for)
+        if k > 1:  # the grey scale of a Pillow image is linear: the order does not matter
+            return box_reduce(img, k), dataclasses.replace(meta, reduced_by=k)
         return pillow_result
     for magic, fmt in _IMAGE_MAGIC:
         if head.startswith(magic):
@@ -250,11 +265,31 @@ def read_image(path: str | os.PathLike[str]) -> tuple[np.ndarray, ImageMeta]:
                 f"{p}: corrupt or unsupported {fmt} file (Pillow cannot parse its header)",
                 hint="The file is damaged or uses an unusual variant; re-export it.",
             )
-    return _read_dicom(p, forced=True)
+    return _read_dicom(p, forced=True, shrink_for=shrink_for)
 
 
 # --------------------------------------------------------------------------------------------
 # shared helpers
+
+
+def reduction(rows: int, cols: int, shrink_for: int | None) -> int:
+    """The box reduction ``read_image(..., shrink_for=)`` applies to a ``rows`` x ``cols`` image."""
+    if not shrink_for:
+        return 1
+    return max(1, max(rows, cols) // (3 * int(shrink_for)))
+
+
+def box_reduce(image: np.ndarray, k: int) -> np.ndarray:
+    """Mean of each k x k block (partial blocks at the right and bottom edges: their own mean),
+    in float32: Pillow's ``Image.reduce``, the first step of its antialiased resize."""
+    if image.dtype == np.dtype("<u2") and image.flags.c_contiguous:
+        # Pillow maps 16-bit pixels without a copy and converts them to float itself: one
+        # full-size float image instead of three (each a fresh 20 MB for a 5-megapixel film)
+        h, w = image.shape
+        pil = Image.frombuffer("I;16", (w, h), image, "raw", "I;16", 0, 1).convert("F")
+    else:
+        pil = Image.fromarray(np.ascontiguousarray(image, dtype=np.float32), mode="F")
+    return np.asarray(pil.reduce(k), dtype=np.float32)
 
 
 def _read_head(p: Path) -> bytes:
@@ -337,7 +372,9 @@ _LUT_MIN_PIXELS = 1 << 16
 _LUT_MAX_SPAN = 1 << 16
 
 
-def _read_dicom(p: Path, *, forced: bool) -> tuple[np.ndarray, ImageMeta]:
+def _read_dicom(
+    p: Path, *, forced: bool, shrink_for: int | None = None
+) -> tuple[np.ndarray, ImageMeta]:
     """Run the PS3.3 grey-scale pipeline on a single-frame DICOM image.
 
     Order: refuse what cannot be one grey-scale picture -> decode -> Modality LUT -> VOI ->
@@ -352,6 +389,8 @@ def _read_dicom(p: Path, *, forced: bool) -> tuple[np.ndarray, ImageMeta]:
         p: File to read.
         forced: Whether the file had no ``DICM`` marker (read with pydicom's ``force=True``, and
             accepted only if it looks like a data set).
+        shrink_for: See :func:`read_image`: large films are box-reduced in their stored values
+            before the Modality LUT (version 2 of the preprocessing).
     """
     with _warnings_as_masked_logs(p):
         ds = _parse_dicom(p, forced=forced)
@@ -367,6 +406,9 @@ def _read_dicom(p: Path, *, forced: bool) -> tuple[np.ndarray, ImageMeta]:
             f"{p}: decoded pixel array has shape {stored.shape}, expected ({rows}, {cols})",
             hint="Only single-frame greyscale images are supported.",
         )
+    reduced_by = reduction(rows, cols, shrink_for)
+    if reduced_by > 1:  # stored values averaged: the pipeline below then runs pixel by pixel
+        stored = box_reduce(stored, reduced_by)
 
     photometric = str(ds.PhotometricInterpretation).strip().upper()
     shape = str(ds.get("PresentationLUTShape") or "").strip().upper()
@@ -426,6 +468,7 @@ def _read_dicom(p: Path, *, forced: bool) -> tuple[np.ndarray, ImageMeta]:
         modality_lut=modality_kind,
         voi=voi_kind,
         inverted=inverted,
+        reduced_by=reduced_by,
     )
     return np.ascontiguousarray(shown, dtype=np.float32), meta
 

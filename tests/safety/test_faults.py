@@ -261,7 +261,7 @@ def test_bench_killed_during_latency_leaves_no_report(export_bundle: Any, tmp_pa
     out = tmp_path / "bench"
     proc = subprocess.Popen(
         [sys.executable, "-m", "edgevcf", "--quiet", "bench", str(bundle.path),
-         "--iterations", "100000", "--out", str(out)],
+         "--iterations", "100000", "--quick", "--out", str(out)],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     time.sleep(8)  # well into the timed runs of the spawned child

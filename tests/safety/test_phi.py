@@ -252,7 +252,7 @@ def test_bench_latency_and_evaluate_carry_no_patient_data(
         "verify": (_cli("verify", str(bundle.path), cache=cache), (0,)),
         "bench --dicom": (
             _cli("bench", str(bundle.path), "--dicom", str(d / "study.dcm"), "--iterations",
-                 "200", "--json", "--out", str(out / "bench-lat"), cache=cache),
+                 "200", "--quick", "--json", "--out", str(out / "bench-lat"), cache=cache),
             (0, 4),
         ),
         "evaluate": (

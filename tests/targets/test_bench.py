@@ -27,7 +27,7 @@ def report(export_bundle: Any, tiny_export: Any) -> dict[str, Any]:
         [fp32.path, int8.path],
         data=tiny_export.manifest,
         baseline=tiny_export.checkpoint,
-        cfg=BenchConfig(iterations=200, warmup=5, batch_sizes=(1, 4)),
+        cfg=BenchConfig(iterations=200, warmup=5, batch_sizes=(1, 4), quick=True),
     )
 
 
@@ -37,13 +37,22 @@ def test_latency_statistics(report: dict[str, Any]) -> None:
         b1 = lat["batch1"]
         assert b1["n"] >= 200
         assert b1["min_ms"] <= b1["median_ms"] <= b1["p90_ms"] <= b1["p99_ms"]
+        # SingleStream as MLPerf reports it: the queries and their duration with the minimums
+        assert b1["queries"] == b1["n"] >= b1["min_queries"] == 200
+        assert b1["mode"] == "quick" and b1["min_duration_s"] == 0
+        assert b1["duration_s"] == pytest.approx(b1["mean_ms"] * b1["n"] / 1e3)
         assert set(lat["throughput"]) == {"1", "4"}
         assert lat["throughput"]["4"]["batched"]  # onnx-cpu exports a dynamic batch
+        best = max(lat["throughput"].items(), key=lambda kv: kv[1]["images_per_s"])
+        assert lat["offline"]["batch"] == int(best[0])
+        assert lat["offline"]["images_per_s"] == best[1]["images_per_s"]
         assert lat["cold_start_ms"] > 0 and lat["peak_rss_mb"] > 0
         assert lat["preprocess"]["n"] == 20 and lat["end_to_end"]["median_ms"] > 0
+        assert lat["floor"]["n"] == 20 and "frombuffer" in lat["floor"]["method"]
+        assert 0 < lat["floor"]["median_ms"] < lat["preprocess"]["median_ms"]
         assert lat["dicom_shape"][0] > 2000  # a full-size film, not a thumbnail
         assert lat["versions"]["onnxruntime"]
-    assert "cpu_count" in report["machine"]
+    assert "cpu_count" in report["machine"] and report["mode"] == "quick"
 
 
 def test_paired_accuracy_against_the_baseline(report: dict[str, Any]) -> None:
@@ -67,6 +76,9 @@ def test_reports_written(report: dict[str, Any], tmp_path: Path) -> None:
     assert json.loads(paths["json"].read_text())["schema_version"] == 1
     md = paths["markdown"].read_text()
     assert "| bundle | engine |" in md and "## Gates" in md and "ΔAUC" in md
+    assert "**quick** mode" in md and "offline img/s (best batch)" in md
+    assert "| floor: file read + one pass over the pixels |" in md and "end to end / model" in md
+    assert "Engines and threads per row:" in md
     assert paths["png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
@@ -123,13 +135,14 @@ def test_interleaved_rounds(export_bundle: Any, tiny_export: Any) -> None:
     res = CliRunner().invoke(
         cli,
         ["--quiet", "bench", str(fp32.path), "--baseline", str(tiny_export.checkpoint),
-         "--rounds", "2", "--iterations", "200", "--json"],
+         "--rounds", "2", "--iterations", "200", "--quick", "--json"],
     )  # fmt: skip
     assert res.exit_code in (0, 4), res.output
     rep = json.loads(res.stdout)
     lat = rep["bundles"][0]["latency"]
     b1 = lat["batch1"]
-    assert b1["n"] == 400 and len(b1["round_medians_ms"]) == 2
+    assert b1["n"] == b1["queries"] == 400 and len(b1["round_medians_ms"]) == 2
+    assert b1["min_queries"] == 400 and rep["mode"] == "quick"
     assert b1["min_ms"] <= min(b1["round_medians_ms"]) <= max(b1["round_medians_ms"])
     assert {"median_ms", "p90_ms", "p99_ms", "mean_ms"} <= set(b1)
     assert lat["cold_start_ms"] > 0 and lat["load_ms"] > 0 and lat["peak_rss_mb"] > 0
