@@ -559,30 +559,13 @@ def test_versions_of_the_spec() -> None:
 
 def _film(tmp_path: Path, **attrs: object) -> Path:
     """A full-size 12-bit DX film (a window that clips both ends) and its path."""
-    import pydicom
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+    from dicom_files import small_dicom
 
     rng = np.random.default_rng(5)
     yy, xx = np.mgrid[0:1500, 0:1200]
     px = 2000 + 1500 * np.sin(xx / 90.0) * np.cos(yy / 130.0) + rng.normal(0, 80, xx.shape)
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1.1"
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, generate_uid()
-    ds.Modality, ds.SamplesPerPixel, ds.PhotometricInterpretation = "DX", 1, "MONOCHROME2"
-    ds.Rows, ds.Columns = px.shape
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
-    ds.WindowCenter, ds.WindowWidth = "2000", "2400"
-    for k, v in attrs.items():
-        setattr(ds, k, v)
-    ds.PixelData = np.clip(px, 0, 4095).astype("<u2").tobytes()
-    path = tmp_path / "film.dcm"
-    pydicom.dcmwrite(path, ds, enforce_file_format=True)
-    return path
+    return small_dicom(tmp_path / "film.dcm", np.clip(px, 0, 4095).astype(np.uint16),
+                       WindowCenter="2000", WindowWidth="2400", **attrs)  # fmt: skip
 
 
 @pytest.mark.parametrize("photometric", ["MONOCHROME2", "MONOCHROME1"])

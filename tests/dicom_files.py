@@ -1,5 +1,5 @@
-"""Small, valid DICOM files for the safety tests (imported by name: pytest puts this folder on
-sys.path)."""
+"""Small, valid DICOM files for the tests (imported by name: pytest puts this folder on
+sys.path, as for ``fs_limits``)."""
 
 from __future__ import annotations
 
