@@ -207,7 +207,6 @@ def export_bundle(
     """
     from edgevcf.dataset import load_split
     from edgevcf.models import load_checkpoint, predict
-    from edgevcf.onnx_export import check_onnx_file, check_parity, export_onnx
 
     t0 = time.perf_counter()
     target.check_available(profile)
@@ -225,39 +224,9 @@ def export_bundle(
         scratch.mkdir()
         try:
             fp32_onnx = scratch / "model.fp32.onnx"
-            with progress.step(f"{target.name}: export FP32 ONNX"):
-                if onnx_path is not None:
-                    inp = check_onnx_file(onnx_path, spec)
-                    fp32_onnx.write_bytes(Path(onnx_path).read_bytes())
-                else:
-                    inp = export_onnx(
-                        model,
-                        spec,
-                        fp32_onnx,
-                        opset=profile.export.opset,
-                        batch=profile.export.batch,
-                        grey_input=profile.export.grey_input,
-                    )
+            inp, parity = _fp32_graph(target, model, spec, profile, fp32_onnx, onnx_path, tuning)
             x_tune = inp.prepare(tuning.units, spec)
-            parity = check_parity(
-                fp32_onnx,
-                model,
-                x_tune[: max(GOLDEN_COUNT, 16)],
-                atol=profile.export.parity_atol,
-                grey_input=inp.kind == "unit",
-                spec=spec,
-            )
-            x_calib = None
-            if calib is not None:
-                cal = load_split(
-                    calib.manifest(manifest.root), None, spec, desc="preprocess calibration"
-                )
-                if len(cal) < calib.recipe.min_samples:
-                    raise CalibrationError(
-                        f"only {len(cal)} calibration images were readable "
-                        f"(recipe {calib.recipe.name!r} needs {calib.recipe.min_samples})"
-                    )
-                x_calib = inp.prepare(cal.units, spec)
+            x_calib = _calibration_inputs(calib, manifest, spec, inp)
             fp32_probs = predict(model, tuning.units, spec)
             ctx = ExportContext(
                 target=target,
@@ -274,16 +243,8 @@ def export_bundle(
                 threshold=meta.threshold,
                 fp32_probs=fp32_probs,
             )
-            artifacts = target.build(ctx)
-            measured = ctx.measure(artifacts)
+            artifacts, measured = _build_and_measure(ctx)
             default = artifacts[0]
-            first = measured[default.name]
-            if first.gate.get("passed") is False or profile.quantize.accuracy_aware:
-                fixed = target.fallback(ctx, artifacts, first)
-                if fixed is not None:
-                    artifacts = fixed
-                    measured = ctx.measure(artifacts)
-                    default = artifacts[0]
             golden = _golden(ctx, artifacts)
             golden.save(work / GOLDEN)
             gate = _quality_gate(ctx, manifest, tuning)
@@ -325,6 +286,74 @@ def export_bundle(
         notes=ctx.notes,
         manifest=final,
     )
+
+
+def _fp32_graph(
+    target: Target,
+    model: nn.Module,
+    spec: Preprocess,
+    profile: TargetProfile,
+    dest: Path,
+    onnx_path: str | os.PathLike[str] | None,
+    tuning: SplitData,
+) -> tuple[InputSpec, ParityResult]:
+    """The FP32 ONNX every target starts from (exported, or the user's, checked) in ``dest``,
+    and its parity with the checkpoint's network on real tuning images."""
+    from edgevcf.onnx_export import check_onnx_file, check_parity, export_onnx
+
+    with progress.step(f"{target.name}: export FP32 ONNX"):
+        if onnx_path is not None:
+            inp = check_onnx_file(onnx_path, spec)
+            dest.write_bytes(Path(onnx_path).read_bytes())
+        else:
+            inp = export_onnx(
+                model,
+                spec,
+                dest,
+                opset=profile.export.opset,
+                batch=profile.export.batch,
+                grey_input=profile.export.grey_input,
+            )
+    parity = check_parity(
+        dest,
+        model,
+        inp.prepare(tuning.units[: max(GOLDEN_COUNT, 16)], spec),
+        atol=profile.export.parity_atol,
+        grey_input=inp.kind == "unit",
+        spec=spec,
+    )
+    return inp, parity
+
+
+def _calibration_inputs(
+    calib: CalibrationSet | None, manifest: Manifest, spec: Preprocess, inp: InputSpec
+) -> np.ndarray | None:
+    """The calibration images as graph inputs (None without a calibration set)."""
+    from edgevcf.dataset import load_split
+
+    if calib is None:
+        return None
+    cal = load_split(calib.manifest(manifest.root), None, spec, desc="preprocess calibration")
+    if len(cal) < calib.recipe.min_samples:
+        raise CalibrationError(
+            f"only {len(cal)} calibration images were readable "
+            f"(recipe {calib.recipe.name!r} needs {calib.recipe.min_samples})"
+        )
+    return inp.prepare(cal.units, spec)
+
+
+def _build_and_measure(ctx: ExportContext) -> tuple[list[Artifact], dict[str, ArtifactMetrics]]:
+    """The target's artefacts, measured; after a failed gate (or always, when the profile asks
+    for accuracy-aware quantisation) the target's fallback, measured again."""
+    artifacts = ctx.target.build(ctx)
+    measured = ctx.measure(artifacts)
+    first = measured[artifacts[0].name]
+    if first.gate.get("passed") is False or ctx.profile.quantize.accuracy_aware:
+        fixed = ctx.target.fallback(ctx, artifacts, first)
+        if fixed is not None:
+            artifacts = fixed
+            measured = ctx.measure(artifacts)
+    return artifacts, measured
 
 
 def _quality_gate(

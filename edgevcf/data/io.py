@@ -722,6 +722,8 @@ def _decode_native(ds: Dataset, tsyntax: pydicom.uid.UID) -> np.ndarray | None:
     if signed:
         shift = 16 - bits
         return np.right_shift(np.left_shift(view, shift), shift)
+    if int(view.max()) < (1 << bits):  # the unused high bits are clear (the usual case)
+        return view
     return np.bitwise_and(view, np.uint16((1 << bits) - 1))
 
 
