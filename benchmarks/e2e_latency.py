@@ -2,9 +2,9 @@
 
 For each bundle and each kind of film, median milliseconds of:
 
-- **floor**: reading the file's bytes and one pass over its pixels (``np.frombuffer`` of the pixel
-  data and a reduction; for a compressed film the codec alone, for a PNG Pillow's decode) — what
-  no reader can avoid;
+- **floor**: reading the file's bytes and one pass over its pixels
+  (:func:`edgevcf.latency.pixel_floor`, timed by this script itself: it is the same on both sides)
+  — what no reader can avoid;
 - **read**: the bundle's ``Preprocess.read`` (``read_image`` for version 1: parse, decode,
   Modality LUT, VOI, inversion, checks; version 2 box-reduces the stored pixels first);
 - **preprocess**: ``Preprocess.to_unit`` + ``InputSpec.prepare`` on the read image;
@@ -88,25 +88,6 @@ def make_films(out: Path) -> dict[str, tuple[Path, str]]:
 
 
 # ------------------------------------------------------------------ one measurement (worker)
-def _floor(path: Path) -> None:
-    """File bytes + one pass over the pixels: what any reader of this file has to do."""
-    data = path.read_bytes()
-    if data[128:132] == b"DICM":
-        import pydicom
-
-        ds = pydicom.dcmread(path)
-        if ds.file_meta.TransferSyntaxUID.is_compressed:
-            arr = ds.pixel_array  # the codec alone
-        else:
-            arr = np.frombuffer(ds.PixelData, dtype="<u2")
-    else:
-        from PIL import Image
-
-        with Image.open(path) as im:
-            arr = np.asarray(im)
-    int(arr.max())
-
-
 def _median_ms(fn: Any, n: int) -> list[float]:
     fn()  # warm
     out = []
@@ -143,13 +124,11 @@ def worker(job: dict[str, Any]) -> dict[str, Any]:
         # as the bundle's preprocessing version reads (Preprocess.read; before it: read_image)
         read = getattr(pred.spec, "read", read_image)
         for film in job["films"].values():  # warm every film once: page cache, first calls
-            _floor(Path(film))
             read(Path(film))
         for name, film in job["films"].items():
             p = Path(film)
             img, _ = read(p)
             row: dict[str, list[float]] = {
-                "floor": _median_ms(partial(_floor, p), n),
                 "read": _median_ms(partial(read, p), n),
                 "preprocess": _median_ms(partial(_preprocess, pred, img), n),
                 "model": model,
@@ -228,7 +207,13 @@ def main() -> None:
     rng = random.Random(0)
     where = {}
     refused: dict[str, dict[str, str]] = {}
+    from edgevcf.latency import pixel_floor
+
+    floors: dict[str, list[float]] = {}
     for r in range(a.rounds):
+        for name, film in measurable.items():  # the same for every revision: timed here
+            call, _ = pixel_floor(film)
+            floors.setdefault(name, []).extend(_median_ms(call, a.n))
         order = list(sides)
         rng.shuffle(order)
         for side in order:
@@ -267,6 +252,11 @@ def main() -> None:
             side: {
                 k: {s: float(np.median(v)) for s, v in row.items() if s != "status"}
                 | {"status": row.get("status")}
+                | (
+                    {"floor": float(np.median(floors[k.split("|")[1]]))}
+                    if k.split("|")[1] in floors
+                    else {}
+                )
                 for k, row in rows.items()
             }
             for side, rows in samples.items()
