@@ -265,11 +265,11 @@ def main() -> None:
         },
         "end_to_end_round_medians_ms": rounds,
     }
-    stem = a.results / (a.name or f"{machine_label(report['machine'])}-e2e")
-    stem.parent.mkdir(parents=True, exist_ok=True)
-    stem.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
-    stem.with_suffix(".md").write_text(markdown(report))
-    print(stem.with_suffix(".md").read_text())
+    from edgevcf.report import write_results
+
+    text = markdown(report)
+    write_results(a.results / (a.name or f"{machine_label(report['machine'])}-e2e"), report, text)
+    print(text)
 
 
 def markdown(report: dict[str, Any]) -> str:

@@ -89,11 +89,11 @@ def main() -> None:
     info = machine_info()
     report = {"machine": info, "data": str(a.data), "films": len(paths),
               "positives": int(labels.sum()), "rows": rows}  # fmt: skip
-    stem = a.results / (a.name or f"{machine_label(info)}-preprocess-v2")
-    stem.parent.mkdir(parents=True, exist_ok=True)
-    stem.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
-    stem.with_suffix(".md").write_text(markdown(report))
-    print(stem.with_suffix(".md").read_text())
+    from edgevcf.report import write_results
+
+    text = markdown(report)
+    write_results(a.results / (a.name or f"{machine_label(info)}-preprocess-v2"), report, text)
+    print(text)
 
 
 def markdown(report: dict[str, Any]) -> str:

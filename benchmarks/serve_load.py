@@ -19,7 +19,6 @@ senders run on the same machine as the node (they cost it CPU a real cart would 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import socket
@@ -279,12 +278,11 @@ def main() -> None:
     result = run(args)
     kind = "soak" if args.soak_minutes else "load"
     kind += f"-{args.rate:g}fps" if args.rate else "-max"
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    stem = out / f"{args.machine}-serve-{kind}"
-    stem.with_suffix(".json").write_text(json.dumps(result, indent=1) + "\n")
-    stem.with_suffix(".md").write_text(_markdown(result))
-    print(_markdown(result))
+    from edgevcf.report import write_results
+
+    text = _markdown(result)
+    write_results(Path(args.out) / f"{args.machine}-serve-{kind}", result, text, indent=1)
+    print(text)
 
 
 if __name__ == "__main__":

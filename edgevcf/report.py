@@ -570,6 +570,26 @@ def write_bench(report: dict[str, Any], out_dir: str | os.PathLike[str]) -> dict
     return paths
 
 
+def write_results(
+    stem: str | os.PathLike[str], data: dict[str, Any], markdown: str, indent: int = 2
+) -> dict[str, Path]:
+    """A benchmark's ``STEM.md`` and ``STEM.json`` (last), both or neither, as :func:`write_bench`
+    writes its set: what the scripts under ``benchmarks/`` leave in ``benchmarks/results/``."""
+    stem = Path(stem)
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    paths = {"json": stem.with_suffix(".json"), "markdown": stem.with_suffix(".md")}
+    text = json.dumps(data, indent=indent, default=str) + "\n"
+    _write_set(
+        f"the results {stem}.*",
+        paths,
+        [
+            ("markdown", lambda p: _atomic_write(p, markdown)),
+            ("json", lambda p: _atomic_write(p, text)),
+        ],
+    )
+    return paths
+
+
 def bench_summary(report: dict[str, Any]) -> list[str]:
     """What a bench run showed, in words: the fastest bundle that passed every gate with its
     speed-ups measured in this run, its ΔAUC and flip rate; and each miss, by how much.

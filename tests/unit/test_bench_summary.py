@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from edgevcf.report import bench_summary
@@ -97,3 +98,15 @@ def test_nothing_passing_is_said() -> None:
     for g in r["gates"]:
         g["passed"] = False
     assert "No bundle passed every gate with a latency measured here." in bench_summary(r)
+
+
+def test_benchmark_results_are_written_as_a_pair(tmp_path: Path) -> None:
+    """``STEM.md`` and ``STEM.json`` together (the JSON last), for the scripts in benchmarks/."""
+    import json
+
+    from edgevcf.report import write_results
+
+    paths = write_results(tmp_path / "results" / "m-e2e", {"a": 1.5}, "# table\n")
+    assert paths["markdown"].read_text() == "# table\n"
+    assert json.loads(paths["json"].read_text()) == {"a": 1.5}
+    assert sorted(p.name for p in (tmp_path / "results").iterdir()) == ["m-e2e.json", "m-e2e.md"]
