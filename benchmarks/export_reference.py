@@ -40,6 +40,8 @@ TARGETS: dict[str, tuple[str, str | None]] = {
     "openvino-fp32": ("intel-cpu", "fp32"),
     "openvino-int8": ("intel-cpu", None),
     "openvino-int8-aa": ("intel-cpu-aa", None),
+    "openvino-bf16": ("intel-cpu-bf16", None),
+    "openvino-auto": ("intel-cpu-auto", None),
     "mobile-int8": ("mobile-arm", None),
 }
 
@@ -74,6 +76,9 @@ def _row(arch: str, label: str, bundle: Bundle, seconds: float | None) -> dict[s
         },
         "notes": m.get("notes", []),
         "nncf": facts.get("nncf"),
+        "gate": default["gate"],
+        "mixed_precision": facts.get("mixed_precision"),
+        "precision_search": facts.get("precision_search"),
     }
 
 

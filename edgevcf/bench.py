@@ -398,20 +398,14 @@ def accuracy(
             "quality_gate": gate,
         }
         if base is not None:
-            g = metrics.accuracy_gate(
-                labels,
-                base.probs,
-                s.probs,
-                base.threshold,
-                tol["max_auc_drop"],
-                tol["max_flip_rate"],
-                s.threshold,
-            )
+            g = metrics.gate_for(tol, labels, base.probs, s.probs, base.threshold, s.threshold)
             assert g.paired is not None  # both classes: checked above
             row["paired_vs_baseline"] = g.paired.to_dict()
             row["flips"] = g.flips.to_dict()
             row["non_inferior"] = g.auc_ok
             row["flip_ok"] = g.flip_ok
+            row["operating_point_ok"] = g.point_ok
+            row["gate"] = g.to_dict()
         rows.append(row)
     out: dict[str, Any] = {
         "split": cfg.split,
@@ -532,7 +526,8 @@ def bench(
 
 
 def gates(report: dict[str, Any]) -> list[dict[str, Any]]:
-    """Pass/fail per bundle: AUC non-inferiority, flip rate, latency budget (None = not run)."""
+    """Pass/fail per bundle: AUC non-inferiority, Δsensitivity/Δspecificity at the threshold, flip
+    rate, latency budget (None = not run)."""
     acc = {r["bundle"]: r for r in report.get("accuracy", {}).get("bundles", [])}
     out = []
     for e in report["bundles"]:
@@ -541,6 +536,7 @@ def gates(report: dict[str, Any]) -> list[dict[str, Any]]:
         g = {
             "bundle": e["bundle"],
             "auc_non_inferior": a.get("non_inferior"),
+            "operating_point_ok": a.get("operating_point_ok"),
             "flip_rate_ok": a.get("flip_ok"),
             "latency_ok": (
                 lat["batch1"]["median_ms"] <= e["latency_budget_ms"]

@@ -93,6 +93,21 @@ class ExportContext:
     fp32_probs: np.ndarray  # PyTorch eager P(fresh) on the tuning split
     notes: list[str] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)  # per-target facts for the manifest
+    manifest: Manifest | None = None  # the data manifest (its training split: QAT, the gate)
+    _train: SplitData | None = field(default=None, repr=False)
+
+    def training_split(self) -> SplitData:
+        """The training split, preprocessed once per export (quantisation-aware training and
+        the quality gate learn from it; DataError when the manifest has none)."""
+        from edgevcf.dataset import load_split
+
+        if self._train is None:
+            if self.manifest is None:
+                raise DataError("this export has no data manifest to train from")
+            self._train = load_split(
+                self.manifest, GATE_SPLIT, self.spec, desc=f"preprocess {GATE_SPLIT}"
+            )
+        return self._train
 
     def run(self, art: Artifact, x: np.ndarray) -> np.ndarray:
         """Logits of an artefact of this bundle-in-making on graph inputs ``x``."""
@@ -146,6 +161,7 @@ class ExportResult:
     seconds: float
     notes: list[str]
     manifest: dict[str, Any]
+    gate: dict[str, Any] = field(default_factory=dict)  # the default artefact's, criteria and all
 
 
 def measure(
@@ -156,19 +172,10 @@ def measure(
     profile: TargetProfile,
 ) -> ArtifactMetrics:
     """Paired comparison of an artefact with the FP32 reference on the same cases."""
-    tol = profile.tolerance
-    g = metrics.accuracy_gate(labels, ref_probs, probs, threshold, tol.max_auc_drop,
-                              tol.max_flip_rate)  # fmt: skip
+    g = metrics.gate_for(profile.tolerance, labels, ref_probs, probs, threshold)
     flips = g.flips
     auc = paired = at = None
-    gate: dict[str, Any] = {
-        "max_auc_drop": tol.max_auc_drop,
-        "max_flip_rate": tol.max_flip_rate,
-        "flip_rate": flips.flip_rate.value,
-        "flip_ok": g.flip_ok,
-        "auc_ok": g.auc_ok,
-        "passed": g.passed,
-    }
+    gate = g.to_dict()
     if g.paired is not None:
         auc = metrics.auc_ci(labels, probs).to_dict()
         paired = g.paired.to_dict()
@@ -242,12 +249,18 @@ def export_bundle(
                 tuning_labels=tuning.labels,
                 threshold=meta.threshold,
                 fp32_probs=fp32_probs,
+                manifest=manifest,
             )
-            artifacts, measured = _build_and_measure(ctx)
+            if profile.quantize.precision == "auto":
+                from edgevcf import precision_auto
+
+                ctx, artifacts, measured = precision_auto.search(ctx)
+            else:
+                artifacts, measured = build_and_measure(ctx)
             default = artifacts[0]
             golden = _golden(ctx, artifacts)
             golden.save(work / GOLDEN)
-            gate = _quality_gate(ctx, manifest, tuning)
+            gate = _quality_gate(ctx, tuning)
             fp32_size = fp32_onnx.stat().st_size
             m = _manifest(
                 ctx,
@@ -282,6 +295,7 @@ def export_bundle(
         delta_auc=dm.paired,
         flip_rate=dm.flips["flip_rate"]["value"],
         gate_passed=dm.gate.get("passed"),
+        gate=dm.gate,
         seconds=time.perf_counter() - t0,
         notes=ctx.notes,
         manifest=final,
@@ -342,13 +356,14 @@ def _calibration_inputs(
     return inp.prepare(cal.units, spec)
 
 
-def _build_and_measure(ctx: ExportContext) -> tuple[list[Artifact], dict[str, ArtifactMetrics]]:
+def build_and_measure(ctx: ExportContext) -> tuple[list[Artifact], dict[str, ArtifactMetrics]]:
     """The target's artefacts, measured; after a failed gate (or always, when the profile asks
-    for accuracy-aware quantisation) the target's fallback, measured again."""
+    for accuracy-aware quantisation or QAT) the target's fallback, measured again."""
     artifacts = ctx.target.build(ctx)
     measured = ctx.measure(artifacts)
     first = measured[artifacts[0].name]
-    if first.gate.get("passed") is False or ctx.profile.quantize.accuracy_aware:
+    q = ctx.profile.quantize
+    if first.gate.get("passed") is False or q.accuracy_aware or q.qat:
         fixed = ctx.target.fallback(ctx, artifacts, first)
         if fixed is not None:
             artifacts = fixed
@@ -356,9 +371,7 @@ def _build_and_measure(ctx: ExportContext) -> tuple[list[Artifact], dict[str, Ar
     return artifacts, measured
 
 
-def _quality_gate(
-    ctx: ExportContext, manifest: Manifest, tuning: SplitData
-) -> dict[str, Any] | None:
+def _quality_gate(ctx: ExportContext, tuning: SplitData) -> dict[str, Any] | None:
     """Fit the input quality gate (:mod:`edgevcf.quality`) and write it into the bundle.
 
     In scope is what this model was trained on: the training split (up to
@@ -366,13 +379,12 @@ def _quality_gate(
     thresholds come from the tuning split. Without a usable training split the bundle gets
     no learned gate, and a note says so (the runtime then applies its rules only).
     """
-    from edgevcf.dataset import load_split
     from edgevcf.errors import ConfigError
     from edgevcf.quality import GATE_FILE
     from edgevcf.quality_fit import fit_for_bundle
 
     try:
-        train = load_split(manifest, GATE_SPLIT, ctx.spec, desc=f"preprocess {GATE_SPLIT}")
+        train = ctx.training_split()
     except DataError as exc:
         ctx.notes.append(f"no learned quality gate: {exc.message}")
         return None
@@ -397,7 +409,7 @@ def _quality_gate(
 
 
 def _calibration(profile: TargetProfile, manifest: Manifest) -> CalibrationSet | None:
-    if profile.quantize.precision != "int8":
+    if profile.quantize.precision not in ("int8", "auto"):
         return None
     recipe = load_recipe(profile.quantize.calibration)
     return select(

@@ -289,6 +289,10 @@ class Runner:
         self._model.run(self.x1)
         self.cold_start_ms = (time.perf_counter() - t0) * 1e3
         self.info: dict[str, Any] = {"cold_start_ms": self.cold_start_ms, **self._model.info}
+        backend = getattr(getattr(self._model, "pred", None), "backend", None)
+        effective = getattr(backend, "effective_precision", None)
+        if effective is not None:  # what the engine computes in, once compiled
+            self.info["effective_precision"] = effective
 
     def latency(self, n: int, warmup: int = 0) -> list[float]:
         """``n`` timed batch-1 runs (ms) on a real preprocessed radiograph, after ``warmup``."""
@@ -633,4 +637,33 @@ def interleaved_latency(
             )
         if on_round is not None:
             on_round(r)
+    return out
+
+
+def interleaved_calls(
+    calls: Mapping[str, Callable[[], object]],
+    rounds: int,
+    per_round: int,
+    *,
+    warmup: int = 0,
+    seed: int = 0,
+) -> dict[str, RowSamples]:
+    """Latency (ms) of in-process calls in ``rounds`` interleaved rounds of ``per_round`` runs
+    each, shuffled by a ``seed``-ed RNG as :func:`interleaved_latency` shuffles its workers: for
+    what is not a bundle yet (``--precision auto``'s candidates, timed during the export)."""
+    for call in calls.values():
+        for _ in range(warmup):
+            call()
+    out = {label: RowSamples() for label in calls}
+    rng = random.Random(seed)
+    order = list(calls)
+    for _ in range(rounds):
+        rng.shuffle(order)
+        for label in order:
+            call, ms = calls[label], []
+            for _ in range(per_round):
+                t = time.perf_counter_ns()
+                call()
+                ms.append((time.perf_counter_ns() - t) / 1e6)
+            out[label].rounds.append(ms)
     return out

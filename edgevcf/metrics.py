@@ -48,16 +48,21 @@ __all__ = [
     "AUCResult",
     "BinaryMetrics",
     "FlipResult",
+    "GateResult",
     "PairedAUCResult",
+    "PairedProportionDiff",
     "Proportion",
+    "accuracy_gate",
     "auc",
     "auc_ci",
     "binary_metrics",
     "decision_flips",
+    "gate_for",
     "mcnemar",
     "non_inferior",
     "operating_threshold",
     "paired_auc_test",
+    "paired_proportion_diff",
     "roc_curve",
     "threshold_for_sensitivity",
     "wilson",
@@ -924,22 +929,130 @@ def decision_flips(
     )
 
 
+# ------------------------------------------------------------------ paired proportions
+
+
+@dataclass(frozen=True)
+class PairedProportionDiff:
+    """Difference of two proportions measured on the same cases (e.g. INT8's sensitivity minus
+    FP32's, over the same positives), with Newcombe's hybrid score interval for paired data.
+
+    Attributes:
+        diff: ``p_b - p_a`` (negative = B is worse).
+        ci_low: Lower bound of the CI of ``diff`` (the non-inferiority gate reads this).
+        ci_high: Upper bound.
+        p_a: A's proportion (e.g. FP32's sensitivity).
+        p_b: B's proportion.
+        n: Cases (e.g. the positives).
+        a_only: Cases A got right and B wrong (B's losses).
+        b_only: Cases B got right and A wrong (B's gains).
+        mcnemar_p: McNemar's p-value on (``a_only``, ``b_only``).
+        level: Confidence level of the interval.
+        method: The interval's name.
+    """
+
+    diff: float
+    ci_low: float
+    ci_high: float
+    p_a: float
+    p_b: float
+    n: int
+    a_only: int
+    b_only: int
+    mcnemar_p: float
+    level: float = 0.95
+    method: str = "Newcombe hybrid score, paired (method 10)"
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-Python dict (for the bundle manifest and JSON reports)."""
+        return _as_dict(self)
+
+
+def paired_proportion_diff(
+    right_a: npt.ArrayLike, right_b: npt.ArrayLike, level: float = 0.95
+) -> PairedProportionDiff:
+    """``P(B right) - P(A right)`` over the same cases with Newcombe's (1998) method 10 interval.
+
+    Sensitivity and specificity of two models on the same films are paired proportions: only the
+    discordant cases (McNemar's cells) carry the difference, and the interval must use the
+    pairing. Newcombe's hybrid score interval combines the Wilson intervals of both proportions
+    with their correlation (phi of the 2x2 table with Newcombe's continuity correction; 0 where it
+    is undefined, e.g. both models right on every case); unlike Wald's it keeps coverage at
+    proportions near 1 and does not collapse to zero width when nothing is discordant: zero
+    discordant cases among 20 do not show that two models agree on 95 % of cases. ``n == 0``
+    gives nan.
+
+    Raises:
+        DataError: The arrays differ in length or are not one-dimensional booleans.
+        ConfigError: ``level`` outside (0, 1).
+    """
+    _z_critical(level)
+    a = np.asarray(right_a)
+    b = np.asarray(right_b)
+    if a.ndim != 1 or b.ndim != 1 or a.dtype != np.bool_ or b.dtype != np.bool_:
+        raise DataError("paired proportions need two one-dimensional boolean arrays")
+    _check_lengths(a.size, b.size, "right_b", "right_a")
+    n = int(a.size)
+    both = int(np.count_nonzero(a & b))
+    a_only = int(np.count_nonzero(a & ~b))
+    b_only = int(np.count_nonzero(~a & b))
+    neither = n - both - a_only - b_only
+    mc = mcnemar(a_only, b_only)
+    if n == 0:
+        nan = math.nan
+        return PairedProportionDiff(nan, nan, nan, nan, nan, 0, 0, 0, mc, level)
+    wa = wilson(both + a_only, n, level)
+    wb = wilson(both + b_only, n, level)
+    pa, pb = wa.value, wb.value
+    # phi with Newcombe's continuity correction: ad - bc above n/2 reduced by n/2, 0..n/2 -> 0
+    den = (both + a_only) * (b_only + neither) * (both + b_only) * (a_only + neither)
+    raw = both * neither - a_only * b_only
+    cross = raw - n / 2 if raw > n / 2 else (0.0 if raw >= 0 else float(raw))
+    phi = cross / math.sqrt(den) if den else 0.0
+    # distances below and above the estimate: each side combines one model's Wilson distance
+    # towards that side with the other's away from it, discounted by their correlation
+    lo_b, hi_a = pb - wb.ci_low, wa.ci_high - pa
+    hi_b, lo_a = wb.ci_high - pb, pa - wa.ci_low
+    d_lo = math.sqrt(max(0.0, lo_b**2 - 2 * phi * lo_b * hi_a + hi_a**2))
+    d_hi = math.sqrt(max(0.0, hi_b**2 - 2 * phi * hi_b * lo_a + lo_a**2))
+    diff = pb - pa
+    return PairedProportionDiff(
+        diff=diff,
+        ci_low=max(-1.0, diff - d_lo),
+        ci_high=min(1.0, diff + d_hi),
+        p_a=pa,
+        p_b=pb,
+        n=n,
+        a_only=a_only,
+        b_only=b_only,
+        mcnemar_p=mc,
+        level=level,
+    )
+
+
 # ------------------------------------------------------------------------- the accuracy gate
 
 
 @dataclass(frozen=True)
 class GateResult:
     """The accuracy gate of a candidate (e.g. INT8) against its reference (e.g. FP32) on the
-    same cases: AUC non-inferiority and the decision flip rate, each against its tolerance.
+    same cases, every criterion judged by a confidence interval, none by one image.
 
     Attributes:
         paired: Paired ΔAUC (candidate - reference), or None when a class is missing.
         flips: Decision flips at the thresholds.
-        max_auc_drop: The non-inferiority margin.
-        max_flip_rate: The largest acceptable flip rate.
+        max_auc_drop: The AUC non-inferiority margin.
+        max_flip_rate: The flip rate the candidate must not be shown to exceed.
         auc_ok: ΔAUC's CI lower bound above ``-max_auc_drop`` (None: AUC not measurable).
-        flip_ok: The flip rate within ``max_flip_rate``.
-        passed: Both (None when AUC is not measurable).
+        flip_ok: The flip rate's Wilson CI reaches down to ``max_flip_rate`` or below (it is not
+            shown to exceed it); the point estimate is reported in ``flips``.
+        passed: All criteria (None when AUC is not measurable).
+        sensitivity: Paired Δsensitivity at the operating point (None: no positives).
+        specificity: Paired Δspecificity at the operating point (None: no negatives).
+        max_sensitivity_drop: Δsensitivity's non-inferiority margin.
+        max_specificity_drop: Δspecificity's non-inferiority margin.
+        point_ok: Both Δ CI lower bounds above their margins (None: not measurable).
+        failed: The criteria that failed (``auc``, ``sensitivity``, ``specificity``, ``flips``).
     """
 
     paired: PairedAUCResult | None
@@ -949,6 +1062,38 @@ class GateResult:
     auc_ok: bool | None
     flip_ok: bool
     passed: bool | None
+    sensitivity: PairedProportionDiff | None = None
+    specificity: PairedProportionDiff | None = None
+    max_sensitivity_drop: float = 0.05
+    max_specificity_drop: float = 0.05
+    point_ok: bool | None = None
+    failed: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        """The gate's verdict and its criteria (for manifests and JSON reports)."""
+        return {
+            "max_auc_drop": self.max_auc_drop,
+            "max_flip_rate": self.max_flip_rate,
+            "max_sensitivity_drop": self.max_sensitivity_drop,
+            "max_specificity_drop": self.max_specificity_drop,
+            "flip_rate": self.flips.flip_rate.value,
+            "flip_rate_ci": [self.flips.flip_rate.ci_low, self.flips.flip_rate.ci_high],
+            "flip_ok": self.flip_ok,
+            "auc_ok": self.auc_ok,
+            "sensitivity": self.sensitivity.to_dict() if self.sensitivity else None,
+            "specificity": self.specificity.to_dict() if self.specificity else None,
+            "point_ok": self.point_ok,
+            "failed": list(self.failed),
+            "passed": self.passed,
+            "rule": GATE_RULE,
+        }
+
+
+#: What decides the gate, in words (recorded with every verdict).
+GATE_RULE = (
+    "pass = ΔAUC CI low > -max_auc_drop and Δsensitivity, Δspecificity CI low > -their margins "
+    "(paired, at the bundled threshold) and the flip rate's CI low <= max_flip_rate"
+)
 
 
 def accuracy_gate(
@@ -959,20 +1104,75 @@ def accuracy_gate(
     max_auc_drop: float,
     max_flip_rate: float,
     candidate_threshold: float | None = None,
+    *,
+    max_sensitivity_drop: float = 0.05,
+    max_specificity_drop: float = 0.05,
 ) -> GateResult:
     """The one accuracy gate, shared by export, ``edgevcf bench`` and the reference benchmarks.
 
-    Passes when the candidate is non-inferior in AUC (:func:`non_inferior` at ``max_auc_drop``)
-    *and* changes at most ``max_flip_rate`` of the decisions (:func:`decision_flips`, each model at
-    its own threshold; the candidate at ``threshold`` unless ``candidate_threshold``). A split
-    without both classes cannot measure AUC: ``auc_ok`` and ``passed`` are then None.
+    Judged as a diagnostic-accuracy study judges a new test against the standard on the same
+    patients, each criterion by its 95 % CI (:data:`GATE_RULE`):
+
+    * discrimination: paired DeLong ΔAUC non-inferior at ``max_auc_drop`` (:func:`non_inferior`);
+    * the operating point: paired Δsensitivity and Δspecificity at the bundled threshold
+      (:func:`paired_proportion_diff`), each non-inferior at its margin — what a clinician sees
+      change;
+    * decision stability: the candidate fails when the flip rate is *shown* to exceed
+      ``max_flip_rate`` (its Wilson CI lies wholly above it). The point estimate is reported, not
+      decisive: 6 flips in 295 (2.03 %) against a 2 % limit is one image, not evidence.
+
+    The candidate decides at ``threshold`` unless ``candidate_threshold``. A split without both
+    classes cannot measure AUC: ``auc_ok``, ``point_ok`` and ``passed`` are then None.
     """
     y = _labels(y_true)
     flips = decision_flips(ref_scores, scores, threshold, candidate_threshold)
-    flip_ok = flips.flip_rate.value <= max_flip_rate
-    paired = auc_ok = passed = None
+    flip_ok = not flips.flip_rate.ci_low > max_flip_rate
+    paired = auc_ok = passed = point_ok = None
+    sens = spec = None
+    failed: list[str] = []
     if 0 < int(y.sum()) < y.size:
+        ref = _scores(ref_scores, "ref_scores")
+        cand = _scores(scores, "scores")
+        t_ref = _threshold(threshold)
+        t_cand = t_ref if candidate_threshold is None else _threshold(candidate_threshold)
+        call_ref, call_cand = ref >= t_ref, cand >= t_cand
+        sens = paired_proportion_diff(call_ref[y], call_cand[y])
+        spec = paired_proportion_diff(~call_ref[~y], ~call_cand[~y])
         paired = paired_auc_test(y, ref_scores, scores)
         auc_ok = non_inferior(paired, max_auc_drop)
-        passed = bool(auc_ok and flip_ok)
-    return GateResult(paired, flips, max_auc_drop, max_flip_rate, auc_ok, flip_ok, passed)
+        sens_ok = sens.ci_low > -max_sensitivity_drop
+        spec_ok = spec.ci_low > -max_specificity_drop
+        point_ok = bool(sens_ok and spec_ok)
+        failed += [k for k, ok in (("auc", auc_ok), ("sensitivity", sens_ok),
+                                   ("specificity", spec_ok)) if not ok]  # fmt: skip
+        passed = bool(auc_ok and point_ok and flip_ok)
+    if not flip_ok:
+        failed.append("flips")
+    return GateResult(
+        paired, flips, max_auc_drop, max_flip_rate, auc_ok, flip_ok, passed,
+        sens, spec, max_sensitivity_drop, max_specificity_drop, point_ok, tuple(failed),
+    )  # fmt: skip
+
+
+def gate_for(
+    tolerance: Any,
+    y_true: npt.ArrayLike,
+    ref_scores: npt.ArrayLike,
+    scores: npt.ArrayLike,
+    threshold: float,
+    candidate_threshold: float | None = None,
+) -> GateResult:
+    """:func:`accuracy_gate` at a profile's tolerance (a ``Tolerance`` or its dict, e.g. from a
+    bundle's manifest; margins a bundle exported before they existed take today's defaults)."""
+    get = tolerance.get if isinstance(tolerance, dict) else lambda k, d: getattr(tolerance, k, d)
+    return accuracy_gate(
+        y_true,
+        ref_scores,
+        scores,
+        threshold,
+        float(get("max_auc_drop", 0.01)),
+        float(get("max_flip_rate", 0.02)),
+        candidate_threshold,
+        max_sensitivity_drop=float(get("max_sensitivity_drop", 0.05)),
+        max_specificity_drop=float(get("max_specificity_drop", 0.05)),
+    )

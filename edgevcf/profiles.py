@@ -26,7 +26,8 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
-PRECISIONS = ("int8", "fp16", "fp32")
+#: ``auto``: the fastest precision that passes the gate, measured on the device at hand.
+PRECISIONS = ("int8", "bf16", "fp16", "fp32", "auto")
 
 # The one table of targets: each target's name and its options, name -> (type, default). Owned
 # here so profiles validate without importing a toolchain; the target of each name is the
@@ -87,6 +88,11 @@ class QuantizeSettings:
     # gate failed: NNCF accuracy control (openvino), float blocks (ORT targets)
     accuracy_fallback: bool = False
     accuracy_aware: bool = False  # always run accuracy-aware PTQ (openvino)
+    # quantisation-aware training (openvino): epochs of fine-tuning with fake quantisers when
+    # no post-training INT8 passes (0: never); ``qat`` = QAT straight away
+    qat_epochs: int = 0
+    qat: bool = False
+    qat_lr: float = 1e-5
     calibrate_method: str = "minmax"  # ONNX Runtime targets: minmax | percentile | entropy
     percentile: float = 99.999  # with calibrate_method = "percentile"
 
@@ -106,8 +112,10 @@ class BenchSettings:
 class Tolerance:
     """How much a deployment may differ from the FP32 baseline."""
 
-    max_auc_drop: float = 0.01
-    max_flip_rate: float = 0.02
+    max_auc_drop: float = 0.01  # ΔAUC CI lower bound must stay above -this
+    max_flip_rate: float = 0.02  # fails when the flip rate's CI lies wholly above this
+    max_sensitivity_drop: float = 0.05  # paired Δsensitivity CI lower bound above -this
+    max_specificity_drop: float = 0.05  # paired Δspecificity CI lower bound above -this
 
 
 @dataclass(frozen=True)
@@ -219,6 +227,13 @@ def _check_values(p: TargetProfile, source: str) -> None:
     problems = []
     if p.quantize.precision not in PRECISIONS:
         problems.append(f"[quantize] precision must be one of {', '.join(PRECISIONS)}")
+    if p.quantize.precision == "bf16" and p.target != "openvino":
+        problems.append("[quantize] precision bf16 is for the openvino target")
+    if p.quantize.precision == "auto" and p.target == "jetson":
+        problems.append(
+            "[quantize] precision auto times every candidate on the machine at hand, and a "
+            "Jetson's engine is built and timed on the Jetson: choose int8 or fp16"
+        )
     if not 13 <= p.export.opset <= 23:
         problems.append("[export] opset must be 13..23 (TensorRT needs >= 17 for the jetson)")
     if p.target == "jetson" and p.export.opset < 17:
@@ -233,6 +248,12 @@ def _check_values(p: TargetProfile, source: str) -> None:
         problems.append("[quantize] calibrate_method must be minmax, percentile or entropy")
     if not 90.0 <= p.quantize.percentile <= 100.0:
         problems.append("[quantize] percentile must be in [90, 100]")
+    if p.quantize.qat_epochs < 0 or not 0 < p.quantize.qat_lr < 1:
+        problems.append("[quantize] qat_epochs must be >= 0 and qat_lr in (0, 1)")
+    if (p.quantize.qat or p.quantize.qat_epochs) and p.target != "openvino":
+        problems.append("[quantize] quantisation-aware training (qat, qat_epochs) is for openvino")
+    if p.quantize.qat and not p.quantize.qat_epochs:
+        problems.append("[quantize] qat = true needs qat_epochs >= 1")
     if p.quantize.samples < 0:
         problems.append("[quantize] samples must be >= 0")
     if p.bench.iterations < 1 or p.bench.warmup < 0 or p.bench.threads < 0:
@@ -245,6 +266,9 @@ def _check_values(p: TargetProfile, source: str) -> None:
         problems.append("[tolerance] max_auc_drop must be in [0, 0.5)")
     if not 0 <= p.tolerance.max_flip_rate <= 1:
         problems.append("[tolerance] max_flip_rate must be in [0, 1]")
+    for k in ("max_sensitivity_drop", "max_specificity_drop"):
+        if not 0 <= getattr(p.tolerance, k) < 1:
+            problems.append(f"[tolerance] {k} must be in [0, 1)")
     if p.target == "jetson" and int(p.options.get("dla_core", -1)) >= 0:
         if p.quantize.precision == "int8":
             # A DLA runs FP16, or INT8 by implicit quantisation (per-tensor dynamic ranges), never

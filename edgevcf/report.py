@@ -380,14 +380,17 @@ def bench_markdown(report: dict[str, Any]) -> str:
         "",
         "## Gates",
         "",
-        "| bundle | AUC non-inferior | flip rate | latency budget | overall |",
-        "|---|---|---|---|---|",
+        "| bundle | AUC non-inferior | sensitivity, specificity | flip rate | latency budget "
+        "| overall |",
+        "|---|---|---|---|---|---|",
     ]
     for g in report["gates"]:
         lines.append(
             f"| {Path(g['bundle']).name} | {_gate(g['auc_non_inferior'])} | "
+            f"{_gate(g.get('operating_point_ok'))} | "
             f"{_gate(g['flip_rate_ok'])} | {_gate(g['latency_ok'])} | {_gate(g['passed'])} |"
         )
+    lines += ["", f"Gate: {GATE_DECIDES}."]
     for n in report.get("notes", []):
         lines.append(f"\nNote: {n}")
     return "\n".join(lines) + "\n"
@@ -673,8 +676,30 @@ def _vs_fp32(r: dict[str, Any] | None) -> list[str]:
         f"  vs FP32: ΔAUC {p['diff']:+.4f} (95 % CI {p['ci_low']:+.4f} to {p['ci_high']:+.4f}; "
         f"non-inferior: lower bound above -{tol['max_auc_drop']:g}); {f['flips']} of {f['n']} "
         f"decisions flipped ({100 * f['flip_rate']['value']:.1f} %; limit "
-        f"{100 * tol['max_flip_rate']:.1f} %)."
+        f"{100 * tol['max_flip_rate']:.1f} %).",
+        *_op_point_line(r.get("gate")),
     ]
+
+
+def _op_point_line(g: dict[str, Any] | None) -> list[str]:
+    """Paired Δsensitivity / Δspecificity at the threshold against their margins, in one line."""
+    if not g or not g.get("sensitivity") or not g.get("specificity"):
+        return []
+    se, sp = g["sensitivity"], g["specificity"]
+    return [
+        f"  at the threshold: Δsensitivity {100 * se['diff']:+.1f} pt (95 % CI "
+        f"{100 * se['ci_low']:+.1f} to {100 * se['ci_high']:+.1f}; margin "
+        f"-{100 * g['max_sensitivity_drop']:g}), Δspecificity {100 * sp['diff']:+.1f} pt "
+        f"({100 * sp['ci_low']:+.1f} to {100 * sp['ci_high']:+.1f}; margin "
+        f"-{100 * g['max_specificity_drop']:g}); gate: {GATE_DECIDES}."
+    ]
+
+
+#: Which criteria decide the gate (the rule is :data:`edgevcf.metrics.GATE_RULE`).
+GATE_DECIDES = (
+    "the CIs decide (ΔAUC, Δsensitivity, Δspecificity); the flip rate fails it only when its CI "
+    "lies above the limit"
+)
 
 
 def _misses(g: dict[str, Any], rows: dict[str, Any], lat: dict[str, Any]) -> list[str]:
@@ -688,11 +713,25 @@ def _misses(g: dict[str, Any], rows: dict[str, Any], lat: dict[str, Any]) -> lis
             f"ΔAUC {p['diff']:+.4f}, CI lower bound {p['ci_low']:+.4f} is below the "
             f"-{tol['max_auc_drop']:g} non-inferiority margin"
         )
+    if g.get("operating_point_ok") is False:
+        d = r["gate"]
+        for k in ("sensitivity", "specificity"):
+            if d[k]["ci_low"] <= -d[f"max_{k}_drop"]:
+                out.append(
+                    f"Δ{k} {100 * d[k]['diff']:+.1f} pt, CI lower bound "
+                    f"{100 * d[k]['ci_low']:+.1f} pt is below the "
+                    f"-{100 * d[f'max_{k}_drop']:g} pt margin"
+                )
     if g["flip_rate_ok"] is False:
         f = r["flips"]
         out.append(
-            f"{f['flips']} of {f['n']} decisions flipped ({100 * f['flip_rate']['value']:.1f} %, "
-            f"limit {100 * tol['max_flip_rate']:.1f} %)"
+            f"{f['flips']} of {f['n']} decisions flipped ({100 * f['flip_rate']['value']:.1f} %"
+            + (
+                f", CI lower bound {100 * f['flip_rate']['ci_low']:.1f} % above the limit"
+                if "ci_low" in f["flip_rate"]
+                else ", limit"
+            )
+            + f" {100 * tol['max_flip_rate']:.1f} %)"
         )
     if g["latency_ok"] is False:
         e = lat[g["bundle"]]

@@ -94,6 +94,7 @@ class OpenVINOBackend(Backend):
                 f"inference_precision must be one of {', '.join(_PRECISIONS)}, "
                 f"got {self.inference_precision!r}"
             )
+        self.effective_precision = self.inference_precision  # set by each compile
         self.device = str(options.get("device", "CPU"))
         self.cache_dir = options.get("cache_dir")
         self.core = ov.Core()
@@ -132,8 +133,38 @@ class OpenVINOBackend(Backend):
                 dims = [batch] + [ps[i].get_length() for i in range(1, ps.rank.get_length())]
                 model.reshape({model.input(0): dims})
             compiled = self._compile_cached(model) if self.cache_dir else self._compile_now(model)
+            self._check_precision(compiled)
             self._compiled[batch] = compiled
             return compiled
+
+    def _check_precision(self, compiled: Any) -> None:
+        """What the plugin really computes in, against what was asked (and validated).
+
+        Measured: on a CPU with BF16 but no FP16, OpenVINO compiles an ``f16`` request as bf16,
+        silently; a bundle validated in f16 must not run so. A lower precision the CPU cannot
+        give is refused; f32 instead of bf16/f16 is more precise and only slower: a warning.
+        """
+        try:
+            got = str(compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name())
+        except Exception:  # a device without the property: nothing to compare
+            return
+        self.effective_precision = got
+        if got == self.inference_precision:
+            return
+        if got == "f32":
+            log.warning(
+                "%s: this CPU computes in f32, not %s: slower than measured at export, not less "
+                "accurate",
+                self.path.name,
+                self.inference_precision,
+            )
+            return
+        raise BundleError(
+            f"{self.path.name} was validated in {self.inference_precision}, and this CPU would "
+            f"compute it in {got}",
+            hint=f"run it on a CPU with {self.inference_precision.upper()} compute, or export "
+            "another precision for this cart",
+        )
 
     def _compile_now(self, model: Any) -> Any:
         try:

@@ -21,20 +21,35 @@ def _auc(x: float | None) -> str:
     return "n/a" if x is None else f"{x:.3f}"
 
 
+def _op_point(gate: dict[str, Any]) -> str:
+    """Paired Δsensitivity / Δspecificity at the threshold, e.g. ``-0.8 / +0.0 pt``."""
+    se, sp = gate.get("sensitivity"), gate.get("specificity")
+    if not se or not sp:
+        return "n/a"
+    return f"{100 * se['diff']:+.1f} ({100 * se['ci_low']:+.1f}) / {100 * sp['diff']:+.1f} " \
+        f"({100 * sp['ci_low']:+.1f})"  # fmt: skip
+
+
 def summary_table(results: list[Any]) -> str:
-    """The end-of-export table: size, AUC FP32 -> deployed with paired ΔAUC CI, flips, gate."""
+    """The end-of-export table: size, AUC FP32 -> deployed with paired ΔAUC CI, the operating
+    point's paired Δsensitivity / Δspecificity (CI lower bound), flips, and the gate with the
+    criteria that failed."""
     rows = [
         "| bundle | target | precision | size MB (FP32 ONNX) | AUC FP32 -> deployed "
-        "| ΔAUC (95 % CI) | flip rate | gate | export s |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| ΔAUC (95 % CI) | Δsens / Δspec pt (CI low) | flip rate | gate | export s |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         d = r.delta_auc
         delta = f"{d['diff']:+.3f} ({d['ci_low']:+.3f} to {d['ci_high']:+.3f})" if d else "n/a"
         gate = {True: "pass", False: "FAIL", None: "n/a"}[r.gate_passed]
+        failed = (getattr(r, "gate", None) or {}).get("failed")
+        if r.gate_passed is False and failed:
+            gate += f" ({', '.join(failed)})"
         rows.append(
             f"| {r.bundle} | {r.profile} | {r.precision} | {_mb(r.size_bytes)} "
             f"({_mb(r.fp32_size_bytes)}) | {_auc(r.fp32_auc)} -> {_auc(r.auc)} | {delta} "
+            f"| {_op_point(getattr(r, 'gate', None) or {})} "
             f"| {100 * r.flip_rate:.1f} % | {gate} | {r.seconds:.0f} |"
         )
     return "\n".join(rows)
@@ -71,9 +86,11 @@ def summary_table(results: list[Any]) -> str:
 )
 @click.option(
     "--precision",
-    type=click.Choice(["int8", "fp16", "fp32"]),
+    type=click.Choice(["auto", "int8", "bf16", "fp16", "fp32"]),
     default=None,
-    help="Override the profile's precision.",
+    help="Override the profile's precision. auto: build and gate every precision the target "
+    "offers on this machine (openvino: int8, bf16, fp16 where the CPU has them, fp32), time "
+    "them here and keep the fastest that passes the gate; the manifest records every candidate.",
 )
 @click.option("--input-size", type=click.IntRange(32, 2048), default=None, help="Override.")
 @click.option(
@@ -216,7 +233,8 @@ def export(
     if failed:
         raise AccuracyGateError(
             f"accuracy gate failed for {', '.join(failed)} (bundles written, marked failed)",
-            hint="try --precision fp16, more calibration --samples, or excluded_layers",
+            hint="try --precision auto (the fastest precision that passes), more calibration "
+            "--samples, or excluded_layers",
         )
 
 
@@ -227,17 +245,23 @@ def targets(as_json: bool) -> None:
     import json
 
     from edgevcf.deps import DEPENDENCIES, available
+    from edgevcf.errors import BackendUnavailableError
     from edgevcf.profiles import builtin_profiles
     from edgevcf.targets import get_target
 
     rows: list[dict[str, Any]] = []
     for p in builtin_profiles().values():
         missing = [b for b in get_target(p.target).needs if not available(b)]
+        hint = "; ".join(sorted({DEPENDENCIES[b].hint for b in missing}))
+        if not missing:
+            try:  # what this machine's hardware allows (e.g. BF16 / FP16 compute)
+                get_target(p.target).check_available(p)
+            except BackendUnavailableError as exc:
+                missing, hint = [p.target], exc.message
         if p.target == "jetson":
             runs = "engine: yes" if available("tensorrt") else "ONNX + build plan (engine: no)"
         else:
             runs = "yes" if not missing else "no"
-        hint = "; ".join(sorted({DEPENDENCIES[b].hint for b in missing}))
         rows.append(
             {
                 "profile": p.name,

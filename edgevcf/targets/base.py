@@ -47,6 +47,11 @@ class Target(ABC):
         """
         return None
 
+    def precision_candidates(self, profile: TargetProfile) -> list[tuple[str, str]]:
+        """What ``--precision auto`` tries, fastest expected first, as (precision, why not):
+        an empty reason is a candidate, a reason says why this machine cannot try it."""
+        return [("int8", ""), ("fp32", "")]
+
     def versions(self) -> dict[str, str]:
         """Versions of the toolchain packages installed (those absent are left out)."""
         from importlib.metadata import PackageNotFoundError, version

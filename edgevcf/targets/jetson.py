@@ -30,7 +30,8 @@ from edgevcf.bundle import DEVICE_DIR, Artifact
 from edgevcf.deps import available, require
 from edgevcf.errors import CompileError, QuantizationError
 from edgevcf.profiles import TargetProfile
-from edgevcf.targets.qdq import QdqFallback, profile_qdq_options, quantize_qdq
+from edgevcf.targets.mixed import FloatBlockFallback
+from edgevcf.targets.qdq import profile_qdq_options, quantize_qdq
 
 if TYPE_CHECKING:
     from edgevcf.export import ExportContext
@@ -336,7 +337,7 @@ def build_bundle_engine(
     return dev / ENGINE
 
 
-class JetsonTarget(QdqFallback):
+class JetsonTarget(FloatBlockFallback):
     """Q/DQ ONNX (INT8) or FP32 ONNX (FP16 fallback) + TensorRT build plan [+ engine]."""
 
     name = "jetson"

@@ -24,7 +24,8 @@ from edgevcf import progress
 from edgevcf.bundle import Artifact
 from edgevcf.deps import require
 from edgevcf.errors import ExportError
-from edgevcf.targets.qdq import QdqFallback, profile_qdq_options, qdq_coverage, quantize_qdq
+from edgevcf.targets.mixed import FloatBlockFallback
+from edgevcf.targets.qdq import profile_qdq_options, qdq_coverage, quantize_qdq
 
 if TYPE_CHECKING:
     from edgevcf.export import ExportContext
@@ -54,7 +55,7 @@ def to_ort_format(onnx_path: Path, out_dir: Path) -> Path:
     return produced[0]
 
 
-class MobileTarget(QdqFallback):
+class MobileTarget(FloatBlockFallback):
     """ONNX INT8 (TFLite spec) + .ort + full-integer .tflite."""
 
     name = "mobile"

@@ -10,13 +10,14 @@ from typing import TYPE_CHECKING
 
 from edgevcf import progress
 from edgevcf.bundle import Artifact
-from edgevcf.targets.qdq import QdqFallback, op_census, profile_qdq_options, quantize_qdq
+from edgevcf.targets.mixed import FloatBlockFallback
+from edgevcf.targets.qdq import op_census, profile_qdq_options, quantize_qdq
 
 if TYPE_CHECKING:
     from edgevcf.export import ExportContext
 
 
-class OnnxTarget(QdqFallback):
+class OnnxTarget(FloatBlockFallback):
     """ONNX Runtime CPU: FP32 (the reference) or INT8 with u8 activations / s8 weights."""
 
     name = "onnx"

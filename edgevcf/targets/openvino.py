@@ -1,10 +1,19 @@
-"""openvino: OpenVINO IR for Intel CPUs — FP32/FP16, INT8 by NNCF PTQ, and accuracy-aware INT8.
+"""openvino: OpenVINO IR for Intel CPUs — FP32, BF16, FP16, INT8 by NNCF PTQ, mixed and
+accuracy-aware INT8.
 
-INT8 comes from ``nncf.quantize`` on the calibration set. When the profile asks
-(``accuracy_aware``), or the AUC gate fails and ``accuracy_fallback`` is on,
+INT8 comes from ``nncf.quantize`` on the calibration set. When the gate fails (any criterion:
+ΔAUC, the operating point, flips) and ``accuracy_fallback`` is on, the costliest blocks are kept
+in float by the label-free ranking every INT8 target shares (:mod:`edgevcf.targets.mixed`,
+through NNCF's ignored scopes); when that does not pass and the AUC was what failed,
 ``nncf.quantize_with_accuracy_control`` keeps the layers that cost the most AUC in float, with
-``max_drop`` from the profile's tolerance and AUC measured on the *tuning* split — never the test
-split that ``edgevcf bench`` confirms on.
+``max_drop`` from the profile's tolerance. Profiles that ask (``accuracy_aware``) get accuracy
+control straight away. Every decision is measured on the *tuning* split — never the test split
+that ``edgevcf bench`` confirms on.
+
+BF16 and FP16 are the FP32 IR (FP16: weights stored in f16) compiled with that inference
+precision; they are exported only on a CPU whose OpenVINO plugin lists the capability (measured:
+on an AVX-512 BF16 CPU without FP16, OpenVINO compiles an ``f16`` request as bf16), so that the
+gate measures what the cart will compute.
 
 Weights NNCF leaves in float (EfficientNet's squeeze-excitation convolutions: 0.6 M of its 4 M
 parameters) are stored int8 per output channel, weight-only (``float_weights``): they still
@@ -18,6 +27,7 @@ otherwise runs the float parts in bf16 without saying so.
 from __future__ import annotations
 
 import logging
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -26,8 +36,8 @@ import numpy as np
 from edgevcf import progress
 from edgevcf.bundle import Artifact
 from edgevcf.deps import require
-from edgevcf.errors import QuantizationError
-from edgevcf.targets.base import Target
+from edgevcf.errors import BackendUnavailableError, QuantizationError
+from edgevcf.targets.mixed import FloatBlockFallback
 
 if TYPE_CHECKING:
     from edgevcf.export import ArtifactMetrics, ExportContext
@@ -42,18 +52,51 @@ def _items(x: np.ndarray, batch: int) -> list[np.ndarray]:
     return [x[i : i + step] for i in range(0, len(x) - step + 1, step)]
 
 
-class OpenVINOTarget(Target):
+#: A precision's OpenVINO inference precision and the CPU capability it needs (None: any CPU).
+FLOAT_PRECISIONS = {"bf16": ("bf16", "BF16"), "fp16": ("f16", "FP16")}
+
+
+def cpu_capabilities() -> tuple[str, ...]:
+    """OpenVINO's CPU plugin ``OPTIMIZATION_CAPABILITIES`` here (e.g. FP32, BF16, INT8)."""
+    ov = require("openvino", "OpenVINO export")
+    return tuple(ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
+
+
+class OpenVINOTarget(FloatBlockFallback):
     """OpenVINO IR (``model.xml`` + ``model.bin``)."""
 
     name = "openvino"
     needs = ("onnx", "onnxruntime", "openvino", "nncf")
     toolchain = ("openvino", "nncf")
 
+    def check_available(self, profile: Any) -> None:
+        super().check_available(profile)
+        prec = profile.quantize.precision
+        if prec in FLOAT_PRECISIONS and profile.options["device"] == "CPU":
+            need = FLOAT_PRECISIONS[prec][1]
+            caps = cpu_capabilities()
+            if need not in caps:
+                raise BackendUnavailableError(
+                    f"this CPU has no {need} for OpenVINO (capabilities: {', '.join(caps)}): a "
+                    f"bundle in {prec} exported here would be measured in another precision",
+                    hint="export it on a CPU of the cart's kind (BF16: AVX-512 BF16 or AMX; "
+                    "FP16: AVX-512 FP16 / AMX-FP16), or use --precision int8 / fp32 / auto",
+                )
+
+    def precision_candidates(self, profile: Any) -> list[tuple[str, str]]:
+        """INT8, then BF16 / FP16 where this CPU has them, then FP32; skipped ones with why."""
+        caps = cpu_capabilities() if profile.options["device"] == "CPU" else ()
+        out = [("int8", "")]
+        for prec, (_, need) in FLOAT_PRECISIONS.items():
+            out.append((prec, "" if need in caps else f"this CPU has no {need}"))
+        return [*out, ("fp32", "")]
+
     def _options(self, ctx: ExportContext) -> dict[str, Any]:
         o = ctx.profile.options
+        prec = ctx.profile.quantize.precision
         return {
             "device": o["device"],
-            "inference_precision": o["inference_precision"],
+            "inference_precision": FLOAT_PRECISIONS.get(prec, (o["inference_precision"],))[0],
             "performance_hint": o["performance_hint"],
             "model_cache": o["model_cache"],
             "threads": ctx.profile.bench.threads,
@@ -64,39 +107,82 @@ class OpenVINOTarget(Target):
         return ov.convert_model(str(ctx.fp32_onnx))
 
     def build(self, ctx: ExportContext) -> list[Artifact]:
-        ov = require("openvino", "OpenVINO export")
         prec = ctx.profile.quantize.precision
-        model = self._float_model(ctx)
         if prec == "int8":  # accuracy control, when asked, starts from this one's measurement
-            model = self._ptq(ctx, model)
-            ctx.extra["nncf"] = "quantize"
-            self._store_float_weights(ctx, model)
-        ov.save_model(model, str(ctx.work / XML), compress_to_fp16=prec == "fp16")
-        ctx.extra["integer_check"] = {"model": ir_census(ctx.work / XML)}
+            return self._quantize(ctx, ())
+        self._save(ctx, self._float_model(ctx), fp16=prec == "fp16")
         return [Artifact("model", XML, "openvino", prec, self._options(ctx))]
 
     def fallback(
         self, ctx: ExportContext, artifacts: list[Artifact], measured: ArtifactMetrics
     ) -> list[Artifact] | None:
-        """``nncf.quantize_with_accuracy_control`` with a ``max_drop`` that makes our gate pass.
+        """Whichever criterion failed: the ranked float-block search first (NNCF ignored
+        scopes); then, when the AUC is still what fails, NNCF's accuracy control.
 
-        NNCF compares point estimates; the gate asks that the *CI lower bound* of ΔAUC stay
-        above -tolerance. With NNCF's ``max_drop`` equal to the tolerance a model losing 0.005
-        AUC is accepted by NNCF and still fails the gate (measured: MobileNetV3-L). So the drop
-        allowed is the tolerance minus the CI half-width measured on the plain PTQ model.
+        Accuracy control compares point estimates, while the gate asks that the *CI lower
+        bound* of ΔAUC stay above -tolerance; with NNCF's ``max_drop`` equal to the tolerance a
+        model losing 0.005 AUC is accepted by NNCF and still fails the gate (measured:
+        MobileNetV3-L). So the drop allowed is the tolerance minus the CI half-width measured on
+        the plain PTQ model.
         """
         q = ctx.profile.quantize
-        if q.precision != "int8" or not (q.accuracy_aware or q.accuracy_fallback):
+        if q.precision != "int8" or not (q.accuracy_aware or q.accuracy_fallback or q.qat):
             return None
-        if measured.gate.get("auc_ok") is not False and not q.accuracy_aware:
-            return None  # only flips failed: accuracy control restores AUC, not calibration
-        ov = require("openvino", "OpenVINO export")
+        if q.qat:
+            return self._qat(ctx, "asked by the profile")
+        if q.accuracy_aware:
+            return self._accuracy_control(ctx, measured, "asked by the profile")
+        arts = self.float_block_search(ctx, measured)
+        if ctx.extra["mixed_precision"]["float_blocks"]:
+            return arts
+        if measured.gate.get("auc_ok") is False:  # accuracy control restores AUC, nothing else
+            arts = self._accuracy_control(ctx, measured, "nncf.quantize failed the AUC gate")
+            if ctx.measure(arts)[arts[0].name].gate.get("passed") or not q.qat_epochs:
+                return arts
+        if q.qat_epochs:
+            return self._qat(ctx, "no post-training INT8 passed the gate")
+        return arts
+
+    def _qat(self, ctx: ExportContext, why: str) -> list[Artifact]:
+        """Quantisation-aware training (:mod:`edgevcf.qat`) on the training split."""
+        from edgevcf import qat
+
+        q = ctx.profile.quantize
+        assert ctx.calib_inputs is not None
+        train = ctx.training_split()
+        net = qat.finetune(
+            ctx.model,
+            ctx.spec,
+            ctx.input,
+            train.units,
+            train.labels,
+            ctx.calib_inputs,
+            epochs=q.qat_epochs,
+            lr=q.qat_lr,
+            nncf_options={
+                k: v for k, v in self._common(ctx).items() if k in ("preset", "subset_size")
+            },
+        )
+        model = qat.to_openvino(net, ctx.calib_inputs, ctx.input.batch)
+        ctx.notes.append(
+            f"{why}: quantisation-aware training, {q.qat_epochs} epoch(s) at lr {q.qat_lr:g} on "
+            f"the {len(train)} training images (NNCF fake quantisers), judged on the tuning split"
+        )
+        ctx.extra["nncf"] = f"quantisation-aware training ({q.qat_epochs} epochs; {why})"
+        ctx.extra["qat"] = {"epochs": q.qat_epochs, "lr": q.qat_lr, "train_images": len(train),
+                            "why": why}  # fmt: skip
+        ctx.extra.pop("float_weights", None)
+        self._save(ctx, model)
+        return [Artifact("model", XML, "openvino", "int8", self._options(ctx))]
+
+    def _accuracy_control(
+        self, ctx: ExportContext, measured: ArtifactMetrics, why: str
+    ) -> list[Artifact]:
         tol = ctx.profile.tolerance.max_auc_drop
         half = 0.0
         if measured.paired:
             half = max(0.0, measured.paired["diff"] - measured.paired["ci_low"])
         max_drop = max(tol - half, tol / 10)
-        why = "asked by the profile" if q.accuracy_aware else "nncf.quantize failed the AUC gate"
         ctx.notes.append(
             f"{why}: re-quantized with nncf.quantize_with_accuracy_control, max_drop "
             f"{max_drop:.4f} (tolerance {tol} minus the measured CI half-width {half:.4f})"
@@ -104,11 +190,27 @@ class OpenVINOTarget(Target):
         model = self._accuracy_aware(ctx, self._float_model(ctx), max_drop)
         ctx.extra["nncf"] = f"quantize_with_accuracy_control (max_drop {max_drop:.4f}; {why})"
         ctx.extra.pop("float_weights", None)  # accuracy control's model is shipped as it is
+        self._save(ctx, model)
+        return [Artifact("model", XML, "openvino", "int8", self._options(ctx))]
+
+    def _quantize(self, ctx: ExportContext, exclude: tuple[str, ...]) -> list[Artifact]:
+        """INT8 with the blocks of ``exclude`` (ONNX node names) in float: NNCF's ignored scope
+        by name prefix (OpenVINO keeps the ONNX names, adding suffixes such as
+        ``/WithoutBiases``)."""
+        blocks = sorted({"/".join(n.split("/")[:3]) for n in exclude})
+        patterns = tuple(re.escape(b) + "/.*" for b in blocks)
+        model = self._ptq(ctx, self._float_model(ctx), patterns)
+        ctx.extra["nncf"] = "quantize" + (f" (ignored: {', '.join(blocks)})" if blocks else "")
+        self._store_float_weights(ctx, model)
+        self._save(ctx, model)
+        return [Artifact("model", XML, "openvino", "int8", self._options(ctx))]
+
+    def _save(self, ctx: ExportContext, model: Any, fp16: bool = False) -> None:
+        ov = require("openvino", "OpenVINO export")
         for f in ("model.xml", "model.bin"):
             (ctx.work / f).unlink(missing_ok=True)
-        ov.save_model(model, str(ctx.work / XML), compress_to_fp16=False)
+        ov.save_model(model, str(ctx.work / XML), compress_to_fp16=fp16)
         ctx.extra["integer_check"] = {"model": ir_census(ctx.work / XML)}
-        return [Artifact("model", XML, "openvino", "int8", self._options(ctx))]
 
     def _store_float_weights(self, ctx: ExportContext, model: Any) -> None:
         """Weight-only storage of the layers plain PTQ left in float. Not after accuracy
@@ -118,7 +220,7 @@ class OpenVINOTarget(Target):
         if mode != "fp32":
             ctx.extra["float_weights"] = {"mode": mode, **compress_float_weights(model, mode)}
 
-    def _common(self, ctx: ExportContext) -> dict[str, Any]:
+    def _common(self, ctx: ExportContext, float_patterns: tuple[str, ...] = ()) -> dict[str, Any]:
         nncf = require("nncf", "INT8 quantisation for OpenVINO")
         q = ctx.profile.quantize
         assert ctx.calib_inputs is not None
@@ -132,17 +234,21 @@ class OpenVINOTarget(Target):
             "subset_size": len(ctx.calib_inputs),
             "fast_bias_correction": bool(ctx.profile.options["fast_bias_correction"]),
         }
-        if q.excluded_layers:
-            kw["ignored_scope"] = nncf.IgnoredScope(names=list(q.excluded_layers))
+        if q.excluded_layers or float_patterns:
+            # the profile names ONNX nodes; OpenVINO keeps the name and may add a suffix
+            # (a Conv with bias becomes ".../Conv/WithoutBiases" + its Add)
+            pats = [re.escape(n) + "(/.*)?" for n in q.excluded_layers]
+            kw["ignored_scope"] = nncf.IgnoredScope(patterns=[*pats, *float_patterns])
         return kw
 
-    def _ptq(self, ctx: ExportContext, model: Any) -> Any:
+    def _ptq(self, ctx: ExportContext, model: Any, float_patterns: tuple[str, ...] = ()) -> Any:
         nncf = require("nncf", "INT8 quantisation for OpenVINO")
         assert ctx.calib_inputs is not None
         data = nncf.Dataset(_items(ctx.calib_inputs, ctx.input.batch))
+        kw = self._common(ctx, tuple(float_patterns))
         try:
             with progress.step("openvino: nncf.quantize"), progress.captured_stdout("nncf"):
-                return nncf.quantize(model, data, **self._common(ctx))
+                return nncf.quantize(model, data, **kw)
         except Exception as exc:
             raise QuantizationError(f"nncf.quantize failed: {type(exc).__name__}: {exc}") from exc
 

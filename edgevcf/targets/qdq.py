@@ -1,9 +1,8 @@
 """The ONNX Runtime Q/DQ toolkit the onnx, jetson and mobile targets share.
 
 Static Q/DQ quantisation (``quantize_qdq``) with calibration, weight bias correction, the integer-op
-census and static Q/DQ coverage (what really computes in int8), the block grouping of torchvision
-networks, and the mixed-precision fallback that keeps the costliest blocks in float
-(:class:`QdqFallback`). One module so no target depends on another target's module.
+census and static Q/DQ coverage (what really computes in int8). One module so no target depends
+on another target's module; the mixed-precision search they share is :mod:`edgevcf.targets.mixed`.
 """
 
 from __future__ import annotations
@@ -16,13 +15,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from edgevcf import progress
-from edgevcf.bundle import Artifact
 from edgevcf.deps import require
-from edgevcf.errors import ExportError, QuantizationError
-from edgevcf.targets.base import Target
+from edgevcf.errors import QuantizationError
 
 if TYPE_CHECKING:
-    from edgevcf.export import ArtifactMetrics, ExportContext
+    from edgevcf.export import ExportContext
 
 log = logging.getLogger(__name__)
 
@@ -316,101 +313,6 @@ def profile_qdq_options(ctx: ExportContext, exclude: tuple[str, ...] = ()) -> di
         "percentile": q.percentile,
         "calibration_cache": ctx.scratch / "calibration-ranges.json",
     }
-
-
-def layer_groups(path: Path) -> dict[str, list[str]]:
-    """Quantizable nodes (Conv, Gemm, MatMul) grouped by the network block they belong to.
-
-    The exporter names nodes after the module path (``/features/features.2/features.2.0/...``);
-    its first two modules name a unit of torchvision's networks: the stem, each stage (one or
-    more inverted-residual blocks: ``features.2`` of EfficientNet is two MBConv blocks, each
-    ``features.N`` of MobileNetV3 one block), the head and the classifier.
-    """
-    onnx = require("onnx", "the mixed-precision search")
-    groups: dict[str, list[str]] = {}
-    for node in onnx.load(str(path)).graph.node:
-        if node.op_type in ("Conv", "Gemm", "MatMul") and node.name:
-            key = "/".join(node.name.split("/")[:3]) or node.name
-            groups.setdefault(key, []).append(node.name)
-    return groups
-
-
-class QdqFallback(Target):
-    """Mixed-precision fallback for the ONNX Runtime Q/DQ targets (onnx INT8, jetson).
-
-    When the INT8 artefact fails the gate and the profile allows ``accuracy_fallback``, the
-    blocks whose quantisation costs most are kept in float: each block is ranked by how far the
-    logits move from FP32 on calibration images when only that block stays float (label-free,
-    so the tuning split is not used to rank), then the top blocks are excluded one at a time
-    until the gate passes on the tuning split (as NNCF's accuracy control does) — at most
-    ``MAX_FLOAT_BLOCKS``. Nothing passing, the plain INT8 artefact is restored and reported.
-    """
-
-    MAX_FLOAT_BLOCKS = 4
-    RANK_IMAGES = 64
-
-    def _quantize(self, ctx: ExportContext, exclude: tuple[str, ...]) -> list[Artifact]:
-        """Write the INT8 artefacts with ``exclude`` (node names) kept in float as well."""
-        raise NotImplementedError
-
-    def fallback(
-        self, ctx: ExportContext, artifacts: list[Artifact], measured: ArtifactMetrics
-    ) -> list[Artifact] | None:
-        q = ctx.profile.quantize
-        if q.precision != "int8" or not q.accuracy_fallback or ctx.calib_inputs is None:
-            return None
-        from edgevcf.backends import open_backend
-
-        x = ctx.calib_inputs[: self.RANK_IMAGES]
-        ref = open_backend("onnxruntime", ctx.fp32_onnx).run_all(x).reshape(-1)
-        groups = {
-            k: v
-            for k, v in layer_groups(ctx.fp32_onnx).items()
-            if not set(v) <= set(q.excluded_layers)
-        }
-        cost: dict[str, float] = {}
-        unusable: dict[str, str] = {}
-        for key in progress.track(
-            list(groups), desc=f"{self.name}: block sensitivity", unit="block"
-        ):
-            try:
-                arts = self._quantize(ctx, tuple(groups[key]))
-            except (ExportError, QuantizationError) as exc:
-                # ONNX Runtime's quantiser writes an invalid graph for some exclusions (seen:
-                # the classifier's Gemm in float with int8 asymmetric activations, "Gemm_bias_dq"
-                # with a missing input): such a block is simply not a candidate.
-                unusable[key] = exc.message
-                log.info("%s: block %s cannot be kept in float alone: %s", self.name, key, exc)
-                continue
-            z = ctx.run(arts[0], x).reshape(-1)
-            cost[key] = float(np.abs(z - ref).mean())
-        ranked = sorted(cost, key=cost.__getitem__)
-        tried: list[dict[str, Any]] = []
-        floated: list[str] = []
-        for key in ranked[: self.MAX_FLOAT_BLOCKS]:
-            floated.append(key)
-            names = tuple(n for k in floated for n in groups[k])
-            with progress.step(f"{self.name}: INT8 with {len(floated)} block(s) in float"):
-                arts = self._quantize(ctx, names)
-                m = ctx.measure(arts)[arts[0].name]
-            tried.append({"float_blocks": list(floated), "gate": m.gate})
-            if m.gate.get("passed"):
-                ctx.notes.append(
-                    f"INT8 failed the gate; kept {len(floated)} block(s) in float "
-                    f"({', '.join(floated)}): gate passes on the tuning split"
-                )
-                ctx.extra["mixed_precision"] = {"float_blocks": floated, "tried": tried,
-                                                "rank_mae_logit": cost,
-                                                "unusable": unusable}  # fmt: skip
-                return arts
-        ctx.notes.append(
-            f"INT8 failed the gate and keeping up to {self.MAX_FLOAT_BLOCKS} blocks in float did "
-            "not make it pass: the plain INT8 artefact is kept (consider fp16/fp32)"
-        )
-        ctx.extra["mixed_precision"] = {
-            "float_blocks": [], "tried": tried, "rank_mae_logit": cost, "unusable": unusable
-        }  # fmt: skip
-        return self._quantize(ctx, ())
 
 
 def qdq_coverage(path: Path) -> dict[str, Any]:

@@ -206,7 +206,7 @@ def test_paths_are_relative_to_the_bundle(tmp_path: Path) -> None:
 def test_layer_groups_cover_every_quantizable_node(export_bundle: Any) -> None:
     import onnx
 
-    from edgevcf.targets.qdq import layer_groups
+    from edgevcf.targets.mixed import layer_groups
 
     _, bundle = export_bundle("onnx-cpu")
     path = bundle.path / bundle.artifact().file
@@ -227,7 +227,7 @@ def test_mixed_precision_fallback_restores_int8_when_nothing_passes(
     import dataclasses
 
     from edgevcf.targets import get_target
-    from edgevcf.targets.qdq import layer_groups
+    from edgevcf.targets.mixed import layer_groups
 
     _, fp32 = export_bundle("onnx-cpu")
     groups = layer_groups(fp32.path / fp32.artifact().file)
@@ -265,7 +265,7 @@ def test_mobile_fallback_skips_a_block_the_quantiser_cannot_keep_in_float(
     import dataclasses
 
     from edgevcf.targets import get_target
-    from edgevcf.targets.qdq import layer_groups
+    from edgevcf.targets.mixed import layer_groups
 
     _, fp32 = export_bundle("onnx-cpu")
     groups = layer_groups(fp32.path / fp32.artifact().file)

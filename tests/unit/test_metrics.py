@@ -646,3 +646,90 @@ def test_accuracy_gate_is_non_inferiority_and_flips() -> None:
     assert worse.passed is False and not worse.flip_ok and worse.auc_ok is False
     one_class = metrics.accuracy_gate(np.zeros(10, bool), ref[:10], ref[:10], 0.5, 0.01, 0.02)
     assert one_class.passed is None and one_class.paired is None and one_class.flip_ok
+
+
+def _raters(both: int, a_only: int, b_only: int, neither: int) -> tuple[np.ndarray, np.ndarray]:
+    a = np.array([1] * both + [1] * a_only + [0] * b_only + [0] * neither, bool)
+    b = np.array([1] * both + [0] * a_only + [1] * b_only + [0] * neither, bool)
+    return a, b
+
+
+def test_paired_proportion_diff_reads_the_discordant_cells() -> None:
+    """B - A from McNemar's cells; identical raters give a CI around 0 that narrows with n."""
+    from edgevcf import metrics
+
+    r = metrics.paired_proportion_diff(*_raters(12, 9, 2, 21))
+    assert r.diff == pytest.approx((2 - 9) / 44) and (r.a_only, r.b_only, r.n) == (9, 2, 44)
+    assert r.ci_low < r.diff < r.ci_high < 0  # 9 losses vs 2 gains: B is worse
+    assert r.p_a == pytest.approx(21 / 44) and r.p_b == pytest.approx(14 / 44)
+    small = metrics.paired_proportion_diff(*_raters(18, 0, 0, 2))
+    large = metrics.paired_proportion_diff(*_raters(180, 0, 0, 20))
+    for x in (small, large):
+        assert x.diff == 0 and x.ci_low < 0 < x.ci_high
+    assert large.ci_high - large.ci_low < small.ci_high - small.ci_low
+    # nothing discordant among 20 does not show agreement within 5 points
+    assert small.ci_low < -0.05
+    empty = metrics.paired_proportion_diff(np.zeros(0, bool), np.zeros(0, bool))
+    assert np.isnan(empty.diff) and empty.n == 0
+
+
+def test_paired_proportion_diff_covers_the_true_difference() -> None:
+    """Coverage of the 95 % interval over simulated paired raters is near 95 % (Newcombe's
+    method 10 is known to be close to nominal, a little conservative with few discordant pairs)."""
+    from edgevcf import metrics
+
+    rng = np.random.default_rng(2026)
+    n, keep, pa, pb = 200, 0.6, 0.7, 0.5
+    true = (keep * pa + (1 - keep) * pb) - pa
+    hits = 0
+    for _ in range(1000):
+        a = rng.random(n) < pa
+        b = np.where(rng.random(n) < keep, a, rng.random(n) < pb)
+        r = metrics.paired_proportion_diff(a, b)
+        hits += r.ci_low <= true <= r.ci_high
+    assert 0.93 <= hits / 1000 <= 0.975
+
+
+def test_the_gate_judges_the_operating_point_and_not_one_image() -> None:
+    """Sensitivity lost at the threshold fails the gate even when the AUC holds; a flip rate a
+    hair over its limit does not (its CI reaches below it); one far over it does."""
+    from edgevcf import metrics
+
+    rng = np.random.default_rng(11)
+    n = 600
+    y = rng.random(n) < 0.45
+    ref = np.clip(0.5 + 0.25 * (y - 0.5) + 0.12 * rng.standard_normal(n), 0.001, 0.999)
+    # a monotone shift of the scores: the same AUC, fewer positive calls at the threshold
+    lower = ref * 0.8
+    g = metrics.accuracy_gate(y, ref, lower, 0.5, 0.01, 0.5)
+    assert g.auc_ok and g.paired.diff == pytest.approx(0.0, abs=1e-12)
+    assert g.sensitivity.diff < -0.05 and g.point_ok is False and g.passed is False
+    assert "sensitivity" in g.failed and "auc" not in g.failed
+    assert g.to_dict()["failed"] == list(g.failed) and g.to_dict()["rule"] == metrics.GATE_RULE
+    # 13 of 600 near-threshold decisions flipped (2.2 % > 2 %), balanced between the classes
+    near = np.argsort(np.abs(ref - 0.5))
+    pick = np.concatenate([near[y[near]][:7], near[~y[near]][:6]])
+    flipped = ref.copy()
+    flipped[pick] = np.where(ref[pick] >= 0.5, 0.4999, 0.5001)
+    h = metrics.accuracy_gate(y, ref, flipped, 0.5, 0.01, 0.02)
+    assert h.flips.flip_rate.value > 0.02 and h.flips.flip_rate.ci_low < 0.02
+    assert h.flip_ok and h.passed, h.failed
+    # a sixth of the decisions flipped: shown to exceed the limit
+    many = ref.copy()
+    many[near[:100]] = 1 - ref[near[:100]]
+    k = metrics.accuracy_gate(y, ref, many, 0.5, 0.01, 0.02)
+    assert not k.flip_ok and "flips" in k.failed and k.passed is False
+
+
+def test_gate_for_reads_a_profile_or_a_manifest_tolerance() -> None:
+    from edgevcf import metrics
+    from edgevcf.profiles import Tolerance
+
+    rng = np.random.default_rng(3)
+    y = rng.random(300) < 0.4
+    ref = np.clip(0.5 + 0.3 * (y - 0.5) + 0.1 * rng.standard_normal(300), 0, 1)
+    a = metrics.gate_for(Tolerance(), y, ref, ref * 0.9, 0.5)
+    b = metrics.gate_for({"max_auc_drop": 0.01, "max_flip_rate": 0.02}, y, ref, ref * 0.9, 0.5)
+    assert a.to_dict() == b.to_dict()  # an old manifest's tolerance: today's margins
+    c = metrics.gate_for(Tolerance(max_sensitivity_drop=0.5), y, ref, ref * 0.9, 0.5)
+    assert c.max_sensitivity_drop == 0.5
