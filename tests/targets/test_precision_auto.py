@@ -104,22 +104,15 @@ def test_auto_is_refused_for_the_jetson() -> None:
 
 @pytest.mark.requires_openvino
 def test_openvino_fallback_answers_a_failed_operating_point_with_float_blocks(
-    tiny_export: Any, profile_for: Any, export_bundle: Any, tmp_path: Path
+    tiny_export: Any, profile_for: Any, only_blocks: Any, tmp_path: Path
 ) -> None:
     """INT8 failing the gate for any reason (here every criterion is out of reach) runs the
     ranked float-block search through NNCF's ignored scopes, records what it answered, and
     ships the plain INT8 IR when nothing passes (three blocks searched, for speed)."""
     from edgevcf.targets import get_target
-    from edgevcf.targets.mixed import layer_groups
 
-    _, fp32 = export_bundle("onnx-cpu")
-    groups = layer_groups(fp32.path / fp32.artifact().file)
-    keep = sorted(groups)[:3]
-    prof = profile_for(
-        "openvino",
-        accuracy_fallback=True,
-        excluded_layers=tuple(n for k, v in groups.items() if k not in keep for n in v),
-    )
+    keep, excluded = only_blocks(lambda groups: sorted(groups)[:3])
+    prof = profile_for("openvino", accuracy_fallback=True, excluded_layers=excluded)
     prof = dataclasses.replace(
         prof,
         tolerance=dataclasses.replace(

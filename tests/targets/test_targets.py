@@ -218,7 +218,7 @@ def test_layer_groups_cover_every_quantizable_node(export_bundle: Any) -> None:
 
 @pytest.mark.requires_onnxruntime
 def test_mixed_precision_fallback_restores_int8_when_nothing_passes(
-    tiny_export: Any, profile_for: Any, export_bundle: Any, tmp_path: Path
+    tiny_export: Any, profile_for: Any, only_blocks: Any, tmp_path: Path
 ) -> None:
     """A gate no quantized model can meet (no AUC loss, no flip allowed, CI lower bound > 0):
     the search ranks the blocks, tries the worst ones in float, records them, and ships the
@@ -227,16 +227,10 @@ def test_mixed_precision_fallback_restores_int8_when_nothing_passes(
     import dataclasses
 
     from edgevcf.targets import get_target
-    from edgevcf.targets.mixed import layer_groups
 
-    _, fp32 = export_bundle("onnx-cpu")
-    groups = layer_groups(fp32.path / fp32.artifact().file)
-    keep = sorted(groups)[:3]
+    keep, excluded = only_blocks(lambda groups: sorted(groups)[:3])
     prof = profile_for(
-        "onnx-cpu",
-        precision="int8",
-        accuracy_fallback=True,
-        excluded_layers=tuple(n for k, v in groups.items() if k not in keep for n in v),
+        "onnx-cpu", precision="int8", accuracy_fallback=True, excluded_layers=excluded
     )
     prof = dataclasses.replace(
         prof, tolerance=dataclasses.replace(prof.tolerance, max_auc_drop=0.0, max_flip_rate=0.0)
@@ -257,7 +251,7 @@ def test_mixed_precision_fallback_restores_int8_when_nothing_passes(
 
 @pytest.mark.requires_onnxruntime
 def test_mobile_fallback_skips_a_block_the_quantiser_cannot_keep_in_float(
-    tiny_export: Any, profile_for: Any, export_bundle: Any, tmp_path: Path
+    tiny_export: Any, profile_for: Any, only_blocks: Any, tmp_path: Path
 ) -> None:
     """ONNX Runtime's quantiser writes an invalid graph when the classifier's Gemm stays float
     with int8 asymmetric activations (seen in the demo: "Gemm_bias_dq" missing an input). The
@@ -265,17 +259,11 @@ def test_mobile_fallback_skips_a_block_the_quantiser_cannot_keep_in_float(
     import dataclasses
 
     from edgevcf.targets import get_target
-    from edgevcf.targets.mixed import layer_groups
 
-    _, fp32 = export_bundle("onnx-cpu")
-    groups = layer_groups(fp32.path / fp32.artifact().file)
-    head = [k for k in groups if k.startswith("classifier")]
-    keep = sorted({*head, sorted(groups)[0]})
-    prof = profile_for(
-        "mobile-arm",
-        accuracy_fallback=True,
-        excluded_layers=tuple(n for k, v in groups.items() if k not in keep for n in v),
+    keep, excluded = only_blocks(
+        lambda groups: {*(k for k in groups if k.startswith("classifier")), sorted(groups)[0]}
     )
+    prof = profile_for("mobile-arm", accuracy_fallback=True, excluded_layers=excluded)
     prof = dataclasses.replace(
         prof,
         tolerance=dataclasses.replace(prof.tolerance, max_auc_drop=0.0, max_flip_rate=0.0),
