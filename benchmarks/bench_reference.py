@@ -55,6 +55,7 @@ ROWS: list[tuple[str, str | None, str, dict[str, Any]]] = [
     ("openvino-bf16", "openvino-bf16", "auto", {}),
     ("openvino-int8", "openvino-int8", "auto", {}),
     ("openvino-int8-aa", "openvino-int8-aa", "auto", {}),
+    ("openvino-qat", "openvino-qat", "auto", {}),
     ("openvino-auto", "openvino-auto", "auto", {}),
     ("mobile-onnx-int8", "mobile-int8", "model", {}),
     ("mobile-tflite-int8", "mobile-int8", "tflite", {}),

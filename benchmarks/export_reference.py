@@ -41,6 +41,7 @@ TARGETS: dict[str, tuple[str, str | None]] = {
     "openvino-int8": ("intel-cpu", None),
     "openvino-int8-aa": ("intel-cpu-aa", None),
     "openvino-bf16": ("intel-cpu-bf16", None),
+    "openvino-qat": ("intel-cpu-qat", None),
     "openvino-auto": ("intel-cpu-auto", None),
     "mobile-int8": ("mobile-arm", None),
 }
@@ -170,14 +171,17 @@ def write(rows: list[dict[str, Any]], args: argparse.Namespace) -> None:
         f"# Export of the reference models ({machine_label()}, {platform.processor() or ''})",
         "",
         "AUC on the tuning (val) split, FP32 = PyTorch eager; ΔAUC = paired DeLong, deployed - "
-        "FP32, 95 % CI; flips at the bundled threshold; gate = non-inferiority at 0.01 AUC and "
-        "flip rate <= 2 %. int ops = compute ops running in integers / all compute ops (ORT "
+        "FP32, 95 % CI; Δsens / Δspec = paired differences at the bundled threshold, points, "
+        "with the CI lower bound; flips at the bundled threshold; gate = ΔAUC CI low > -0.01, "
+        "Δsens and Δspec CI low > -5 points, flip rate not shown above 2 % (failed criteria "
+        "named). int ops = compute ops running in integers / all compute ops (ORT "
         "static Q/DQ coverage, OpenVINO FakeQuantize-fed convolutions, LiteRT tensor types).",
         "",
         "| backbone | target | size MB (FP32 ONNX) | AUC FP32 -> deployed | ΔAUC (95 % CI) "
-        "| flip % | gate | int ops | export s |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| Δsens / Δspec pt (CI low) | flip % | gate | int ops | export s |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
+    tried: list[str] = []
     for r in rows:
         d = r["delta_auc"]
         delta = f"{d['diff']:+.4f} ({d['ci_low']:+.4f}, {d['ci_high']:+.4f})" if d else "n/a"
@@ -191,18 +195,46 @@ def write(rows: list[dict[str, Any]], args: argparse.Namespace) -> None:
             for k, v in (r.get("integer_check") or {}).items()
         )
         gate = {True: "pass", False: "FAIL", None: "n/a"}[r["gate_passed"]]
+        g = r.get("gate") or {}
+        if r["gate_passed"] is False and g.get("failed"):
+            gate += f" ({', '.join(g['failed'])})"
+        point = "-"
+        if g.get("sensitivity") and g.get("specificity"):
+            se, sp = g["sensitivity"], g["specificity"]
+            point = (
+                f"{100 * se['diff']:+.1f} ({100 * se['ci_low']:+.1f}) / "
+                f"{100 * sp['diff']:+.1f} ({100 * sp['ci_low']:+.1f})"
+            )
+        mixed = r.get("mixed_precision") or {}
+        if mixed.get("tried"):
+            tried.append(
+                f"- {r['arch']} {r['target']}: INT8 failed "
+                f"({', '.join(mixed.get('answered', []))}); "
+                f"float blocks tried {[t['float_blocks'][-1] for t in mixed['tried']]}, "
+                + (f"kept {mixed['float_blocks']}" if mixed["float_blocks"] else "none passed")
+            )
+        search = r.get("precision_search") or {}
+        if search:
+            tried.append(f"- {r['arch']} {r['target']}: --precision auto chose {search['why']}")
         lines.append(
             f"| {r['arch']} | {r['target']} | {r['size_bytes'] / 1e6:.2f} "
-            f"({r['fp32_onnx_bytes'] / 1e6:.2f}) | {auc} | {delta} | {100 * r['flip_rate']:.1f} "
-            f"| {gate} | {ints or '-'} | "
+            f"({r['fp32_onnx_bytes'] / 1e6:.2f}) | {auc} | {delta} | {point} | "
+            f"{100 * r['flip_rate']:.1f} | {gate} | {ints or '-'} | "
             f"{'-' if r['export_seconds'] is None else format(r['export_seconds'], '.0f')} |"
         )
         for k, v in r["other_artifacts"].items():
             if v["auc"] is not None:
                 lines.append(
-                    f"| | ↳ {k} | | {r['fp32_auc']:.3f} -> {v['auc']:.3f} | | "
+                    f"| | ↳ {k} | | {r['fp32_auc']:.3f} -> {v['auc']:.3f} | | | "
                     f"{100 * v['flip_rate']:.1f} | | | |"
                 )
+    if tried:
+        lines += [
+            "",
+            "What the fallbacks and the precision search tried (tuning split):",
+            "",
+            *tried,
+        ]
     args.results.mkdir(parents=True, exist_ok=True)
     base.with_suffix(".md").write_text("\n".join(lines) + "\n")
     base.with_suffix(".json").write_text(
