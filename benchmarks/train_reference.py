@@ -2,7 +2,9 @@
 
 Reproducible from the seed; CPU is the reference path. Data and checkpoints go to
 ``~/.cache/edgevcf/reference/`` (never into git); the table goes to
-``benchmarks/results/reference-models.{md,json}``.
+``benchmarks/results/<machine>-reference-models.{md,json}`` (each CPU kind its own: training time
+and the last bits of the weights differ between machines; ``reference-models.md`` is the first
+table, AMD EPYC Zen 4).
 
     .venv/bin/python benchmarks/train_reference.py                 # all three, ~1.5 h on 2 cores
     .venv/bin/python benchmarks/train_reference.py --archs mobilenet_v3_large --epochs 12
@@ -21,6 +23,7 @@ from pathlib import Path
 from edgevcf.data.synth import SynthConfig, generate
 from edgevcf.dataset import cache_root
 from edgevcf.evaluate import evaluate
+from edgevcf.machine import machine_label
 from edgevcf.models import STUDY_BACKBONES
 from edgevcf.train import TrainConfig, train
 
@@ -55,25 +58,30 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--root", type=Path, default=cache_root() / "reference")
     ap.add_argument("--results", type=Path, default=Path(__file__).parent / "results")
+    ap.add_argument(
+        "--reuse",
+        action="store_true",
+        help="a backbone whose run finished with the same settings is evaluated, not retrained",
+    )
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
 
     manifest = dataset(args.root, args.patients, args.difficulty, args.seed)
     rows = []
     for arch in args.archs:
-        t = time.perf_counter()
-        run = train(
-            manifest,
-            args.root / "runs" / arch,
-            TrainConfig(arch=arch, epochs=args.epochs, seed=args.seed),
-        )
-        minutes = (time.perf_counter() - t) / 60
+        cfg = TrainConfig(arch=arch, epochs=args.epochs, seed=args.seed)
+        out = args.root / "runs" / arch
+        done = _finished_run(out, cfg) if args.reuse else None
+        if done is None:
+            t = time.perf_counter()
+            run = train(manifest, out, cfg)
+            done = (run.best_epoch, (time.perf_counter() - t) / 60)
         row = {
             "arch": arch,
             "epochs": args.epochs,
-            "train_minutes": round(minutes, 1),
-            "best_epoch": run.best_epoch,
-            "checkpoint": str(run.checkpoint),
+            "train_minutes": round(done[1], 1),
+            "best_epoch": done[0],
+            "checkpoint": str(out / "model.safetensors"),
         }
         for split in ("val", "test"):
             res = evaluate(run.checkpoint, manifest, split=split)
@@ -84,15 +92,29 @@ def main() -> None:
             arch,
             row["val"]["auc"]["auc"],
             row["test"]["auc"]["auc"],
-            minutes,
+            row["train_minutes"],
         )
-    write_tables(merge_rows(rows, args), args)
+        write_tables(merge_rows(rows, args), args)  # after each backbone: a crash loses none
+
+
+def _finished_run(out: Path, cfg: TrainConfig) -> tuple[int, float] | None:
+    """(best epoch, training minutes) of a finished run with this configuration, from its
+    ``history.json``; None when there is none (``--reuse``: evaluate it, do not train again)."""
+    from dataclasses import asdict
+
+    rec = out / "history.json"
+    if not (rec.is_file() and (out / "model.safetensors").is_file()):
+        return None
+    h = json.loads(rec.read_text())
+    if h.get("config") != json.loads(json.dumps(asdict(cfg))):
+        return None
+    return int(h["best"]["epoch"]), float(h["seconds"]) / 60
 
 
 def merge_rows(rows: list[dict], args: argparse.Namespace) -> list[dict]:
     """Keep earlier backbones' rows measured on the same dataset, so backbones can be trained
     in separate runs; a row of a different dataset (patients, difficulty, seed) is dropped."""
-    path = args.results / "reference-models.json"
+    path = args.results / f"{machine_label()}-reference-models.json"
     if not path.is_file():
         return rows
     old = json.loads(path.read_text())
@@ -117,7 +139,8 @@ def write_tables(rows: list[dict], args: argparse.Namespace) -> None:
         "# Reference models on the standard synthetic task",
         "",
         f"Dataset: {args.patients} synthetic patients (fast mode, seed {args.seed}), difficulty "
-        f"{args.difficulty}; 224 px; trained on CPU ({os.cpu_count()} cores, {cpu}). "
+        f"{args.difficulty}; 224 px; trained on CPU ({machine_label()}: {os.cpu_count()} cores, "
+        f"{cpu}). "
         "Threshold: Youden on the validation split; the test split tuned nothing.",
         "",
         "| backbone | split | n | AUC (95 % CI) | accuracy % | sensitivity % | specificity % "
@@ -149,8 +172,8 @@ def write_tables(rows: list[dict], args: argparse.Namespace) -> None:
         "(EfficientNet / MobileNet / MnasNet).",
     ]
     args.results.mkdir(parents=True, exist_ok=True)
-    (args.results / "reference-models.md").write_text("\n".join(lines) + "\n")
-    (args.results / "reference-models.json").write_text(
+    (args.results / f"{machine_label()}-reference-models.md").write_text("\n".join(lines) + "\n")
+    (args.results / f"{machine_label()}-reference-models.json").write_text(
         json.dumps(
             {
                 "patients": args.patients,
