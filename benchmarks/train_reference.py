@@ -84,7 +84,7 @@ def main() -> None:
             "checkpoint": str(out / "model.safetensors"),
         }
         for split in ("val", "test"):
-            res = evaluate(run.checkpoint, manifest, split=split)
+            res = evaluate(out / "model.safetensors", manifest, split=split)
             row[split] = res.to_dict()
         rows.append(row)
         logging.info(
