@@ -174,3 +174,33 @@ def test_qat_settings_are_checked() -> None:
         parse_profile({"target": "openvino", "quantize": {"qat": True}}, "x.toml")
     with pytest.raises(ConfigError, match="for openvino"):
         parse_profile({"target": "onnx", "quantize": {"qat_epochs": 2}}, "x.toml")
+
+
+@pytest.mark.requires_openvino
+@pytest.mark.parametrize("precision", ["bf16", "f16"])
+def test_openvino_refuses_to_compute_in_a_precision_other_than_validated(
+    tmp_path: Path, precision: str
+) -> None:
+    """OpenVINO compiles an f16 request as bf16 on a CPU with BF16 but no FP16 (measured), and
+    bf16 as f32 on a CPU without BF16: the first would run a bundle in a precision nobody
+    validated (refused), the second is only slower (runs, says what it computes in)."""
+    import openvino as ov
+    import openvino.opset13 as ops
+
+    from edgevcf.backends.openvino import OpenVINOBackend
+    from edgevcf.errors import BundleError
+    from edgevcf.targets.openvino import cpu_capabilities
+
+    x = ops.parameter([1, 4, 8, 8], np.float32, name="x")
+    w = np.random.default_rng(0).normal(size=(2, 4, 3, 3)).astype(np.float32)
+    conv = ops.convolution(x, ops.constant(w), [1, 1], [1, 1], [1, 1], [1, 1])
+    ov.save_model(ov.Model([conv], [x]), str(tmp_path / "m.xml"))
+    caps = cpu_capabilities()
+    need = {"bf16": "BF16", "f16": "FP16"}[precision]
+    try:
+        be = OpenVINOBackend(tmp_path / "m.xml", inference_precision=precision)
+    except BundleError as exc:
+        assert need not in caps and "validated in" in exc.message
+        return
+    assert be.effective_precision == (precision if need in caps else "f32")
+    assert be.run(np.zeros((1, 4, 8, 8), np.float32)).shape == (1, 2 * 8 * 8)
