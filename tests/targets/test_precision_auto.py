@@ -195,12 +195,16 @@ def test_openvino_refuses_to_compute_in_a_precision_other_than_validated(
     w = np.random.default_rng(0).normal(size=(2, 4, 3, 3)).astype(np.float32)
     conv = ops.convolution(x, ops.constant(w), [1, 1], [1, 1], [1, 1], [1, 1])
     ov.save_model(ov.Model([conv], [x]), str(tmp_path / "m.xml"))
-    caps = cpu_capabilities()
+    core = ov.Core()
+    compiled = core.compile_model(str(tmp_path / "m.xml"), "CPU",
+                                  {"INFERENCE_PRECISION_HINT": precision})  # fmt: skip
+    got = compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()
     need = {"bf16": "BF16", "f16": "FP16"}[precision]
-    try:
-        be = OpenVINOBackend(tmp_path / "m.xml", inference_precision=precision)
-    except BundleError as exc:
-        assert need not in caps and "validated in" in exc.message
+    assert (got == precision) == (need in cpu_capabilities())
+    if got not in (precision, "f32"):
+        with pytest.raises(BundleError, match="validated in"):
+            OpenVINOBackend(tmp_path / "m.xml", inference_precision=precision)
         return
-    assert be.effective_precision == (precision if need in caps else "f32")
+    be = OpenVINOBackend(tmp_path / "m.xml", inference_precision=precision)
+    assert be.effective_precision == got
     assert be.run(np.zeros((1, 4, 8, 8), np.float32)).shape == (1, 2 * 8 * 8)
