@@ -150,6 +150,8 @@ def export(
       edgevcf export --target jetson --checkpoint runs/mnv3/model.safetensors \\
           --calib data/manifest.csv --out bundles/jetson
       edgevcf export --target openvino,mobile,onnx-cpu --checkpoint ... --calib ... --out bundles/
+      edgevcf export --target openvino --precision auto --checkpoint ... --calib ... \
+          --out bundles/fastest     # the fastest bundle that passes the gate on this machine
     """
     import json
 
