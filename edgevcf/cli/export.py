@@ -150,8 +150,7 @@ def export(
       edgevcf export --target jetson --checkpoint runs/mnv3/model.safetensors \\
           --calib data/manifest.csv --out bundles/jetson
       edgevcf export --target openvino,mobile,onnx-cpu --checkpoint ... --calib ... --out bundles/
-      edgevcf export --target openvino --precision auto --checkpoint ... --calib ... \
-          --out bundles/fastest     # the fastest bundle that passes the gate on this machine
+      edgevcf export --target openvino --precision auto --checkpoint ... --calib ... --out fast/
     """
     import json
 
