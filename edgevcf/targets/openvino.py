@@ -155,7 +155,6 @@ class OpenVINOTarget(FloatBlockFallback):
             ctx.spec,
             ctx.input,
             train.units,
-            train.labels,
             ctx.calib_inputs,
             epochs=q.qat_epochs,
             lr=q.qat_lr,
@@ -166,12 +165,13 @@ class OpenVINOTarget(FloatBlockFallback):
         model = qat.to_openvino(net, ctx.calib_inputs, ctx.input.batch)
         ctx.notes.append(
             f"{why}: quantisation-aware training, {q.qat_epochs} epoch(s) at lr {q.qat_lr:g} on "
-            f"the {len(train)} training images (NNCF fake quantisers), judged on the tuning split"
+            f"the {len(train)} training images (NNCF fake quantisers, distilled from the FP32 "
+            "logits), judged on the tuning split"
         )
         ctx.extra["nncf"] = f"quantisation-aware training ({q.qat_epochs} epochs; {why})"
         ctx.extra["qat"] = {"epochs": q.qat_epochs, "lr": q.qat_lr, "train_images": len(train),
                             "why": why}  # fmt: skip
-        ctx.extra.pop("float_weights", None)
+        self._store_float_weights(ctx, model)
         self._save(ctx, model)
         return [Artifact("model", XML, "openvino", "int8", self._options(ctx))]
 
