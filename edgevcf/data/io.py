@@ -710,8 +710,12 @@ def _decode_native(ds: Dataset, tsyntax: pydicom.uid.UID) -> np.ndarray | None:
         allocated, bits, signed = int(ds.BitsAllocated), int(ds.BitsStored), ds.PixelRepresentation
         samples, frames = int(ds.get("SamplesPerPixel", 1)), int(ds.get("NumberOfFrames") or 1)
         data = ds.PixelData
-    except (AttributeError, KeyError, TypeError, ValueError):
-        return None
+    except MemoryError:
+        raise
+    except (
+        Exception
+    ):  # any element pydicom cannot convert (e.g. an unknown VR: NotImplementedError)
+        return None  # the general path decides, and refuses what it cannot read
     if (allocated, samples, frames) != (16, 1, 1) or not 1 <= bits <= 16 or signed not in (0, 1):
         return None
     if not isinstance(data, bytes) or len(data) != 2 * rows * cols:

@@ -337,3 +337,18 @@ def test_the_readers_fast_paths_give_what_the_general_path_gives(
         ref_img, ref_meta = read_image(p)
         np.testing.assert_array_equal(img, ref_img, err_msg=p.name)
         assert meta == ref_meta, p.name
+
+
+def test_pixel_data_with_an_unknown_vr_is_refused_not_raised(tmp_path: Path) -> None:
+    """Found by the hypothesis-driven fuzz run (variant ``lut_path.dcm``, one byte changed): a
+    Pixel Data element whose VR bytes are no VR made pydicom raise NotImplementedError from the
+    native-decode fast path, past the reader's refusals. The fast path now hands any element it
+    cannot convert to the general path, which refuses the film."""
+    data = bytearray(small_dicom(tmp_path / "ok.dcm").read_bytes())
+    at = data.find(b"\xe0\x7f\x10\x00OW")
+    assert at > 0
+    data[at + 4 : at + 6] = b"QQ"
+    bad = tmp_path / "bad.dcm"
+    bad.write_bytes(bytes(data))
+    with pytest.raises(DataError, match="cannot decode pixel data"):
+        read_image(bad)
