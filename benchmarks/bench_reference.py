@@ -43,6 +43,7 @@ import numpy as np
 
 from edgevcf.latency import BundleRow, Row, TorchRow, Worker, interleaved_latency
 from edgevcf.machine import machine_label
+from edgevcf.report import gate_cell, operating_point_cell
 
 # Only light imports at module level: spawned workers re-import this file.
 
@@ -259,17 +260,8 @@ def markdown(result: dict[str, Any]) -> str:
             e2e = "-"
             if "end_to_end_ms" in r:
                 e2e = f"{r['end_to_end_ms']:.1f} ({r['end_to_end_ms'] / lat['median_ms']:.1f}x)"
-            gate = {True: "pass", False: "FAIL", None: "ref"}[r.get("gate")]
-            detail = r.get("gate_detail") or {}
-            if r.get("gate") is False and detail.get("failed"):
-                gate += f" ({', '.join(detail['failed'])})"
-            point = "-"
-            if detail.get("sensitivity") and detail.get("specificity"):
-                se, spc = detail["sensitivity"], detail["specificity"]
-                point = (
-                    f"{100 * se['diff']:+.1f} ({100 * se['ci_low']:+.1f}) / "
-                    f"{100 * spc['diff']:+.1f} ({100 * spc['ci_low']:+.1f})"
-                )
+            detail = r.get("gate_detail")
+            gate, point = gate_cell(r.get("gate"), detail, "ref"), operating_point_cell(detail)
             flips = f"{100 * r['flip_rate']:.1f}" if "flip_rate" in r else "-"
             lines.append(
                 f"| {label} | {lat['median_ms']:.2f} | {lat['p99_ms']:.2f} | "

@@ -29,6 +29,7 @@ from edgevcf.dataset import cache_root
 from edgevcf.machine import machine_label
 from edgevcf.models import STUDY_BACKBONES
 from edgevcf.profiles import load_profile
+from edgevcf.report import gate_cell, operating_point_cell
 from edgevcf.targets import get_target
 
 # (label, profile, precision override)
@@ -194,17 +195,8 @@ def write(rows: list[dict[str, Any]], args: argparse.Namespace) -> None:
             f"{k} {v['integer_ops']}/{v['integer_ops'] + v['float_ops']}"
             for k, v in (r.get("integer_check") or {}).items()
         )
-        gate = {True: "pass", False: "FAIL", None: "n/a"}[r["gate_passed"]]
-        g = r.get("gate") or {}
-        if r["gate_passed"] is False and g.get("failed"):
-            gate += f" ({', '.join(g['failed'])})"
-        point = "-"
-        if g.get("sensitivity") and g.get("specificity"):
-            se, sp = g["sensitivity"], g["specificity"]
-            point = (
-                f"{100 * se['diff']:+.1f} ({100 * se['ci_low']:+.1f}) / "
-                f"{100 * sp['diff']:+.1f} ({100 * sp['ci_low']:+.1f})"
-            )
+        gate = gate_cell(r["gate_passed"], r.get("gate"))
+        point = operating_point_cell(r.get("gate"))
         mixed = r.get("mixed_precision") or {}
         if mixed.get("tried"):
             tried.append(

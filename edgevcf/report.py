@@ -695,6 +695,26 @@ def _op_point_line(g: dict[str, Any] | None) -> list[str]:
     ]
 
 
+def operating_point_cell(gate: dict[str, Any] | None) -> str:
+    """A gate's paired Δsensitivity / Δspecificity in points with their CI lower bounds, as the
+    export and benchmark tables print them (``-0.7 (-3.5) / +0.0 (-2.4)``; ``-`` when absent)."""
+    if not gate or not gate.get("sensitivity") or not gate.get("specificity"):
+        return "-"
+    se, sp = gate["sensitivity"], gate["specificity"]
+    return (
+        f"{100 * se['diff']:+.1f} ({100 * se['ci_low']:+.1f}) / "
+        f"{100 * sp['diff']:+.1f} ({100 * sp['ci_low']:+.1f})"
+    )
+
+
+def gate_cell(passed: bool | None, gate: dict[str, Any] | None, none: str = "n/a") -> str:
+    """``pass``, ``FAIL (criteria that failed)`` or ``none``."""
+    text = {True: "pass", False: "FAIL", None: none}[passed]
+    if passed is False and gate and gate.get("failed"):
+        text += f" ({', '.join(gate['failed'])})"
+    return text
+
+
 #: Which criteria decide the gate (the rule is :data:`edgevcf.metrics.GATE_RULE`).
 GATE_DECIDES = (
     "the CIs decide (ΔAUC, Δsensitivity, Δspecificity); the flip rate fails it only when its CI "

@@ -21,19 +21,12 @@ def _auc(x: float | None) -> str:
     return "n/a" if x is None else f"{x:.3f}"
 
 
-def _op_point(gate: dict[str, Any]) -> str:
-    """Paired Δsensitivity / Δspecificity at the threshold, e.g. ``-0.8 / +0.0 pt``."""
-    se, sp = gate.get("sensitivity"), gate.get("specificity")
-    if not se or not sp:
-        return "n/a"
-    return f"{100 * se['diff']:+.1f} ({100 * se['ci_low']:+.1f}) / {100 * sp['diff']:+.1f} " \
-        f"({100 * sp['ci_low']:+.1f})"  # fmt: skip
-
-
 def summary_table(results: list[Any]) -> str:
     """The end-of-export table: size, AUC FP32 -> deployed with paired ΔAUC CI, the operating
     point's paired Δsensitivity / Δspecificity (CI lower bound), flips, and the gate with the
     criteria that failed."""
+    from edgevcf.report import gate_cell, operating_point_cell
+
     rows = [
         "| bundle | target | precision | size MB (FP32 ONNX) | AUC FP32 -> deployed "
         "| ΔAUC (95 % CI) | Δsens / Δspec pt (CI low) | flip rate | gate | export s |",
@@ -42,14 +35,11 @@ def summary_table(results: list[Any]) -> str:
     for r in results:
         d = r.delta_auc
         delta = f"{d['diff']:+.3f} ({d['ci_low']:+.3f} to {d['ci_high']:+.3f})" if d else "n/a"
-        gate = {True: "pass", False: "FAIL", None: "n/a"}[r.gate_passed]
-        failed = (getattr(r, "gate", None) or {}).get("failed")
-        if r.gate_passed is False and failed:
-            gate += f" ({', '.join(failed)})"
+        gate = gate_cell(r.gate_passed, getattr(r, "gate", None))
         rows.append(
             f"| {r.bundle} | {r.profile} | {r.precision} | {_mb(r.size_bytes)} "
             f"({_mb(r.fp32_size_bytes)}) | {_auc(r.fp32_auc)} -> {_auc(r.auc)} | {delta} "
-            f"| {_op_point(getattr(r, 'gate', None) or {})} "
+            f"| {operating_point_cell(getattr(r, 'gate', None))} "
             f"| {100 * r.flip_rate:.1f} % | {gate} | {r.seconds:.0f} |"
         )
     return "\n".join(rows)
