@@ -10,7 +10,9 @@ DESIGN.md ("Accuracy: what 'within tolerance' means here") asks for three things
   that threshold with Wilson intervals (:func:`binary_metrics`, :func:`wilson`).
 * **Decision stability**: how many cases change decision between FP32 and quantised, and whether the
   change is systematic (:func:`decision_flips`, :func:`mcnemar`). A deployment that keeps the AUC
-  but moves the operating point is a failure, and only this catches it.
+  but moves the operating point is a failure: the paired Δsensitivity and Δspecificity at the
+  threshold (:func:`paired_proportion_diff`) judge that, and :func:`accuracy_gate` combines all
+  three, each by its confidence interval.
 
 Every function is pure and needs numpy only (a cart runs ``edgevcf verify``, and it has no
 scipy): normal quantiles come from :class:`statistics.NormalDist`, tail probabilities from
