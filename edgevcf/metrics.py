@@ -59,6 +59,7 @@ __all__ = [
     "auc_ci",
     "binary_metrics",
     "decision_flips",
+    "films_to_show_non_inferiority",
     "gate_for",
     "mcnemar",
     "non_inferior",
@@ -1055,6 +1056,10 @@ class GateResult:
         max_specificity_drop: Δspecificity's non-inferiority margin.
         point_ok: Both Δ CI lower bounds above their margins (None: not measurable).
         failed: The criteria that failed (``auc``, ``sensitivity``, ``specificity``, ``flips``).
+        films_needed: For each failed CI criterion whose *point estimate* lies within its margin
+            (the CI spans the margin: inconclusive, not shown inferior), about how many films of
+            this mix would show non-inferiority at this Δ and spread
+            (:func:`films_to_show_non_inferiority`); the gate still fails.
     """
 
     paired: PairedAUCResult | None
@@ -1070,6 +1075,12 @@ class GateResult:
     max_specificity_drop: float = 0.05
     point_ok: bool | None = None
     failed: tuple[str, ...] = ()
+    films_needed: dict[str, int] = dataclasses.field(default_factory=dict)
+
+    @property
+    def inconclusive(self) -> tuple[str, ...]:
+        """The failed criteria a larger split could still pass (see ``films_needed``)."""
+        return tuple(k for k in self.failed if k in self.films_needed)
 
     def to_dict(self) -> dict[str, Any]:
         """The gate's verdict and its criteria (for manifests and JSON reports)."""
@@ -1086,6 +1097,8 @@ class GateResult:
             "specificity": self.specificity.to_dict() if self.specificity else None,
             "point_ok": self.point_ok,
             "failed": list(self.failed),
+            "inconclusive": list(self.inconclusive),
+            "films_needed": dict(self.films_needed),
             "passed": self.passed,
             "rule": GATE_RULE,
         }
@@ -1096,6 +1109,22 @@ GATE_RULE = (
     "pass = ΔAUC CI low > -max_auc_drop and Δsensitivity, Δspecificity CI low > -their margins "
     "(paired, at the bundled threshold) and the flip rate's CI low <= max_flip_rate"
 )
+
+
+def films_to_show_non_inferiority(n: int, diff: float, ci_low: float, margin: float) -> int | None:
+    """About how many cases would show ``diff`` non-inferior at ``margin``, or None when the
+    point estimate itself is at or below ``-margin`` (no number of cases would) or it is shown.
+
+    Why: a gate failed with a CI that *spans* the margin is inconclusive, not a measured loss
+    (MobileNetV3-L's INT8: ΔAUC -0.0043, CI low -0.0137 on 306 films; -0.0012, CI low -0.0036 on
+    2,728 independent ones). The CI half-width shrinks as 1 / sqrt(n), so the lower bound
+    reaches the margin at ``n * (half-width / (diff + margin))**2``, at this Δ and spread; an
+    estimate, not a promise: ``diff`` itself is uncertain.
+    """
+    room = diff + margin
+    if ci_low > -margin or room <= 0:
+        return None
+    return math.ceil(n * ((diff - ci_low) / room) ** 2)
 
 
 def accuracy_gate(
@@ -1123,6 +1152,9 @@ def accuracy_gate(
       ``max_flip_rate`` (its Wilson CI lies wholly above it). The point estimate is reported, not
       decisive: 6 flips in 295 (2.03 %) against a 2 % limit is one image, not evidence.
 
+    A CI criterion that fails with its point estimate inside the margin is recorded as
+    inconclusive with the films that would decide it (``films_needed``); it fails all the same.
+
     The candidate decides at ``threshold`` unless ``candidate_threshold``. A split without both
     classes cannot measure AUC: ``auc_ok``, ``point_ok`` and ``passed`` are then None.
     """
@@ -1132,6 +1164,7 @@ def accuracy_gate(
     paired = auc_ok = passed = point_ok = None
     sens = spec = None
     failed: list[str] = []
+    needed: dict[str, int] = {}
     if 0 < int(y.sum()) < y.size:
         ref = _scores(ref_scores, "ref_scores")
         cand = _scores(scores, "scores")
@@ -1148,11 +1181,19 @@ def accuracy_gate(
         failed += [k for k, ok in (("auc", auc_ok), ("sensitivity", sens_ok),
                                    ("specificity", spec_ok)) if not ok]  # fmt: skip
         passed = bool(auc_ok and point_ok and flip_ok)
+        for k, n, d, margin in (
+            ("auc", y.size, paired, max_auc_drop),
+            ("sensitivity", int(y.sum()), sens, max_sensitivity_drop),
+            ("specificity", int((~y).sum()), spec, max_specificity_drop),
+        ):
+            need = films_to_show_non_inferiority(n, d.diff, d.ci_low, margin)
+            if k in failed and need is not None:  # cases of that class -> films of this mix
+                needed[k] = math.ceil(need * y.size / n)
     if not flip_ok:
         failed.append("flips")
     return GateResult(
         paired, flips, max_auc_drop, max_flip_rate, auc_ok, flip_ok, passed,
-        sens, spec, max_sensitivity_drop, max_specificity_drop, point_ok, tuple(failed),
+        sens, spec, max_sensitivity_drop, max_specificity_drop, point_ok, tuple(failed), needed,
     )  # fmt: skip
 
 

@@ -708,10 +708,13 @@ def operating_point_cell(gate: dict[str, Any] | None) -> str:
 
 
 def gate_cell(passed: bool | None, gate: dict[str, Any] | None, none: str = "n/a") -> str:
-    """``pass``, ``FAIL (criteria that failed)`` or ``none``."""
+    """``pass``, ``FAIL (criteria that failed)`` or ``none``; a criterion whose CI spans its
+    margin (point estimate inside it) is marked ``inconclusive``: more films could decide it."""
     text = {True: "pass", False: "FAIL", None: none}[passed]
     if passed is False and gate and gate.get("failed"):
-        text += f" ({', '.join(gate['failed'])})"
+        open_ = set(gate.get("inconclusive") or ())
+        named = (k + (": inconclusive" if k in open_ else "") for k in gate["failed"])
+        text += f" ({', '.join(named)})"
     return text
 
 
@@ -727,11 +730,21 @@ def _misses(g: dict[str, Any], rows: dict[str, Any], lat: dict[str, Any]) -> lis
     out = []
     r = rows.get(g["bundle"], {})
     tol = r.get("tolerance", {})
+    need = (r.get("gate") or {}).get("films_needed") or {}
+
+    def open_(k: str) -> str:
+        if k not in need:
+            return ""
+        return (
+            f" (inconclusive: the point estimate is inside the margin; about {need[k]:,} films "
+            "of this mix would show non-inferiority at this Δ)"
+        )
+
     if g["auc_non_inferior"] is False:
         p = r["paired_vs_baseline"]
         out.append(
             f"ΔAUC {p['diff']:+.4f}, CI lower bound {p['ci_low']:+.4f} is below the "
-            f"-{tol['max_auc_drop']:g} non-inferiority margin"
+            f"-{tol['max_auc_drop']:g} non-inferiority margin" + open_("auc")
         )
     if g.get("operating_point_ok") is False:
         d = r["gate"]
@@ -740,7 +753,7 @@ def _misses(g: dict[str, Any], rows: dict[str, Any], lat: dict[str, Any]) -> lis
                 out.append(
                     f"Δ{k} {100 * d[k]['diff']:+.1f} pt, CI lower bound "
                     f"{100 * d[k]['ci_low']:+.1f} pt is below the "
-                    f"-{100 * d[f'max_{k}_drop']:g} pt margin"
+                    f"-{100 * d[f'max_{k}_drop']:g} pt margin" + open_(k)
                 )
     if g["flip_rate_ok"] is False:
         f = r["flips"]

@@ -220,13 +220,32 @@ def export(
         for r in results:
             for note in r.notes:
                 echo(f"note ({r.profile}): {note}")
-    failed = [r.profile for r in results if r.gate_passed is False]
+    failed = [r for r in results if r.gate_passed is False]
     if failed:
-        raise AccuracyGateError(
-            f"accuracy gate failed for {', '.join(failed)} (bundles written, marked failed)",
-            hint="try --precision auto (the fastest precision that passes), more calibration "
-            "--samples, or excluded_layers",
+        hint = (
+            "try --precision auto (the fastest precision that passes), more calibration "
+            "--samples, or excluded_layers"
         )
+        open_ = [_inconclusive(r) for r in failed]
+        if any(open_):
+            hint += "; " + "; ".join(t for t in open_ if t)
+        raise AccuracyGateError(
+            f"accuracy gate failed for {', '.join(r.profile for r in failed)} (bundles "
+            "written, marked failed)",
+            hint=hint,
+        )
+
+
+def _inconclusive(r: Any) -> str:
+    """What more tuning films would settle, when every failed criterion was inconclusive."""
+    gate = getattr(r, "gate", None) or {}
+    need = gate.get("films_needed") or {}
+    if not gate.get("failed") or set(gate["failed"]) - set(need):
+        return ""
+    return (
+        f"{r.profile} is inconclusive, not shown worse ({', '.join(gate['failed'])}: the CI "
+        f"spans the margin): a tuning split of about {max(need.values()):,} films would decide it"
+    )
 
 
 @click.command("targets")

@@ -110,3 +110,14 @@ def test_benchmark_results_are_written_as_a_pair(tmp_path: Path) -> None:
     assert paths["markdown"].read_text() == "# table\n"
     assert json.loads(paths["json"].read_text()) == {"a": 1.5}
     assert sorted(p.name for p in (tmp_path / "results").iterdir()) == ["m-e2e.json", "m-e2e.md"]
+
+
+def test_a_miss_inside_the_margin_is_called_inconclusive_with_the_films_that_would_decide() -> None:
+    r = _report()
+    r["accuracy"]["bundles"][1]["gate"] = {"films_needed": {"auc": 1900}}
+    text = "\n".join(bench_summary(r))
+    assert (
+        "Missed: ov-int8: ΔAUC -0.0048, CI lower bound -0.0103 is below the -0.01 "
+        "non-inferiority margin (inconclusive: the point estimate is inside the margin; about "
+        "1,900 films of this mix would show non-inferiority at this Δ)" in text
+    )

@@ -721,6 +721,47 @@ def test_the_gate_judges_the_operating_point_and_not_one_image() -> None:
     assert not k.flip_ok and "flips" in k.failed and k.passed is False
 
 
+def test_films_to_show_non_inferiority() -> None:
+    from edgevcf import metrics
+
+    # half-width 0.009, room to the margin 0.006: (0.009 / 0.006)^2 = 2.25 times the cases
+    assert metrics.films_to_show_non_inferiority(300, -0.004, -0.013, 0.01) == 675
+    assert metrics.films_to_show_non_inferiority(300, -0.004, -0.005, 0.01) is None  # shown
+    assert metrics.films_to_show_non_inferiority(300, -0.012, -0.020, 0.01) is None  # beyond it
+
+
+def _slightly_worse(n: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A candidate that is its reference plus a little noise: a true ΔAUC of about -0.005."""
+    rng = np.random.default_rng(seed)
+    y = rng.random(n) < 0.45
+    ref = np.clip(0.5 + 0.25 * (y - 0.5) + 0.12 * rng.standard_normal(n), 0.001, 0.999)
+    return y, ref, np.clip(ref + 0.03 * rng.standard_normal(n), 0.001, 0.999)
+
+
+def test_a_gate_failed_inside_its_margin_is_inconclusive_and_more_films_decide_it() -> None:
+    """A small split fails a slightly worse candidate with its point estimate inside the margin:
+    inconclusive, with the films that would decide it; a split of that size passes it. A
+    candidate shown worse (the whole CI beyond the margin) is not inconclusive."""
+    from edgevcf import metrics
+    from edgevcf.report import gate_cell
+
+    y, ref, cand = _slightly_worse(300, 5)
+    g = metrics.accuracy_gate(y, ref, cand, 0.5, 0.01, 0.5)
+    assert g.passed is False and "auc" in g.failed and g.paired.diff > -0.01
+    assert g.inconclusive == g.failed and g.films_needed["auc"] > 300
+    assert g.to_dict()["inconclusive"] == list(g.failed)
+    assert gate_cell(g.passed, g.to_dict()).startswith("FAIL (auc: inconclusive")
+    y, ref, cand = _slightly_worse(2 * g.films_needed["auc"], 4)
+    big = metrics.accuracy_gate(y, ref, cand, 0.5, 0.01, 0.5)
+    assert big.passed and big.paired.diff < -0.002 and not big.inconclusive  # still worse, shown
+    rng = np.random.default_rng(6)
+    worse = np.clip(ref + 0.25 * rng.standard_normal(ref.size), 0.001, 0.999)
+    w = metrics.accuracy_gate(y, ref, worse, 0.5, 0.01, 0.5)
+    assert "auc" in w.failed and w.paired.ci_high < -0.01 and "auc" not in w.films_needed
+    assert gate_cell(w.passed, w.to_dict()).startswith("FAIL (auc")
+    assert "auc: inconclusive" not in gate_cell(w.passed, w.to_dict())
+
+
 def test_gate_for_reads_a_profile_or_a_manifest_tolerance() -> None:
     from edgevcf import metrics
     from edgevcf.profiles import Tolerance
