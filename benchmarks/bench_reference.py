@@ -210,6 +210,25 @@ def _fmt_ci(d: dict[str, Any]) -> str:
     return f"{d['diff']:+.4f} ({d['ci_low']:+.4f}, {d['ci_high']:+.4f})"
 
 
+def _with_films_needed(row: dict[str, Any], arch: dict[str, Any]) -> dict[str, Any] | None:
+    """The row's gate, with ``films_needed`` re-derived when it was stored before the field."""
+    from edgevcf.metrics import films_needed
+
+    g = row.get("gate_detail")
+    if not g or "films_needed" in g or not row.get("paired"):
+        return g
+    crit = {"auc": (row["paired"]["diff"], row["paired"]["ci_low"], g["max_auc_drop"])}
+    for k in ("sensitivity", "specificity"):
+        if g.get(k):
+            crit[k] = (g[k]["diff"], g[k]["ci_low"], g[f"max_{k}_drop"])
+    need = films_needed(g.get("failed", []), arch["n_pos"], arch["n_test"], crit)
+    return {
+        **g,
+        "films_needed": need,
+        "inconclusive": [k for k in g.get("failed", []) if k in need],
+    }
+
+
 def markdown(result: dict[str, Any]) -> str:
     """The table: one block per backbone, medians of each repeat and their spread."""
     runs = result["runs"]
@@ -232,9 +251,10 @@ def markdown(result: dict[str, Any]) -> str:
         "tuning), against PyTorch eager FP32 on the same cases; gate = paired-ΔAUC CI lower "
         "bound > -0.01, paired Δsensitivity and Δspecificity CI lower bounds > -5 points at the "
         "bundled threshold (Δ pt and CI low in the table), and the flip rate not shown above 2 % "
-        "(its CI low <= 2 %); a failed gate names the criteria. End to end = full-size 16-bit "
-        "DICOM read + preprocess + infer + decide (median); ratio = end to end / batch-1 model "
-        "median.",
+        "(its CI low <= 2 %); a failed gate names the criteria (`inconclusive`: its point "
+        "estimate is inside the margin, a larger split could decide it). End to end = full-size "
+        "16-bit DICOM read + preprocess + infer + decide (median); ratio = end to end / batch-1 "
+        "model median.",
     ]
     for arch in runs[0]["archs"]:
         a1 = runs[0]["archs"][arch]
@@ -280,7 +300,7 @@ def markdown(result: dict[str, Any]) -> str:
             e2e = "-"
             if "end_to_end_ms" in r:
                 e2e = f"{r['end_to_end_ms']:.1f} ({r['end_to_end_ms'] / lat['median_ms']:.1f}x)"
-            detail = r.get("gate_detail")
+            detail = _with_films_needed(r, a1)
             gate, point = gate_cell(r.get("gate"), detail, "ref"), operating_point_cell(detail)
             flips = f"{100 * r['flip_rate']:.1f}" if "flip_rate" in r else "-"
             lines.append(
@@ -292,6 +312,21 @@ def markdown(result: dict[str, Any]) -> str:
                 f"{_fmt_ci(r['paired']) if 'paired' in r else '-'} | {point} | "
                 f"{flips} | "
                 f"{gate} | {r['info']['cold_start_ms']:.0f} | {e2e} | {r['peak_rss_mb']:.0f} |"
+            )
+        open_ = {
+            label: need
+            for label, r in a1["rows"].items()
+            if (need := (_with_films_needed(r, a1) or {}).get("films_needed"))
+        }
+        if open_:
+            lines.append(
+                "\nInconclusive on this split (the point estimate inside the margin), about the "
+                "films of this mix that would decide it at the measured Δ: "
+                + "; ".join(
+                    f"{label} {', '.join(f'{k} {v:,}' for k, v in need.items())}"
+                    for label, need in open_.items()
+                )
+                + "."
             )
         if a1["missing"]:
             lines.append(f"\nNot run (no bundle): {', '.join(a1['missing'])}.")

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from statistics import NormalDist
 from typing import Any, Literal
@@ -59,6 +60,7 @@ __all__ = [
     "auc_ci",
     "binary_metrics",
     "decision_flips",
+    "films_needed",
     "films_to_show_non_inferiority",
     "gate_for",
     "mcnemar",
@@ -1127,6 +1129,25 @@ def films_to_show_non_inferiority(n: int, diff: float, ci_low: float, margin: fl
     return math.ceil(n * ((diff - ci_low) / room) ** 2)
 
 
+def films_needed(
+    failed: Sequence[str],
+    n_pos: int,
+    n: int,
+    criteria: Mapping[str, tuple[float, float, float]],
+) -> dict[str, int]:
+    """For each failed criterion of ``criteria`` (name -> (Δ, CI low, margin)) that a larger
+    split could pass, about how many films of this mix (``n`` films, ``n_pos`` positive) would
+    show it non-inferior: sensitivity scales with the positives, specificity with the negatives.
+    Also for re-reading a stored verdict (e.g. a benchmark's JSON) that predates the field."""
+    cases = {"auc": n, "sensitivity": n_pos, "specificity": n - n_pos}
+    out = {}
+    for k, (diff, low, margin) in criteria.items():
+        need = films_to_show_non_inferiority(cases[k], diff, low, margin) if k in failed else None
+        if need is not None and cases[k]:
+            out[k] = math.ceil(need * n / cases[k])
+    return out
+
+
 def accuracy_gate(
     y_true: npt.ArrayLike,
     ref_scores: npt.ArrayLike,
@@ -1181,14 +1202,16 @@ def accuracy_gate(
         failed += [k for k, ok in (("auc", auc_ok), ("sensitivity", sens_ok),
                                    ("specificity", spec_ok)) if not ok]  # fmt: skip
         passed = bool(auc_ok and point_ok and flip_ok)
-        for k, n, d, margin in (
-            ("auc", y.size, paired, max_auc_drop),
-            ("sensitivity", int(y.sum()), sens, max_sensitivity_drop),
-            ("specificity", int((~y).sum()), spec, max_specificity_drop),
-        ):
-            need = films_to_show_non_inferiority(n, d.diff, d.ci_low, margin)
-            if k in failed and need is not None:  # cases of that class -> films of this mix
-                needed[k] = math.ceil(need * y.size / n)
+        needed = films_needed(
+            failed,
+            int(y.sum()),
+            y.size,
+            {
+                "auc": (paired.diff, paired.ci_low, max_auc_drop),
+                "sensitivity": (sens.diff, sens.ci_low, max_sensitivity_drop),
+                "specificity": (spec.diff, spec.ci_low, max_specificity_drop),
+            },
+        )
     if not flip_ok:
         failed.append("flips")
     return GateResult(
