@@ -349,6 +349,12 @@ def markdown(result: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def save_json(stem: Path, result: dict[str, Any]) -> None:
+    """``stem.json``, its folder made."""
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    stem.with_suffix(".json").write_text(json.dumps(result, indent=1, default=float) + "\n")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -409,8 +415,7 @@ def main() -> None:
             print(f"repeat {rep + 1}/{args.repeats}: {arch}", flush=True)
             run["archs"][arch] = bench_arch(arch, root, data, dicom, args)
             run["archs"][arch]["seconds"] = time.perf_counter() - t
-            args.results.mkdir(parents=True, exist_ok=True)
-            stem.with_suffix(".json").write_text(json.dumps(result, indent=1, default=float) + "\n")
+            save_json(stem, result)  # after every backbone: a long run keeps what it measured
         stem.with_suffix(".md").write_text(markdown(result))
     print(stem.with_suffix(".md").read_text())
 

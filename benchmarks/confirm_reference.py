@@ -227,12 +227,13 @@ def main() -> None:
         "archs": {},
         "test_split": {f"{a}|{r}": v for (a, r), v in _test_split_gates(args.results).items()},
     }
+    from bench_reference import save_json
+
     for arch in archs:
         t = time.perf_counter()
         result["archs"][arch] = confirm_arch(arch, root, data, args.threads)
         result["archs"][arch]["seconds"] = time.perf_counter() - t
-        args.results.mkdir(parents=True, exist_ok=True)
-        stem.with_suffix(".json").write_text(json.dumps(result, indent=1, default=float) + "\n")
+        save_json(stem, result)
         stem.with_suffix(".md").write_text(markdown(result))
     print(stem.with_suffix(".md").read_text())
 
