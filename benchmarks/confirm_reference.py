@@ -130,8 +130,10 @@ def _test_split_gates(results: Path) -> dict[tuple[str, str], dict[str, Any]]:
     runs = json.loads(path.read_text()).get("runs") or []
     if not runs:
         return {}
+    from bench_reference import _with_films_needed
+
     return {
-        (arch, label): row
+        (arch, label): {**row, "gate_detail": _with_films_needed(row, a)}
         for arch, a in runs[0]["archs"].items()
         for label, row in a["rows"].items()
         if "gate_detail" in row
