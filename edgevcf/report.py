@@ -725,6 +725,22 @@ GATE_DECIDES = (
 )
 
 
+def inconclusive_hint(report: dict[str, Any]) -> str | None:
+    """For a failed bench: the bundles whose every failed criterion was inconclusive (CI
+    spanning the margin) and about how many films would decide each; None when there are none."""
+    need = [
+        (Path(r["bundle"]).name, max(r["gate"]["films_needed"].values()))
+        for r in (report.get("accuracy") or {}).get("bundles", [])
+        if (r.get("gate") or {}).get("films_needed")
+        and set(r["gate"].get("failed", ())) <= set(r["gate"]["films_needed"])
+    ]
+    if not need:
+        return None
+    return "inconclusive, not shown worse (the CI spans the margin): " + "; ".join(
+        f"{name} would need a split of about {n:,} films" for name, n in need
+    )
+
+
 def _misses(g: dict[str, Any], rows: dict[str, Any], lat: dict[str, Any]) -> list[str]:
     """Each failed gate of one bundle, with the measured value and the limit."""
     out = []

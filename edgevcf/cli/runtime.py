@@ -242,7 +242,7 @@ def bench(
     from edgevcf.bench import BenchConfig
     from edgevcf.bench import bench as run
     from edgevcf.errors import AccuracyGateError
-    from edgevcf.report import bench_markdown, bench_summary, write_bench
+    from edgevcf.report import bench_markdown, bench_summary, inconclusive_hint, write_bench
 
     cfg = BenchConfig(
         split=split,
@@ -268,7 +268,9 @@ def bench(
             echo(f"Wrote {paths['json']}, {paths['markdown']}, {paths['png']}")
     if report["passed"] is False:
         failed = [Path(g["bundle"]).name for g in report["gates"] if g["passed"] is False]
-        raise AccuracyGateError(f"gate failed for {', '.join(failed)}")
+        raise AccuracyGateError(
+            f"gate failed for {', '.join(failed)}", hint=inconclusive_hint(report)
+        )
 
 
 @click.command("demo")

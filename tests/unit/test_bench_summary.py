@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from edgevcf.report import bench_summary
+from edgevcf.report import bench_summary, inconclusive_hint
 
 TOL = {"max_auc_drop": 0.01, "max_flip_rate": 0.02}
 
@@ -114,10 +114,20 @@ def test_benchmark_results_are_written_as_a_pair(tmp_path: Path) -> None:
 
 def test_a_miss_inside_the_margin_is_called_inconclusive_with_the_films_that_would_decide() -> None:
     r = _report()
-    r["accuracy"]["bundles"][1]["gate"] = {"films_needed": {"auc": 1900}}
+    r["accuracy"]["bundles"][1]["gate"] = {
+        "films_needed": {"auc": 1900},
+        "failed": ["auc", "flips"],
+    }
     text = "\n".join(bench_summary(r))
     assert (
         "Missed: ov-int8: ΔAUC -0.0048, CI lower bound -0.0103 is below the -0.01 "
         "non-inferiority margin (inconclusive: the point estimate is inside the margin; about "
         "1,900 films of this mix would show non-inferiority at this Δ)" in text
     )
+    assert inconclusive_hint(r) is None  # the flip rate failed too: not inconclusive alone
+    r["accuracy"]["bundles"][1]["gate"]["failed"] = ["auc"]
+    assert inconclusive_hint(r) == (
+        "inconclusive, not shown worse (the CI spans the margin): ov-int8 would need a split of "
+        "about 1,900 films"
+    )
+    assert inconclusive_hint(_report()) is None
