@@ -725,14 +725,21 @@ GATE_DECIDES = (
 )
 
 
+def films_to_decide(gate: dict[str, Any] | None) -> int | None:
+    """About how many films would decide a failed gate whose *every* failed criterion was
+    inconclusive (CI spanning the margin); None when one was shown worse, or nothing failed."""
+    need = (gate or {}).get("films_needed") or {}
+    failed = set((gate or {}).get("failed") or ())
+    return max(need.values()) if need and failed <= set(need) else None
+
+
 def inconclusive_hint(report: dict[str, Any]) -> str | None:
-    """For a failed bench: the bundles whose every failed criterion was inconclusive (CI
-    spanning the margin) and about how many films would decide each; None when there are none."""
+    """For a failed bench: the bundles whose every failed criterion was inconclusive and about
+    how many films would decide each; None when there are none."""
     need = [
-        (Path(r["bundle"]).name, max(r["gate"]["films_needed"].values()))
+        (Path(r["bundle"]).name, n)
         for r in (report.get("accuracy") or {}).get("bundles", [])
-        if (r.get("gate") or {}).get("films_needed")
-        and set(r["gate"].get("failed", ())) <= set(r["gate"]["films_needed"])
+        if (n := films_to_decide(r.get("gate"))) is not None
     ]
     if not need:
         return None

@@ -238,13 +238,15 @@ def export(
 
 def _inconclusive(r: Any) -> str:
     """What more tuning films would settle, when every failed criterion was inconclusive."""
+    from edgevcf.report import films_to_decide
+
     gate = getattr(r, "gate", None) or {}
-    need = gate.get("films_needed") or {}
-    if not gate.get("failed") or set(gate["failed"]) - set(need):
+    n = films_to_decide(gate)
+    if n is None:
         return ""
     return (
         f"{r.profile} is inconclusive, not shown worse ({', '.join(gate['failed'])}: the CI "
-        f"spans the margin): a tuning split of about {max(need.values()):,} films would decide it"
+        f"spans the margin): a tuning split of about {n:,} films would decide it"
     )
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from edgevcf.report import bench_summary, inconclusive_hint
+from edgevcf.report import bench_summary, films_to_decide, inconclusive_hint
 
 TOL = {"max_auc_drop": 0.01, "max_flip_rate": 0.02}
 
@@ -131,3 +131,10 @@ def test_a_miss_inside_the_margin_is_called_inconclusive_with_the_films_that_wou
         "about 1,900 films"
     )
     assert inconclusive_hint(_report()) is None
+    assert (
+        films_to_decide(
+            {"failed": ["auc", "sensitivity"], "films_needed": {"auc": 9, "sensitivity": 12}}
+        )
+        == 12
+    )
+    assert films_to_decide({"failed": [], "films_needed": {}}) is None

@@ -385,3 +385,21 @@ def test_error_carries_message_and_hint() -> None:
     assert isinstance(exc, EdgeVCFError)
     with pytest.raises(TypeError):
         ConfigError("msg", "hint must be keyword")  # type: ignore[misc]
+
+
+def test_an_inconclusive_export_gate_says_how_large_a_tuning_split_would_decide_it() -> None:
+    from types import SimpleNamespace
+
+    from edgevcf.cli.export import _inconclusive
+
+    r = SimpleNamespace(
+        profile="intel-cpu", gate={"failed": ["auc"], "films_needed": {"auc": 1200}}
+    )
+    assert _inconclusive(r) == (
+        "intel-cpu is inconclusive, not shown worse (auc: the CI spans the margin): a tuning "
+        "split of about 1,200 films would decide it"
+    )
+    shown = SimpleNamespace(
+        profile="x", gate={"failed": ["auc", "flips"], "films_needed": {"auc": 9}}
+    )
+    assert _inconclusive(shown) == ""  # the flip rate was shown too high: more films won't help
