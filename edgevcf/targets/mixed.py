@@ -92,7 +92,13 @@ class FloatBlockFallback(Target):
                 # the classifier's Gemm in float with int8 asymmetric activations, "Gemm_bias_dq"
                 # with a missing input): such a block is simply not a candidate.
                 unusable[key] = exc.message
-                log.info("%s: block %s cannot be kept in float alone: %s", self.name, key, exc)
+                log.info(  # the toolchain's own words go to the log file (and the manifest)
+                    "%s: block %s cannot be kept in float alone (%s)",
+                    self.name,
+                    key,
+                    type(exc).__name__,
+                )
+                log.debug("%s: block %s: %s", self.name, key, exc)
                 continue
             z = ctx.run(arts[0], x).reshape(-1)
             cost[key] = float(np.abs(z - ref).mean())
