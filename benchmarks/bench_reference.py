@@ -75,7 +75,7 @@ NAIVE = "onnx-cpu-fp32"
 
 
 # ------------------------------------------------------------------ one backbone
-def _has_bf16() -> bool:
+def has_bf16() -> bool:
     """Whether OpenVINO's CPU plugin computes BF16 here (else a ``+bf16`` row is its f32 twin)."""
     try:
         from edgevcf.targets.openvino import cpu_capabilities
@@ -119,7 +119,7 @@ def bench_arch(
     base_arch = arch.partition("@")[0]
     ckpt = root / "runs" / base_arch / "model.safetensors"
     rows = [r for r in ROWS if r[1] is None or (root / "bundles" / arch / r[1]).is_dir()]
-    if not _has_bf16():
+    if not has_bf16():
         rows = [r for r in rows if r[3].get("inference_precision") != "bf16"]
     if args.rows:
         rows = [r for r in rows if r[0] in args.rows or r[0] == BASELINE]
@@ -210,7 +210,7 @@ def _fmt_ci(d: dict[str, Any]) -> str:
     return f"{d['diff']:+.4f} ({d['ci_low']:+.4f}, {d['ci_high']:+.4f})"
 
 
-def _with_films_needed(row: dict[str, Any], arch: dict[str, Any]) -> dict[str, Any] | None:
+def with_films_needed(row: dict[str, Any], arch: dict[str, Any]) -> dict[str, Any] | None:
     """The row's gate, with ``films_needed`` re-derived when it was stored before the field."""
     from edgevcf.metrics import films_needed
 
@@ -300,7 +300,7 @@ def markdown(result: dict[str, Any]) -> str:
             e2e = "-"
             if "end_to_end_ms" in r:
                 e2e = f"{r['end_to_end_ms']:.1f} ({r['end_to_end_ms'] / lat['median_ms']:.1f}x)"
-            detail = _with_films_needed(r, a1)
+            detail = with_films_needed(r, a1)
             gate, point = gate_cell(r.get("gate"), detail, "ref"), operating_point_cell(detail)
             flips = f"{100 * r['flip_rate']:.1f}" if "flip_rate" in r else "-"
             lines.append(
@@ -316,7 +316,7 @@ def markdown(result: dict[str, Any]) -> str:
         open_ = {
             label: need
             for label, r in a1["rows"].items()
-            if (need := (_with_films_needed(r, a1) or {}).get("films_needed"))
+            if (need := (with_films_needed(r, a1) or {}).get("films_needed"))
         }
         if open_:
             lines.append(

@@ -44,7 +44,7 @@ def _rows() -> list[tuple[str, str | None, str, dict[str, Any]]]:
     import bench_reference as br
 
     rows = list(br.ROWS)
-    if not br._has_bf16():
+    if not br.has_bf16():
         rows = [r for r in rows if r[3].get("inference_precision") != "bf16"]
     return rows
 
@@ -130,10 +130,10 @@ def _test_split_gates(results: Path) -> dict[tuple[str, str], dict[str, Any]]:
     runs = json.loads(path.read_text()).get("runs") or []
     if not runs:
         return {}
-    from bench_reference import _with_films_needed
+    from bench_reference import with_films_needed
 
     return {
-        (arch, label): {**row, "gate_detail": _with_films_needed(row, a)}
+        (arch, label): {**row, "gate_detail": with_films_needed(row, a)}
         for arch, a in runs[0]["archs"].items()
         for label, row in a["rows"].items()
         if "gate_detail" in row
