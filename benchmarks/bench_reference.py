@@ -85,7 +85,7 @@ def has_bf16() -> bool:
         return False
 
 
-def _test_inputs(bundle_dirs: list[Path], data: Path, tmp: Path) -> tuple[Path, np.ndarray, Any]:
+def split_inputs(bundle_dirs: list[Path], data: Path, tmp: Path) -> tuple[Path, np.ndarray, Any]:
     """The test split in the bundles' graph form (one file, memory-mapped by every worker)."""
     from edgevcf.bench import check_disjoint
     from edgevcf.bundle import Bundle
@@ -128,7 +128,7 @@ def bench_arch(
     with tempfile.TemporaryDirectory(prefix="edgevcf-bench-") as td, ExitStack() as stack:
         tmp = Path(td)
         dirs = sorted({root / "bundles" / arch / r[1] for r in rows if r[1]})
-        x_path, labels, ref = _test_inputs(dirs, data, tmp)
+        x_path, labels, ref = split_inputs(dirs, data, tmp)
         workers: dict[str, Worker] = {}
         for label, folder, backend, options in rows:
             spec: Row

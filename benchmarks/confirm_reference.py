@@ -92,7 +92,7 @@ def confirm_arch(arch: str, root: Path, data: Path, threads: int) -> dict[str, A
     out: dict[str, Any] = {"arch": arch, "rows": {}}
     with tempfile.TemporaryDirectory(prefix="edgevcf-confirm-") as td, ExitStack() as stack:
         dirs = sorted({root / "bundles" / arch / r[1] for r in rows if r[1]})
-        x_path, labels, ref = br._test_inputs(dirs, data, Path(td))
+        x_path, labels, ref = br.split_inputs(dirs, data, Path(td))
         probs = {}
         for label, folder, backend, options in rows:
             spec: Row
