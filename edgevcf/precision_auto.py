@@ -36,6 +36,7 @@ def _gate_summary(m: ArtifactMetrics) -> dict[str, Any]:
     out: dict[str, Any] = {
         "passed": g.get("passed"),
         "failed": g.get("failed", []),
+        "inconclusive": g.get("inconclusive", []),
         "flip_rate": g.get("flip_rate"),
     }
     if m.paired:
@@ -56,6 +57,7 @@ def search(
     from edgevcf.export import build_and_measure
     from edgevcf.latency import interleaved_calls, stats
     from edgevcf.machine import machine_label
+    from edgevcf.report import gate_cell
 
     candidates = ctx.target.precision_candidates(ctx.profile)
     record: list[dict[str, Any]] = []
@@ -108,7 +110,7 @@ def search(
     passing = [r["precision"] for r in record if r.get("status") == "pass"]
     table = ", ".join(
         f"{r['precision']} {ms[r['precision']]:.2f} ms "
-        + ("pass" if r["status"] == "pass" else f"FAIL ({', '.join(r['gate']['failed'])})")
+        + gate_cell(bool(r["gate"]["passed"]), r["gate"])
         for r in record
         if r["precision"] in ms
     )
