@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import hashlib
+import json
 import math
 import os
 import platform
@@ -95,6 +96,9 @@ class ExportContext:
     extra: dict[str, Any] = field(default_factory=dict)  # per-target facts for the manifest
     manifest: Manifest | None = None  # the data manifest (its training split: QAT, the gate)
     _train: SplitData | None = field(default=None, repr=False)
+    # (artefact, its options, its files' digests) -> tuning probabilities: a fallback measures
+    # the artefacts it returns, and the export measures what a fallback returned
+    _probs: dict[tuple[str, ...], np.ndarray] = field(default_factory=dict, repr=False)
 
     def training_split(self) -> SplitData:
         """The training split, preprocessed once per export (quantisation-aware training and
@@ -123,7 +127,15 @@ class ExportContext:
             desc=f"{self.target.name}: measure",
             unit="artifact",
         ):
-            probs = metrics.sigmoid(self.run(art, self.tuning_inputs)).reshape(-1)
+            key = (
+                art.name,
+                art.runtime,
+                json.dumps(art.options, sort_keys=True, default=str),
+                *(sha256_file(self.work / f) for f in art.files()),
+            )
+            if key not in self._probs:
+                self._probs[key] = metrics.sigmoid(self.run(art, self.tuning_inputs)).reshape(-1)
+            probs = self._probs[key]
             out[art.name] = measure(
                 self.tuning_labels, self.fp32_probs, probs, self.threshold, self.profile
             )
