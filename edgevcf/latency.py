@@ -626,15 +626,32 @@ def interleaved_latency(
     for w in workers:
         if count(warmup, w.label):
             w.latency(0, count(warmup, w.label))
-    out = {w.label: RowSamples() for w in workers}
+    by_label = {w.label: w for w in workers}
+    return _interleave(
+        labels,
+        rounds,
+        lambda label: timed_latency(by_label[label], count(per_round, label), seconds(label)),
+        seed,
+        on_round,
+    )
+
+
+def _interleave(
+    labels: Sequence[str],
+    rounds: int,
+    time_round: Callable[[str], list[float]],
+    seed: int,
+    on_round: Callable[[int], None] | None = None,
+) -> dict[str, RowSamples]:
+    """The schedule both interleaved timers share: each round times every label once
+    (``time_round``), in an order shuffled each round by a ``seed``-ed RNG."""
+    out = {label: RowSamples() for label in labels}
     rng = random.Random(seed)
-    order = list(workers)
+    order = list(labels)
     for r in range(rounds):
         rng.shuffle(order)
-        for w in order:
-            out[w.label].rounds.append(
-                timed_latency(w, count(per_round, w.label), seconds(w.label))
-            )
+        for label in order:
+            out[label].rounds.append(time_round(label))
         if on_round is not None:
             on_round(r)
     return out
@@ -654,16 +671,13 @@ def interleaved_calls(
     for call in calls.values():
         for _ in range(warmup):
             call()
-    out = {label: RowSamples() for label in calls}
-    rng = random.Random(seed)
-    order = list(calls)
-    for _ in range(rounds):
-        rng.shuffle(order)
-        for label in order:
-            call, ms = calls[label], []
-            for _ in range(per_round):
-                t = time.perf_counter_ns()
-                call()
-                ms.append((time.perf_counter_ns() - t) / 1e6)
-            out[label].rounds.append(ms)
-    return out
+
+    def time_round(label: str) -> list[float]:
+        call, ms = calls[label], []
+        for _ in range(per_round):
+            t = time.perf_counter_ns()
+            call()
+            ms.append((time.perf_counter_ns() - t) / 1e6)
+        return ms
+
+    return _interleave(list(calls), rounds, time_round, seed)
