@@ -82,7 +82,7 @@ def load_recipe(name_or_path: str) -> CalibrationRecipe:
                 hint=f"choose one of: {', '.join(sorted(files))} (or give a RECIPE.toml path)",
             )
         path = files[name_or_path]
-    from edgevcf.profiles import read_toml
+    from edgevcf.tomlconf import read_toml
 
     data = read_toml(path, "calibration recipe")
     valid = [f for f in CalibrationRecipe.__dataclass_fields__ if f != "name"]

@@ -40,7 +40,7 @@ DEPENDENCIES: dict[str, Dependency] = {
     "onnx": Dependency("onnx", "onnx", "pip install 'edgevcf[export]'"),
     "onnxruntime": Dependency("onnxruntime", "onnxruntime", "pip install 'edgevcf[onnxruntime]'"),
     "openvino": Dependency("openvino", "openvino", "pip install 'edgevcf[openvino]'"),
-    "nncf": Dependency("nncf", "nncf", "pip install 'edgevcf[openvino]'"),
+    "nncf": Dependency("nncf", "nncf", "pip install 'edgevcf[export]'"),
     "litert": Dependency("ai_edge_litert", "ai-edge-litert", "pip install 'edgevcf[litert]'"),
     "litert_torch": Dependency("litert_torch", "litert-torch", "pip install 'edgevcf[mobile]'"),
     "tensorrt": Dependency("tensorrt", "tensorrt", _JETPACK_HINT),

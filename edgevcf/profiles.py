@@ -13,18 +13,13 @@ top-level ``targets/`` folder), so they are found after a non-editable install t
 from __future__ import annotations
 
 import dataclasses
-import sys
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any, get_args, get_origin
+from typing import Any
 
 from edgevcf.errors import ConfigError
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - Python 3.10
-    import tomli as tomllib
+from edgevcf.tomlconf import check_table, coerce, read_toml
 
 #: ``auto``: the fastest precision that passes the gate, measured on the device at hand.
 PRECISIONS = ("int8", "bf16", "fp16", "fp32", "auto")
@@ -169,45 +164,6 @@ class TargetProfile:
         return p
 
 
-def _type_name(tp: Any) -> str:
-    return getattr(tp, "__name__", str(tp))
-
-
-def _coerce(value: Any, tp: Any, where: str) -> Any:
-    """Check ``value`` against a field type (TOML gives ints where floats are meant: accepted)."""
-    if isinstance(tp, str):
-        tp = {"int": int, "float": float, "bool": bool, "str": str}.get(tp, tp)
-    origin = get_origin(tp)
-    if origin is tuple:
-        (item,) = get_args(tp)[:1]
-        if not isinstance(value, list | tuple):
-            raise ConfigError(f"{where} must be a list, got {value!r}")
-        return tuple(_coerce(v, item, where) for v in value)
-    if tp is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if tp is int and isinstance(value, bool):
-        raise ConfigError(f"{where} must be an integer, got {value!r}")
-    if isinstance(tp, type) and not isinstance(value, tp):
-        raise ConfigError(f"{where} must be {_type_name(tp)}, got {value!r}")
-    return value
-
-
-def check_table(cls: type, data: dict[str, Any], source: str, table: str) -> Any:
-    """Build a settings dataclass, refusing unknown keys and wrong types."""
-    import typing
-
-    hints = typing.get_type_hints(cls)
-    known = [f.name for f in fields(cls)]
-    unknown = sorted(set(data) - set(known))
-    if unknown:
-        raise ConfigError(
-            f"{source}: unknown key(s) {', '.join(unknown)} in [{table}]",
-            hint=f"valid keys in [{table}]: {', '.join(known)}",
-        )
-    values = {k: _coerce(v, hints[k], f"{source}: [{table}] {k}") for k, v in data.items()}
-    return cls(**values)
-
-
 def _check_options(target: str, data: dict[str, Any], source: str) -> dict[str, Any]:
     schema = TARGET_OPTIONS[target]
     unknown = sorted(set(data) - set(schema))
@@ -218,7 +174,7 @@ def _check_options(target: str, data: dict[str, Any], source: str) -> dict[str, 
         )
     out = {k: default for k, (_, default) in schema.items()}
     for k, v in data.items():
-        out[k] = _coerce(v, schema[k][0], f"{source}: [options] {k}")
+        out[k] = coerce(v, schema[k][0], f"{source}: [options] {k}")
     return out
 
 
@@ -329,23 +285,13 @@ def parse_profile(data: dict[str, Any], source: str, default_name: str = "") -> 
         target=target,
         description=data.get("description", ""),
         device=data.get("device", ""),
-        aliases=_coerce(data.get("aliases", []), tuple[str, ...], f"{source}: aliases"),
+        aliases=coerce(data.get("aliases", []), tuple[str, ...], f"{source}: aliases"),
         options=_check_options(target, options, source),
         source=source,
         **built,
     )
     _check_values(profile, source)
     return profile
-
-
-def read_toml(path: Path, what: str) -> dict[str, Any]:
-    """A TOML file as a dict; unreadable or invalid files are a ConfigError naming the file."""
-    try:
-        return tomllib.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ConfigError(f"cannot read {what} {path}: {exc.strerror or exc}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: not valid TOML ({exc})") from None
 
 
 def load_profile_file(path: str | Path) -> TargetProfile:

@@ -3,8 +3,18 @@
 What a cart vendor embeds. It needs numpy, pydicom/Pillow (reading) and the one inference engine
 the bundle's artefact uses — never torch or a converter. Loading verifies the bundle (schema,
 every file's sha256, the manifest's own checksum), so a tampered or half-copied bundle is
-refused before it scores anyone. One Predictor may be shared by many threads: preprocessing is
-pure numpy and each backend is thread-safe.
+refused before it scores anyone.
+
+Threads: one Predictor may be shared by many threads. :meth:`Predictor.predict`,
+:meth:`~Predictor.predict_many`, :meth:`~Predictor.assess`, :meth:`~Predictor.prepare`,
+:meth:`~Predictor.logits` and :meth:`~Predictor.warm` are safe from several threads at once:
+reading and preprocessing are pure functions of their input, the quality gate only reads its
+fitted state, and each engine keeps per-thread state (OpenVINO infer requests, LiteRT
+interpreters) or is thread-safe itself (an ONNX Runtime session). Each thread's *first*
+inference runs alone in the process (:meth:`edgevcf.backends.base.Backend.warm`): OpenVINO's
+Python bindings were seen to deadlock when two threads made their first inference at once.
+A server should call :meth:`~Predictor.warm` on each scoring thread before it takes work.
+Constructing a Predictor is not shared work: build it on one thread, then share it.
 
 Before a score is given, the input quality gate (:mod:`edgevcf.quality`) decides whether the
 image is in scope — a lateral thoracolumbar radiograph like those the model was trained on. An
@@ -261,6 +271,16 @@ class Predictor:
             assessable=False,
             quality=verdict.to_dict(),
         )
+
+    def warm(self) -> float:
+        """Create and run the calling thread's engine state once; ms spent.
+
+        Serialised with every other thread's first inference in the process, so scoring threads
+        warmed this way never race an engine's first-use set-up.
+        """
+        t0 = time.perf_counter()
+        self.backend.warm(self.input.shape)
+        return (time.perf_counter() - t0) * 1e3
 
     def logits(self, x: np.ndarray) -> np.ndarray:
         """Raw logits for graph inputs ``x`` (N, C, S, S)."""

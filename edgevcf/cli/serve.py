@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import threading
 from pathlib import Path
@@ -30,8 +31,12 @@ def _split(value: str, what: str, with_port: bool) -> dict[str, Any]:
     return {"ae_title": ae, "host": host, "port": int(port)}
 
 
+#: Seconds a stopping node may take before it exits regardless (the journal is consistent).
+STOP_BOUND_S = 30.0
+
+
 @click.command("serve")
-@click.argument("bundle", type=click.Path(file_okay=False, path_type=Path))
+@click.argument("bundle", type=click.Path(file_okay=False, path_type=Path), required=False)
 @click.option(
     "--config",
     "config_path",
@@ -57,11 +62,24 @@ def _split(value: str, what: str, with_port: bool) -> dict[str, Any]:
 @click.option("--spool", type=click.Path(file_okay=False), help="Spool folder [./spool].")
 @click.option("--journal", type=click.Path(dir_okay=False), help="Job journal [./journal.sqlite].")
 @click.option("--http-port", type=click.IntRange(0, 65535), help="Status pages [8080; 0: off].")
-@click.option("--workers", type=click.IntRange(min=0), help="Scoring threads [0: one per core].")
+@click.option(
+    "--workers", type=click.IntRange(min=0), help="Scoring workers [0: one per core]."
+)
+@click.option(
+    "--isolation",
+    type=click.Choice(["process", "thread"]),
+    help="Score in supervised worker processes (a hung or crashed worker is replaced) or in "
+    "the node's own threads [process].",
+)
+@click.option(
+    "--film-timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    help="Seconds a worker may take for one film before it is replaced [60].",
+)
 @click.option("--backend", help="Engine (as for predict) [auto].")
 @trust_options
 def serve(
-    bundle: Path,
+    bundle: Path | None,
     config_path: Path | None,
     ae_title: str | None,
     host: str | None,
@@ -72,6 +90,8 @@ def serve(
     journal: str | None,
     http_port: int | None,
     workers: int | None,
+    isolation: str | None,
+    film_timeout: float | None,
     backend: str | None,
     trust: tuple[Path, ...],
     revoked: tuple[str, ...],
@@ -81,18 +101,21 @@ def serve(
     A Storage SCP (C-STORE, C-ECHO) for DX, CR, Secondary Capture and RF films. Only the
     modalities on the allow-list (AE title and host) may associate. A film is on disk and in the
     job journal before its success status goes back; each is scored with the bundle's quality
-    gate, its result written as a Comprehensive SR in the film's study and sent to every
-    destination (retried until it arrives), and logged as one JSON line in SPOOL/results.jsonl.
-    After a crash, starting again resumes every unfinished film. Stop with Ctrl-C or SIGTERM.
+    gate in a supervised worker process (a film that hangs or crashes its worker is tried again,
+    then quarantined with an "undetermined" result), its result written as a Comprehensive SR in
+    the film's study and sent to every destination (retried until it arrives), and logged as one
+    JSON line in SPOOL/results.jsonl. After a crash, starting again resumes every unfinished
+    film. Stop with Ctrl-C or SIGTERM (bounded: films in flight get a few seconds). BUNDLE may
+    instead come from the config's [model] bundle (what the systemd unit uses).
 
     \b
     Examples:
       edgevcf serve bundles/openvino-int8 --allow CART_DX1@127.0.0.1 --forward PACS@127.0.0.1:104
-      edgevcf serve bundles/openvino-int8 --config /etc/edgevcf/serve.toml
+      edgevcf serve --config /etc/edgevcf/serve.toml
     """
-    from edgevcf.profiles import read_toml
     from edgevcf.serve.config import parse_serve_config
     from edgevcf.serve.service import Service
+    from edgevcf.tomlconf import read_toml
 
     data: dict[str, Any] = read_toml(config_path, "serve config") if config_path else {}
     base = config_path.parent if config_path else Path.cwd()
@@ -105,9 +128,11 @@ def serve(
             data.setdefault("storage", {})[key] = str(Path(value).resolve())
     if http_port is not None:
         data.setdefault("http", {})["port"] = http_port
-    for key, value in (("workers", workers), ("backend", backend)):
-        if value is not None:
-            data.setdefault("scoring", {})[key] = value
+    scoring: dict[str, Any] = {"workers": workers, "backend": backend, "isolation": isolation,
+                               "film_timeout_s": film_timeout}  # fmt: skip
+    for key, setting in scoring.items():
+        if setting is not None:
+            data.setdefault("scoring", {})[key] = setting
     if trust or revoked:
         t = data.setdefault("trust", {})
         t["keys"] = [*t.get("keys", []), *(str(p.resolve()) for p in trust)]
@@ -117,19 +142,32 @@ def serve(
         *data.get("destinations", []), *(_split(f, "--forward", True) for f in forward)
     ]  # fmt: skip
     cfg = parse_serve_config(data, str(config_path or "command line"), base=base)
+    if bundle is None:
+        if not cfg.model.bundle:
+            raise ConfigError(
+                "no bundle to serve",
+                hint="give BUNDLE, or [model] bundle = \"...\" in the --config file",
+            )
+        bundle = Path(cfg.model.bundle)
 
     service = Service(bundle, cfg)
-    addresses = service.start()
     stop = threading.Event()
+
+    def on_signal(*_: object) -> None:
+        if stop.is_set():  # a second Ctrl-C / SIGTERM: leave now (the journal is consistent)
+            os._exit(1)
+        stop.set()
+
     for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
+        signal.signal(sig, on_signal)
+    addresses = service.start()
     ident = service.identity
     host_, port_ = addresses.dicom
     echo(
         f"edgevcf serve: {cfg.listen.ae_title} on {host_}:{port_}"
         f"{' (TLS)' if cfg.tls.cert else ''}; model {ident.model_id[:12]} "
         f"({ident.backbone}, {ident.precision} on {ident.runtime}), "
-        f"threshold {service.predictor.threshold:.3f}, "
+        f"threshold {service.threshold:.3f}, "
         + (f"signed by trusted key {ident.signer_key_id[:16]}" if ident.signer_key_id
            else "origin not checked (no trust configured)")
     )  # fmt: skip
@@ -140,8 +178,21 @@ def serve(
     if addresses.http:
         echo(f"  status: http://{addresses.http[0]}:{addresses.http[1]}/ (metrics: /metrics)")
     echo(f"  spool: {cfg.storage.spool}; journal: {cfg.storage.journal}")
+    sc = cfg.scoring
+    echo(
+        f"  scoring: {len(service.scorers)} worker process(es), {sc.film_timeout_s:g} s per "
+        f"film, {sc.max_tries} tries before quarantine"
+        if sc.isolation == "process"
+        else f"  scoring: {len(service.scorers)} thread(s) in this process (no per-film limit)"
+    )
     while not stop.wait(0.5):
         pass
-    echo("stopping: finishing queued films ...")
-    service.stop()
+    echo("stopping: letting films in flight finish (queued films resume at the next start) ...")
+    stopper = threading.Thread(target=service.stop, name="edgevcf-stop", daemon=True)
+    stopper.start()
+    stopper.join(STOP_BOUND_S)
+    if stopper.is_alive():
+        echo(f"could not stop cleanly within {STOP_BOUND_S:.0f} s; exiting (the journal is "
+             "consistent: unfinished films resume at the next start)", err=True)  # fmt: skip
+        os._exit(1)
     echo(f"stopped ({service.metrics.count('received_total')} film(s) received this run)")

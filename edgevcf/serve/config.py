@@ -25,6 +25,15 @@ Relative paths are relative to the config file. Example::
     [trust]                   # run only bundles signed by these keys (edgevcf keys new)
     keys = ["/etc/edgevcf/trust"]
     revoked = []
+
+    [model]                   # the bundle to serve (a BUNDLE argument overrides it)
+    bundle = "/var/lib/edgevcf/bundles/current"
+
+    [scoring]                 # worker processes, each film's time limit, tries before quarantine
+    workers = 2
+    film_timeout_s = 60
+    max_tries = 2
+    stall_s = 180
 """
 
 from __future__ import annotations
@@ -35,7 +44,7 @@ from pathlib import Path
 from typing import Any
 
 from edgevcf.errors import ConfigError
-from edgevcf.profiles import check_table, read_toml
+from edgevcf.tomlconf import check_table, read_toml
 
 
 @dataclass(frozen=True)
@@ -88,10 +97,28 @@ class Http:
 
 @dataclass(frozen=True)
 class Scoring:
-    """The worker pool over the bundle's Predictor (workers 0: one per CPU core)."""
+    """The scoring workers (workers 0: one per CPU core).
+
+    ``isolation = "process"`` scores in supervised worker processes: each film has
+    ``film_timeout_s``; a worker that overruns it or dies is replaced and the film tried again,
+    up to ``max_tries`` in all (across restarts), then quarantined with an "undetermined"
+    result. ``/healthz`` fails when work waits and no worker has made progress for ``stall_s``.
+    ``"thread"`` scores in the node's own threads (no time limit; for measurement).
+    """
 
     workers: int = 0
     backend: str = "auto"
+    isolation: str = "process"
+    film_timeout_s: float = 60.0
+    max_tries: int = 2
+    stall_s: float = 180.0
+
+
+@dataclass(frozen=True)
+class Model:
+    """What the node serves: a bundle folder (so a service unit names no model path)."""
+
+    bundle: str = ""
 
 
 @dataclass(frozen=True)
@@ -132,14 +159,17 @@ class ServeConfig:
     http: Http = field(default_factory=Http)
     scoring: Scoring = field(default_factory=Scoring)
     trust: TrustKeys = field(default_factory=TrustKeys)
+    model: Model = field(default_factory=Model)
     allowed: tuple[Peer, ...] = ()
     destinations: tuple[Destination, ...] = ()
     source: str = "defaults"
 
 
+ISOLATIONS = ("process", "thread")
+
 TABLES: dict[str, type] = {
     "listen": Listen, "tls": Tls, "storage": Storage, "forward": Forward, "http": Http,
-    "scoring": Scoring, "trust": TrustKeys,
+    "scoring": Scoring, "trust": TrustKeys, "model": Model,
 }  # fmt: skip
 LISTS: dict[str, type] = {"allowed": Peer, "destinations": Destination}
 
@@ -183,6 +213,9 @@ def parse_serve_config(data: dict[str, Any], source: str, base: Path | None = No
         )
         tk = built["trust"]
         built["trust"] = dataclasses.replace(tk, keys=tuple(str(base / k) for k in tk.keys))
+        md = built["model"]
+        if md.bundle:
+            built["model"] = dataclasses.replace(md, bundle=str(base / md.bundle))
         t = built["tls"]
         built["tls"] = dataclasses.replace(
             t, **{k: str(base / getattr(t, k)) for k in ("cert", "key", "ca") if getattr(t, k)}
@@ -231,8 +264,17 @@ def _check_values(c: ServeConfig) -> None:
         problems.append("[storage] reserve_mb and retention_hours must be >= 0")
     if not 0 < c.forward.retry_initial_s <= c.forward.retry_max_s:
         problems.append("[forward] need 0 < retry_initial_s <= retry_max_s")
-    if c.scoring.workers < 0:
+    sc = c.scoring
+    if sc.workers < 0:
         problems.append("[scoring] workers must be >= 0 (0: one per CPU core)")
+    if sc.isolation not in ISOLATIONS:
+        problems.append(f"[scoring] isolation must be one of {', '.join(ISOLATIONS)}")
+    if sc.film_timeout_s <= 0 or sc.max_tries < 1:
+        problems.append("[scoring] need film_timeout_s > 0 and max_tries >= 1")
+    if sc.stall_s <= sc.film_timeout_s:
+        problems.append(
+            "[scoring] stall_s must be longer than film_timeout_s (a film may take that long)"
+        )
     if problems:
         raise ConfigError(f"{c.source}: " + "; ".join(problems))
 

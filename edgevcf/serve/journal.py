@@ -6,6 +6,11 @@ the step survives a crash or power loss, so the success status goes back to the 
 after :meth:`Journal.receive` returned, and a restart resumes every job that is not finished
 (:meth:`Journal.unfinished`). The key is the SHA-256 of the SOP Instance UID: a film sent twice is
 one job (idempotence), and the journal — like logs and metrics — holds no identifier in clear.
+
+Scoring tries are counted *before* a film goes to a worker (:meth:`Journal.begin_try`), so a
+film that hangs or kills its worker — or the whole node — is tried a bounded number of times,
+across restarts too, then **quarantined**: its film kept aside for the site, its job answered
+with an "undetermined" result and never scored again.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ from edgevcf.errors import ConfigError
 #: The order a job moves in; ``failed`` ends a job from any state before ``forwarded``.
 STATES = ("received", "scored", "written", "forwarded")
 FAILED = "failed"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: scoring tries and quarantine
 
 
 def uid_key(sop_instance_uid: str) -> str:
@@ -45,6 +50,8 @@ class Job:
     attempts: int
     received_at: float
     updated_at: float
+    tries: int = 0  # scoring tries begun (forwarding attempts are ``attempts``)
+    quarantined: bool = False
 
 
 class Journal:
@@ -70,14 +77,19 @@ class Journal:
         )
         self._db.execute("CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT)")
         row = self._db.execute("SELECT v FROM meta WHERE k = 'schema'").fetchone()
-        if row is None:
-            self._db.execute("INSERT INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
-        elif int(row[0]) > SCHEMA_VERSION:
+        if row is not None and int(row[0]) > SCHEMA_VERSION:
             raise ConfigError(
                 f"journal {self.path} has schema {row[0]}, newer than this edgevcf's "
                 f"({SCHEMA_VERSION})",
                 hint="run the edgevcf version that wrote it, or move the journal aside",
             )
+        columns = {r[1] for r in self._db.execute("PRAGMA table_info(jobs)")}
+        for name in ("tries", "quarantined"):  # schema 1 -> 2: a journal of an older node
+            if name not in columns:
+                self._db.execute(f"ALTER TABLE jobs ADD COLUMN {name} INTEGER NOT NULL DEFAULT 0")
+        self._db.execute(
+            "INSERT OR REPLACE INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),)
+        )
 
     def close(self) -> None:
         """Close the database (every step is already on disk)."""
@@ -138,6 +150,51 @@ class Journal:
             )
             row = self._db.execute("SELECT attempts FROM jobs WHERE key = ?", (key,)).fetchone()
         return int(row[0]) if row else 0
+
+    def begin_try(self, key: str) -> int:
+        """Count one scoring try of ``key`` before it is handed to a worker; the count so far."""
+        with self._lock:
+            self._db.execute(
+                "UPDATE jobs SET tries = tries + 1, updated_at = ? WHERE key = ?",
+                (time.time(), key),
+            )
+            row = self._db.execute("SELECT tries FROM jobs WHERE key = ?", (key,)).fetchone()
+        return int(row[0]) if row else 0
+
+    def undo_try(self, key: str) -> None:
+        """Un-count a try the node itself abandoned (it stopped): not the film's fault."""
+        with self._lock:
+            self._db.execute(
+                "UPDATE jobs SET tries = MAX(tries - 1, 0) WHERE key = ? AND state = 'received'",
+                (key,),
+            )
+
+    def note(self, key: str, reason: str) -> None:
+        """Keep why the last scoring try of ``key`` failed (said if it ends quarantined)."""
+        with self._lock:
+            self._db.execute(
+                "UPDATE jobs SET reason = ?, updated_at = ? WHERE key = ?",
+                (reason[:500], time.time(), key),
+            )
+
+    def quarantine(self, key: str, spool: str | Path, reason: str) -> None:
+        """Mark ``key`` quarantined: its film now lives at ``spool`` (kept for the site)."""
+        with self._lock:
+            self._db.execute(
+                "UPDATE jobs SET quarantined = 1, spool = ?, reason = ?, updated_at = ? "
+                "WHERE key = ?",
+                (str(spool), reason[:500], time.time(), key),
+            )
+
+    def quarantined(self, limit: int = 1000) -> list[Job]:
+        """Quarantined jobs, newest first."""
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT {_COLUMNS} FROM jobs WHERE quarantined = 1 "
+                "ORDER BY updated_at DESC LIMIT ?",
+                (limit,),
+            ).fetchall()
+        return [_job(r) for r in rows]
 
     def fail(self, key: str, reason: str) -> None:
         """End a job that cannot go on (its reason is stored; it holds no patient data)."""
@@ -213,15 +270,23 @@ class Journal:
         out.update({str(s): int(n) for s, n in rows})
         return out
 
+    def count_quarantined(self) -> int:
+        """How many films were quarantined (ever: they stay until the site removes them)."""
+        with self._lock:
+            row = self._db.execute("SELECT COUNT(*) FROM jobs WHERE quarantined = 1").fetchone()
+        return int(row[0])
 
-_COLUMNS = "key, state, spool, result, sr, reason, attempts, received_at, updated_at"
+
+_COLUMNS = (
+    "key, state, spool, result, sr, reason, attempts, received_at, updated_at, tries, quarantined"
+)
 
 
 def _job(row: tuple[Any, ...]) -> Job:
-    key, state, spool, result, sr, reason, attempts, received, updated = row
+    key, state, spool, result, sr, reason, attempts, received, updated, tries, quar = row
     return Job(
         key, state, spool, json.loads(result) if result else None, sr, reason, int(attempts),
-        float(received), float(updated),
+        float(received), float(updated), int(tries), bool(quar),
     )  # fmt: skip
 
 

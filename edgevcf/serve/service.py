@@ -5,13 +5,16 @@ The pieces and who owns what:
 * :mod:`~edgevcf.serve.scp` decides what may come in and answers the modality;
 * :class:`Service.store` (here) puts a film on disk (:mod:`~edgevcf.serve.spool`) and in the
   journal (:mod:`~edgevcf.serve.journal`) *before* success is answered;
-* a pool of scoring threads (here) runs the bundle's :class:`~edgevcf.runtime.Predictor` with
-  its quality gate, writes the SR (:mod:`~edgevcf.serve.sr`) to the results spool and one JSON
-  line to the result log;
+* a pool of scoring slots (here) hands each film to a supervised worker process
+  (:mod:`~edgevcf.serve.workers`: decode, preprocess, quality gate, inference, with a time limit),
+  writes the SR (:mod:`~edgevcf.serve.sr`) to the results spool and one JSON line to the result
+  log; a film whose worker hangs or dies is tried again, a bounded number of times, then
+  quarantined with an "undetermined" SR;
 * :mod:`~edgevcf.serve.forward` delivers every written SR to every destination;
 * :mod:`~edgevcf.serve.http` shows health, metrics and status.
 
-After a crash, :meth:`Service.start` resumes every unfinished job from the journal. Nothing in
+After a crash, :meth:`Service.start` resumes every unfinished job from the journal (a film whose
+tries ran out is quarantined, never scored again: no crash loop). Nothing in
 the logs, metrics, result log or status page names a patient: films are known by the SHA-256 of
 their SOP Instance UID.
 """
@@ -29,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from edgevcf.errors import ConfigError, EdgeVCFError, OutputError
+from edgevcf.errors import ConfigError, OutputError
 from edgevcf.serve.config import ServeConfig
 from edgevcf.serve.forward import Outbox
 from edgevcf.serve.journal import Job, Journal, uid_key
@@ -43,6 +46,13 @@ from edgevcf.serve.scp import (
     Status,
 )  # fmt: skip
 from edgevcf.serve.spool import Spool
+from edgevcf.serve.workers import (
+    ProcessScorer,
+    StopRequestedError,
+    ThreadScorer,
+    WorkerLostError,
+    WorkerSpec,
+)  # fmt: skip
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +61,11 @@ log = logging.getLogger(__name__)
 REQUIRED = ("SOPInstanceUID", "SOPClassUID", "StudyInstanceUID", "SeriesInstanceUID")
 #: Seconds before a scoring step that failed for lack of disk space is tried again.
 DISK_RETRY_S = 5.0
+#: Seconds a stopping node lets the films in flight finish before their workers are killed
+#: (those films stay in the journal and are scored at the next start).
+STOP_GRACE_S = 5.0
+#: Longest wait between two tries to start a worker that failed to start.
+RESTART_BACKOFF_MAX_S = 30.0
 
 
 @dataclass(frozen=True)
@@ -69,12 +84,17 @@ class Service:
         self.config = config
         self.metrics = Metrics()
         self.started_at = time.time()
-        self._queue: queue.Queue[str | None] = queue.Queue()
+        self._queue: queue.Queue[str] = queue.Queue()
         self._workers: list[threading.Thread] = []
+        self.scorers: list[Any] = []
         self._stopped = threading.Event()
         self._log_lock = threading.Lock()
+        self._pending_lock = threading.Lock()
+        self._pending = 0  # films queued or being scored
+        self._progress_at = time.monotonic()  # last film scored (or work arriving at an idle node)
         self.addresses: Addresses | None = None
         self._http: Any = None
+        self._watchdog: Any = None
 
     # -------------------------------------------------------------- lifecycle
     def start(self) -> Addresses:
@@ -84,13 +104,14 @@ class Service:
             BundleError: the bundle does not verify (nothing is opened).
             ConfigError: a port cannot be opened, or a TLS file cannot be read.
         """
+        from edgevcf.bundle import Bundle
         from edgevcf.deps import require
-        from edgevcf.runtime import Predictor
+        from edgevcf.runtime import choose_artifact
 
         require("pynetdicom", "edgevcf serve")
-        st = self.config.storage
+        st, sc = self.config.storage, self.config.scoring
         cores = os.cpu_count() or 1
-        n = self.config.scoring.workers or cores
+        n = sc.workers or cores
         trust = None
         if self.config.trust.keys:
             from edgevcf.signing import Trust
@@ -98,14 +119,20 @@ class Service:
             trust = Trust.load(list(self.config.trust.keys), self.config.trust.revoked)
         elif self.config.trust.revoked:
             raise ConfigError("[trust] revoked needs [trust] keys")
-        self.predictor = Predictor.from_bundle(
-            self.bundle_path, self.config.scoring.backend, threads=max(1, cores // n),
-            trust=trust,
-        )  # fmt: skip
-        self.identity = _identity(self.predictor)
+        # The node verifies the bundle itself (and each worker again) but loads no engine
+        # unless it scores in its own threads.
+        self.bundle = Bundle.load(self.bundle_path, trust=trust)
+        self.artifact = choose_artifact(self.bundle, sc.backend)
+        self.threshold = self.bundle.threshold
+        self.identity = _identity(self.bundle, self.artifact)
+        tk = self.config.trust
+        spec = WorkerSpec(str(self.bundle_path), self.artifact.name, max(1, cores // n),
+                          tuple(tk.keys), tuple(tk.revoked))  # fmt: skip
+        self.scorers = self._start_scorers(spec, n)
         root = Path(st.spool)
         self.films = Spool(root / "films", reserve_mb=st.reserve_mb)
         self.results = Spool(root / "results", reserve_mb=st.reserve_mb / 2)
+        self.quarantine = Spool(root / "quarantine", reserve_mb=0)
         self.result_log = root / "results.jsonl"
         self.journal = Journal(st.journal)
         self.metrics.gauges(self._gauges)
@@ -113,11 +140,12 @@ class Service:
         resumed = self.journal.unfinished()
         for job in resumed:
             if job.state in ("received", "scored"):
-                self._queue.put(job.key)
+                self._enqueue(job.key)
         if resumed:
             log.info("resuming %d unfinished job(s) from the journal", len(resumed))
-        for i in range(n):
-            t = threading.Thread(target=self._work, name=f"edgevcf-score-{i}", daemon=True)
+        for i, scorer in enumerate(self.scorers):
+            t = threading.Thread(target=self._work, args=(scorer,), name=f"edgevcf-score-{i}",
+                                 daemon=True)  # fmt: skip
             t.start()
             self._workers.append(t)
         self.outbox.start()
@@ -131,20 +159,60 @@ class Service:
             http = self._http.server_address[:2]
         self.addresses = Addresses(dicom, http)
         log.info("listening as %s on %s:%d", self.config.listen.ae_title, *dicom)
+        from edgevcf.serve import systemd
+
+        systemd.notify(f"READY=1\nSTATUS=listening on {dicom[0]}:{dicom[1]}")
+        self._watchdog = systemd.Watchdog.start_if_asked(self.healthy, self.health)
         return self.addresses
 
+    def _start_scorers(self, spec: WorkerSpec, n: int) -> list[Any]:
+        """``n`` scoring slots, loaded and warmed before a port opens (a bundle that cannot
+        load fails here, with the worker's own error)."""
+        if self.config.scoring.isolation == "thread":
+            from edgevcf.runtime import Predictor
+
+            predictor = Predictor(self.bundle, self.artifact, threads=spec.threads)
+            return [ThreadScorer(predictor) for _ in range(n)]
+        scorers = [ProcessScorer(spec, f"edgevcf-score-{i}") for i in range(n)]
+        try:
+            for s in scorers:  # processes load in parallel; each warms before it is ready
+                s.launch()
+            for s in scorers:
+                s.wait_ready()
+        except BaseException:
+            for s in scorers:
+                s.close(grace=0)
+            raise
+        info = scorers[0].info
+        log.info("%d scoring worker process(es) ready (load %.0f ms, warm-up %.0f ms)", n,
+                 info.get("load_ms", 0), info.get("warm_ms", 0))  # fmt: skip
+        return scorers
+
     def stop(self, timeout: float = 30.0) -> None:
-        """Stop accepting, let scoring of queued films finish (up to ``timeout``), close."""
+        """Stop accepting; let the films in flight finish (up to :data:`STOP_GRACE_S`, then
+        their workers are killed); close. Queued films stay in the journal for the next start.
+
+        Bounded whatever a worker is doing: no engine code runs in this process (unless
+        ``isolation = "thread"``).
+        """
         if self._stopped.is_set():
             return
         self._stopped.set()
+        from edgevcf.serve import systemd
+
+        systemd.notify("STOPPING=1")
+        if self._watchdog is not None:
+            self._watchdog.stop()
         self.receiver.stop()
-        for _ in self._workers:
-            self._queue.put(None)
-        deadline = time.monotonic() + timeout
+        grace = min(STOP_GRACE_S, timeout / 3)
+        at = time.monotonic() + grace
+        for s in self.scorers:
+            s.interrupt(at)
         for t in self._workers:
-            t.join(max(0.1, deadline - time.monotonic()))
-        self.outbox.stop()
+            t.join(max(0.1, at + 2.0 - time.monotonic()))
+        for s in self.scorers:
+            s.close(grace=1.0)
+        self.outbox.stop(max(1.0, min(10.0, timeout / 3)))
         if self._http is not None:
             self._http.shutdown()
             self._http.server_close()
@@ -200,7 +268,7 @@ class Service:
             return Status(OUT_OF_RESOURCES, "cannot journal the film; retry later")
         if new:
             self.metrics.inc("received_total")
-            self._queue.put(key)
+            self._enqueue(key)
         else:
             self.metrics.inc("duplicates_total")
         return Status(SUCCESS)
@@ -212,52 +280,122 @@ class Service:
         self.metrics.inc("associations_rejected_total", "reason", reason)
 
     # -------------------------------------------------------------- scoring
-    def _work(self) -> None:
-        while True:
-            key = self._queue.get()
-            if key is None:
-                return
+    def _enqueue(self, key: str) -> None:
+        with self._pending_lock:
+            if self._pending == 0:  # an idle node starts its progress clock now
+                self._progress_at = time.monotonic()
+            self._pending += 1
+        self._queue.put(key)
+
+    def _progressed(self) -> None:
+        with self._pending_lock:
+            self._progress_at = time.monotonic()
+
+    def _work(self, scorer: Any) -> None:
+        """One scoring slot: take a film, have the slot's worker score it, write its result."""
+        if isinstance(scorer, ThreadScorer):
+            scorer.start()  # this thread's engine state, warmed alone (Backend.warm)
+        while not self._stopped.is_set():
             try:
-                self._process(key)
+                key = self._queue.get(timeout=0.2)
+            except queue.Empty:
+                continue
+            try:
+                self._process(key, scorer)
+            except StopRequestedError:  # the node is stopping: the film stays for the next start
+                log.info("job %s left for the next start", key[:12])
             except OutputError as exc:  # the results disk is full: try again later
                 log.warning("job %s waits for disk space: %s", key[:12], exc.message)
-                threading.Timer(DISK_RETRY_S, self._queue.put, (key,)).start()
+                threading.Timer(DISK_RETRY_S, self._enqueue, (key,)).start()
             except Exception as exc:  # one film must never stop the pool
                 log.exception("job %s failed", key[:12])
                 self.journal.fail(key, f"{type(exc).__name__}: {exc}"[:300])
+            finally:
+                with self._pending_lock:
+                    self._pending -= 1
 
-    def _process(self, key: str) -> None:
+    def _process(self, key: str, scorer: Any) -> None:
         job = self.journal.get(key)
         if job is None or job.state not in ("received", "scored"):
             return
         if job.state == "received":
-            result = self._score(job)
+            result = self._score(job, scorer)
+            if result is None:  # queued again for another try
+                return
             self.journal.advance(key, "scored", result=result)
+            job = self.journal.get(key) or job  # a quarantined film has moved
         else:
             result = job.result or {}
         self._write(job, result)
 
-    def _score(self, job: Job) -> dict[str, Any]:
+    def _score(self, job: Job, scorer: Any) -> dict[str, Any] | None:
+        """The film's result; None when it was queued again after its worker was lost.
+
+        Each try is counted in the journal before the worker gets the film, so a film that
+        hangs or kills its worker — or the node — ends quarantined after ``max_tries``.
+        """
+        sc = self.config.scoring
+        if job.tries >= sc.max_tries:  # tries used up before a restart
+            why = job.reason or "scoring was begun and never finished (the node stopped)"
+            return self._quarantine(job, f"{why} ({job.tries} tries)")
+        self._ensure_started(scorer)
+        tries = self.journal.begin_try(job.key)
         t0 = time.perf_counter()
         try:
-            p = self.predictor.predict(job.spool)
-            result = {
-                "status": p.status, "probability": p.probability, "decision": p.decision,
-                "reason": p.reason if p.status != "ok" else "",
-                "timings_ms": {k: round(v, 2) for k, v in p.timings_ms.items()},
-            }  # fmt: skip
-        except EdgeVCFError as exc:
-            result = {"status": "refused", "probability": None, "decision": None,
-                      "reason": _no_path(exc.message, job.spool)}  # fmt: skip
-        except Exception as exc:  # an engine failure is a result, not a crash
-            log.warning("scoring job %s failed: %s", job.key[:12], type(exc).__name__)
-            result = {"status": "error", "probability": None, "decision": None,
-                      "reason": f"scoring failed ({type(exc).__name__})"}  # fmt: skip
-        result["threshold"] = self.predictor.threshold
-        result["model_id"] = self.predictor.model_id
+            result = scorer.score(job.spool, sc.film_timeout_s)
+        except StopRequestedError:
+            self.journal.undo_try(job.key)
+            raise
+        except WorkerLostError as exc:
+            self.metrics.inc("worker_restarts_total", "reason", exc.kind)
+            log.warning("job %s: %s (try %d of %d); the worker is replaced", job.key[:12],
+                        exc.reason, tries, sc.max_tries)  # fmt: skip
+            self.journal.note(job.key, exc.reason)
+            if tries >= sc.max_tries:
+                return self._quarantine(job, f"{exc.reason} ({tries} tries)")
+            self._enqueue(job.key)
+            return None
+        result["threshold"] = self.threshold
+        result["model_id"] = self.bundle.id
         self.metrics.inc("scored_total", "status", str(result["status"]))
         self.metrics.observe("score_seconds", time.perf_counter() - t0)
+        self._progressed()
         return result
+
+    def _ensure_started(self, scorer: Any) -> None:
+        """Start the slot's worker if it is not running, retrying with back-off.
+
+        Raises:
+            StopRequestedError: the node began to stop meanwhile.
+        """
+        wait = 1.0
+        while not scorer.alive:
+            if self._stopped.is_set():
+                raise StopRequestedError()
+            try:
+                scorer.start()
+                return
+            except StopRequestedError:
+                raise
+            except Exception as exc:
+                self.metrics.inc("worker_start_failures_total")
+                log.error("scoring worker cannot start (%s); again in %.0f s",
+                          getattr(exc, "message", exc), wait)  # fmt: skip
+                if self._stopped.wait(wait):
+                    raise StopRequestedError() from None
+                wait = min(RESTART_BACKOFF_MAX_S, wait * 2)
+
+    def _quarantine(self, job: Job, why: str) -> dict[str, Any]:
+        """Keep the film aside for the site and give it an "undetermined" result."""
+        path = self.quarantine.take(job.key, job.spool)
+        self.journal.quarantine(job.key, path, why)
+        self.metrics.inc("quarantined_total")
+        self._progressed()
+        log.error("film %s quarantined: %s", job.key[:12], why)
+        return {"status": "error", "probability": None, "decision": None,
+                "reason": f"not scored: {why}; the film is quarantined for review",
+                "quarantined": True, "threshold": self.threshold,
+                "model_id": self.bundle.id}  # fmt: skip
 
     def _write(self, job: Job, result: dict[str, Any]) -> None:
         from pydicom import dcmread
@@ -311,17 +449,48 @@ class Service:
         out = {f'jobs{{state="{s}"}}': float(n) for s, n in counts.items()}
         out["scoring_queue"] = float(self._queue.qsize())
         out["uptime_seconds"] = time.time() - self.started_at
+        out["workers_alive"] = float(sum(bool(s.alive) for s in self.scorers))
+        out["quarantined"] = float(self.journal.count_quarantined())
+        out["seconds_since_progress"] = time.monotonic() - self._progress_at
         return out
 
+    def stalled(self) -> str:
+        """Why scoring has stalled (work waits, no worker progressed for ``stall_s``), or ""."""
+        with self._pending_lock:
+            pending, since = self._pending, time.monotonic() - self._progress_at
+        limit = self.config.scoring.stall_s
+        if pending and since > limit:
+            return (f"no scoring progress for {since:.0f} s (limit {limit:g} s) with "
+                    f"{pending} film(s) waiting")  # fmt: skip
+        return ""
+
     def healthy(self) -> bool:
-        """Whether every scoring thread and the outbox are alive and the port is open."""
+        """Whether every scoring slot and the outbox are alive and scoring makes progress."""
         threads = [*self._workers, self.outbox._thread]
-        return not self._stopped.is_set() and all(t.is_alive() for t in threads)
+        return (
+            not self._stopped.is_set()
+            and all(t.is_alive() for t in threads)
+            and not self.stalled()
+        )
 
     def health(self) -> dict[str, Any]:
-        """What ``/healthz`` adds to its verdict."""
-        return {"model_id": self.identity.model_id, "queue": self._queue.qsize(),
-                "uptime_s": round(time.time() - self.started_at, 1)}  # fmt: skip
+        """What ``/healthz`` adds to its verdict (with the reason when failing)."""
+        out: dict[str, Any] = {
+            "model_id": self.identity.model_id, "queue": self._queue.qsize(),
+            "workers_alive": sum(bool(s.alive) for s in self.scorers),
+            "uptime_s": round(time.time() - self.started_at, 1),
+        }  # fmt: skip
+        reasons = []
+        if self._stopped.is_set():
+            reasons.append("stopping")
+        dead = [t.name for t in [*self._workers, self.outbox._thread] if not t.is_alive()]
+        if dead and not self._stopped.is_set():
+            reasons.append(f"stopped: {', '.join(dead)}")
+        if stall := self.stalled():
+            reasons.append(stall)
+        if reasons:
+            out["reason"] = "; ".join(reasons)
+        return out
 
     def status(self) -> dict[str, Any]:
         """What the status page shows (hashed UIDs and decisions only)."""
@@ -340,8 +509,12 @@ class Service:
             "precision": self.identity.precision,
             "runtime": self.identity.runtime,
             "signer_key_id": self.identity.signer_key_id,
-            "threshold": self.predictor.threshold,
+            "threshold": self.threshold,
             "jobs": self.journal.counts(),
+            "quarantined": self.journal.count_quarantined(),
+            "isolation": self.config.scoring.isolation,
+            "workers": [{"alive": bool(s.alive), "pid": s.info.get("pid"),
+                         "starts": getattr(s, "starts", 1)} for s in self.scorers],
             "scoring_queue": self._queue.qsize(),
             "destinations": self.outbox.snapshot(),
             "received": self.metrics.count("received_total"),
@@ -354,16 +527,16 @@ class Service:
 _DECISION: dict[Any, str] = {True: "fresh", False: "not fresh"}
 
 
-def _identity(predictor: Any) -> Any:
+def _identity(bundle: Any, artifact: Any) -> Any:
     from edgevcf.serve.sr import ModelIdentity
 
-    m = predictor.bundle.manifest
+    m = bundle.manifest
     return ModelIdentity(
-        model_id=predictor.model_id,
+        model_id=bundle.id,
         backbone=str(m.get("backbone", "unknown")),
         precision=str(m.get("precision", "unknown")),
-        runtime=predictor.artifact.runtime,
-        signer_key_id=predictor.bundle.signer_key_id,
+        runtime=artifact.runtime,
+        signer_key_id=bundle.signer_key_id,
     )
 
 
@@ -380,11 +553,6 @@ def _short_pixels(ds: Any) -> str:
     need = (n * bits + 7) // 8
     have = len(ds.PixelData)
     return f"pixel data truncated ({have} of {need} bytes)" if have < need else ""
-
-
-def _no_path(message: str, path: str) -> str:
-    """A reader's message without the spool path (the SR and the result log need neither)."""
-    return message.replace(f"{path}: ", "").replace(path, "the film")
 
 
 __all__ = ["Addresses", "Service"]

@@ -76,6 +76,17 @@ class Spool:
             ) from None
         return final
 
+    def take(self, key: str, src: str | Path) -> Path:
+        """Move the file ``src`` (on the same file system) in as the film of ``key``, durably:
+        how a film that cannot be scored goes to quarantine without a copy."""
+        final = self.path(key)
+        src = Path(src)
+        if src.is_file():
+            os.replace(src, final)
+            _fsync_dir(self.root)
+            _fsync_dir(src.parent)
+        return final
+
     def remove(self, key: str) -> None:
         """Delete a film once its result was forwarded (and its retention is over)."""
         with contextlib.suppress(FileNotFoundError):
