@@ -144,3 +144,41 @@ def echoscu(port: int, aet: str = "CART", aec: str = "EDGEVCF",
         ["echoscu", *extra, "-aet", aet, "-aec", aec, "127.0.0.1", str(port)],
         capture_output=True, text=True, timeout=60,
     )  # fmt: skip
+
+
+def marked(src: Path, dest: Path, uid: str, comment: str = "") -> Path:
+    """A copy of ``src`` under a new SOP Instance UID, its Image Comments set to ``comment``."""
+    ds = pydicom.dcmread(src)
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = uid
+    if comment:
+        ds.ImageComments = comment
+    ds.save_as(dest)
+    return dest
+
+
+def node_config(tmp: Path, bundle: Path, pacs_port: int, port: int, **scoring: Any) -> Path:
+    f = tmp / "serve.toml"
+    table = "\n".join(f"{k} = {v}" for k, v in scoring.items())
+    f.write_text(f"""
+[model]
+bundle = "{bundle}"
+[listen]
+port = {port}
+[storage]
+reserve_mb = 0
+[http]
+port = 0
+[forward]
+retry_initial_s = 0.2
+retry_max_s = 1.0
+[scoring]
+{table}
+[[allowed]]
+ae_title = "CART"
+host = "127.0.0.1"
+[[destinations]]
+ae_title = "PACS"
+host = "127.0.0.1"
+port = {pacs_port}
+""")
+    return f

@@ -24,22 +24,24 @@ from typing import Any
 
 import pydicom
 import pytest
-from peers import BIN, Pacs, config, echoscu, free_port, need, running, source_uid, storescu
+from peers import (
+    BIN,
+    Pacs,
+    config,
+    echoscu,
+    free_port,
+    marked,
+    need,
+    node_config,
+    running,
+    source_uid,
+    storescu,
+)  # fmt: skip
 from peers import wait_for as wait
 
 from edgevcf.serve.workers import ABORT, HANG, HOOKS_ENV
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="signals as on Linux")
-
-
-def marked(src: Path, dest: Path, uid: str, comment: str = "") -> Path:
-    """A copy of ``src`` under a new SOP Instance UID, its Image Comments set to ``comment``."""
-    ds = pydicom.dcmread(src)
-    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = uid
-    if comment:
-        ds.ImageComments = comment
-    ds.save_as(dest)
-    return dest
 
 
 def _sr_text(sr: pydicom.Dataset) -> str:
@@ -125,34 +127,6 @@ def test_healthz_fails_with_the_reason_while_scoring_stalls(
 
 
 # ------------------------------------------------------------------ the node as a process
-def _cfg_file(tmp: Path, bundle: Path, pacs_port: int, port: int, **scoring: Any) -> Path:
-    f = tmp / "serve.toml"
-    table = "\n".join(f"{k} = {v}" for k, v in scoring.items())
-    f.write_text(f"""
-[model]
-bundle = "{bundle}"
-[listen]
-port = {port}
-[storage]
-reserve_mb = 0
-[http]
-port = 0
-[forward]
-retry_initial_s = 0.2
-retry_max_s = 1.0
-[scoring]
-{table}
-[[allowed]]
-ae_title = "CART"
-host = "127.0.0.1"
-[[destinations]]
-ae_title = "PACS"
-host = "127.0.0.1"
-port = {pacs_port}
-""")
-    return f
-
-
 def _node(cfg: Path, log: Path) -> subprocess.Popen[bytes]:
     """``edgevcf serve --config`` (the bundle from [model]), its own process group."""
     return subprocess.Popen(
@@ -177,7 +151,7 @@ def test_sigterm_is_bounded_and_a_film_that_kills_the_node_cannot_loop(
     need("storescu", "storescp")
     pacs = Pacs("PACS", free_port(), tmp_path / "pacs").start()
     port = free_port()
-    cfg = _cfg_file(tmp_path, serve_bundle, pacs.port, port, workers=1, film_timeout_s=300,
+    cfg = node_config(tmp_path, serve_bundle, pacs.port, port, workers=1, film_timeout_s=300,
                     max_tries=2, stall_s=600)  # fmt: skip
     journal, log = tmp_path / "journal.sqlite", tmp_path / "serve.log"
     bad = marked(films[0], tmp_path / "bad.dcm", "1.2.826.0.1.77.3", HANG)
