@@ -38,7 +38,16 @@ class Trial:
     detail: str = ""
 
 
-def _outcome(pred: Any, image: str) -> list[Any]:
+def first_probability(pred: Any, image: str) -> float:
+    """What a trial's thread computes first for ``image`` (prepare, then one inference)."""
+    from edgevcf.metrics import sigmoid
+
+    x, _ = pred.prepare(image)
+    return float(sigmoid(pred.logits(x)[:1])[0])
+
+
+def outcome(pred: Any, image: str) -> list[Any]:
+    """One predict call as a trial reports it: [status, probability, decision]."""
     from edgevcf.errors import EdgeVCFError
 
     try:
@@ -49,8 +58,10 @@ def _outcome(pred: Any, image: str) -> list[Any]:
 
 
 def main(argv: list[str]) -> int:
-    """In the fresh process: load, then every thread's first predict at once."""
+    """In the fresh process: load; every thread prepares its first image, waits for the
+    others, then all make their first inference at once; then each predicts every image."""
     bundle, backend, n, images = argv[0], argv[1], int(argv[2]), argv[3:]
+    from edgevcf.metrics import sigmoid
     from edgevcf.runtime import Predictor
 
     pred = Predictor.from_bundle(bundle, backend, threads=1)
@@ -58,10 +69,12 @@ def main(argv: list[str]) -> int:
     out: list[list[list[Any]]] = [[] for _ in range(n)]
 
     def work(k: int) -> None:
-        order = images[k % len(images) :] + images[: k % len(images)]
+        first = images[k % len(images)]
+        x, _ = pred.prepare(first)
         start.wait()  # every thread makes its first inference at the same instant
-        res = {img: _outcome(pred, img) for img in order}
-        out[k] = [res[img] for img in images]
+        p = float(sigmoid(pred.logits(x)[:1])[0])  # as first_probability
+        res = {img: outcome(pred, img) for img in images}
+        out[k] = [["first", p, None], *(res[img] for img in images)]
 
     threads = [threading.Thread(target=work, args=(k,)) for k in range(n)]
     for t in threads:
