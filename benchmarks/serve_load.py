@@ -83,11 +83,33 @@ class FilmFactory:
 def _rss_mb(pid: int) -> tuple[float, float]:
     """(VmRSS, VmHWM) of ``pid`` in MB."""
     fields = {}
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        k, _, v = line.partition(":")
-        if k in ("VmRSS", "VmHWM"):
-            fields[k] = int(v.split()[0]) / 1024
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            k, _, v = line.partition(":")
+            if k in ("VmRSS", "VmHWM"):
+                fields[k] = int(v.split()[0]) / 1024
+    except OSError:  # a worker that just ended
+        pass
     return fields.get("VmRSS", 0.0), fields.get("VmHWM", 0.0)
+
+
+def _tree(pid: int) -> list[int]:
+    """``pid`` and its descendants (the node's scoring worker processes)."""
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        for task in Path(f"/proc/{p}/task").glob("*/children"):
+            try:
+                todo += [int(c) for c in task.read_text().split()]
+            except OSError:
+                continue
+    return out
+
+
+def _tree_rss_mb(pid: int) -> float:
+    """RSS of the node and its workers together, MB (pages they share are counted twice)."""
+    return sum(_rss_mb(p)[0] for p in _tree(pid))
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -108,7 +130,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         [str(BIN / "edgevcf"), "serve", args.bundle, "--port", str(node_port),
          "--http-port", str(http_port), "--spool", str(work / "spool"),
          "--journal", str(work / "journal.sqlite"), "--forward", f"PACS@127.0.0.1:{pacs_port}",
-         "--allow", "CART@127.0.0.1"],
+         "--allow", "CART@127.0.0.1", "--isolation", args.isolation,
+         *(["--workers", str(args.workers)] if args.workers else [])],
         stdout=(work / "serve.log").open("wb"), stderr=subprocess.STDOUT,
     )  # fmt: skip
     sent: dict[str, float] = {}
@@ -161,7 +184,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                         seen.add(entry.name)
                         arrivals[entry.name] = now
                 if now - last_rss >= 1.0:
-                    rss.append((now - t_start, _rss_mb(node.pid)[0]))
+                    rss.append((now - t_start, _tree_rss_mb(node.pid)))
                     last_rss = now
                 time.sleep(0.01)
 
@@ -180,7 +203,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         time.sleep(2.0)  # anything sent twice would arrive now
         stop.set()
         watcher.join(5)
-        peak = _rss_mb(node.pid)[1]
+        peak = max([_tree_rss_mb(node.pid), *(mb for _, mb in rss)])
         t_end = max(arrivals.values(), default=t_sent)
     finally:
         stop.set()
@@ -203,6 +226,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     result = {
         "machine": args.machine,
         "bundle": args.bundle,
+        "isolation": args.isolation,
+        "workers": args.workers or os.cpu_count(),
         "film": {"path": str(film), "bytes": len(factory.data)},
         "senders": args.senders,
         "films_per_sender": args.films if not args.soak_minutes else None,
@@ -249,11 +274,12 @@ def _markdown(r: dict[str, Any]) -> str:
     return (
         f"# edgevcf serve under load: {r['machine']} ({r['date']})\n\n"
         f"`python benchmarks/serve_load.py --bundle {r['bundle']} --senders {r['senders']}"
+        f" --isolation {r['isolation']}"
         f"{' --soak-minutes ' + str(r['soak_minutes']) if r['soak_minutes'] else ''}"
         f"{' --rate ' + str(r['offered_rate']) if r['offered_rate'] else ''}`"
         f" ({what}; film {r['film']['bytes'] / 1e6:.1f} MB, 16-bit)\n\n"
         "| sent | acked | SRs at PACS | lost | duplicated | wall s | films/s | p50 s | p95 s "
-        "| max s | peak RSS MB |\n|---|---|---|---|---|---|---|---|---|---|---|\n"
+        "| max s | peak RSS MB (node + workers) |\n|---|---|---|---|---|---|---|---|---|---|---|\n"
         f"| {r['sent']} | {r['acknowledged']} | {r['srs_at_pacs']} | {r['lost']} | "
         f"{r['duplicated']} | {r['wall_s']} | {r['films_per_s']} | {lat['p50']} | {lat['p95']} "
         f"| {lat['max']} | {r['rss_mb']['peak']} |\n\n"
@@ -272,12 +298,16 @@ def main() -> None:
         help="films/s offered by all senders together (0: each sends as fast as it can)",
     )  # fmt: skip
     ap.add_argument("--film", help="a DICOM to send (default: the bench's full-size film)")
+    ap.add_argument("--isolation", choices=["process", "thread"], default="process",
+                    help="score in worker processes (the default) or the node's threads")
+    ap.add_argument("--workers", type=int, default=0, help="scoring workers (0: one per core)")
     ap.add_argument("--machine", default=f"{os.uname().machine}-{os.cpu_count()}cpu")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     args = ap.parse_args()
     result = run(args)
     kind = "soak" if args.soak_minutes else "load"
     kind += f"-{args.rate:g}fps" if args.rate else "-max"
+    kind += f"-{Path(args.bundle).name}-{args.isolation}"
     from edgevcf.report import write_results
 
     text = _markdown(result)
