@@ -9,6 +9,11 @@ race the serialisation prevents (the power of ``tests/safety/test_concurrency.py
 
     python benchmarks/first_use_race.py --bundle demo-out/bundles/openvino-int8:openvino \\
         --bundle demo-out/bundles/onnx-cpu-int8:onnxruntime --trials 60 --machine amd-epyc-zen5-2cpu
+    python benchmarks/first_use_race.py --tiny --trials 60 ...   # + the test suite's tiny bundle
+
+``--tiny`` adds the OpenVINO bundle the test suite races (``tests/conftest.py``: MobileNetV3-Small
+at 64 px trained 2 epochs on 48 fast synthetic patients, seed 5, exported with the small
+calibration recipe), built once into ``~/.cache/edgevcf/first-use-tiny``.
 """
 
 from __future__ import annotations
@@ -34,6 +39,31 @@ def _films(n: int) -> list[str]:
     if film is None:
         raise SystemExit("cannot make the full-size film (needs scipy)")
     return [str(film)] * n
+
+
+def _tiny_bundle() -> str:
+    """The test suite's tiny OpenVINO bundle, built as ``tests/conftest.py`` builds it (cached)."""
+    import dataclasses
+
+    from edgevcf.dataset import cache_root
+
+    root = cache_root() / "first-use-tiny"
+    bundle = root / "openvino"
+    if (bundle / "manifest.json").is_file():
+        return str(bundle)
+    from edgevcf.data.synth import SynthConfig, generate
+    from edgevcf.profiles import load_profile
+    from edgevcf.targets import get_target
+    from edgevcf.train import TrainConfig, train
+
+    data = generate(root / "data", 48, cfg=SynthConfig.fast(), seed=5, workers=2, preview=False)
+    run = train(data.manifest, root / "run", TrainConfig(arch="mobilenet_v3_small", epochs=2,
+                                                         input_size=64, seed=0, threads=2))
+    p = load_profile("openvino")
+    q = dataclasses.replace(p.quantize, calibration="small", accuracy_fallback=False)
+    get_target(p.target).export(run.checkpoint, dataclasses.replace(p, quantize=q),
+                                data.manifest, bundle)
+    return str(bundle)
 
 
 def _stack(pid: int) -> str:
@@ -85,7 +115,8 @@ def run_trials(bundle: str, backend: str, args: argparse.Namespace, unsafe: bool
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--bundle", action="append", required=True, metavar="PATH:BACKEND")
+    ap.add_argument("--bundle", action="append", default=[], metavar="PATH:BACKEND")
+    ap.add_argument("--tiny", action="store_true", help="add the test suite's tiny bundle")
     ap.add_argument("--trials", type=int, default=60, help="fresh processes per row")
     ap.add_argument("--threads", type=int, default=8)
     ap.add_argument("--timeout", type=float, default=20.0, help="seconds before a trial hangs")
@@ -98,6 +129,10 @@ def main() -> None:
     from edgevcf.machine import machine_info
     from edgevcf.report import write_results
 
+    if args.tiny:
+        args.bundle.append(f"{_tiny_bundle()}:openvino")
+    if not args.bundle:
+        ap.error("give --bundle PATH:BACKEND and/or --tiny")
     rows = []
     for spec in args.bundle:
         bundle, _, backend = spec.rpartition(":")
@@ -113,7 +148,8 @@ def main() -> None:
     ]
     for r in rows:
         lines.append(
-            f"| {Path(r['bundle']).name} | {r['backend']} | {'yes' if r['serialised'] else 'no'} "
+            f"| {'/'.join(Path(r['bundle']).parts[-2:])} | {r['backend']} | "
+            f"{'yes' if r['serialised'] else 'no'} "
             f"| {r['trials']} | {r['ok']} | {r['hang']} | {r['error']} | "
             f"{r['first_hang_at'] or '-'} | {r['median_trial_s']} |"
         )

@@ -109,7 +109,7 @@ class Service:
         from edgevcf.runtime import choose_artifact
 
         require("pynetdicom", "edgevcf serve")
-        st, sc = self.config.storage, self.config.scoring
+        sc = self.config.scoring
         cores = os.cpu_count() or 1
         n = sc.workers or cores
         trust = None
@@ -129,6 +129,16 @@ class Service:
         spec = WorkerSpec(str(self.bundle_path), self.artifact.name, max(1, cores // n),
                           tuple(tk.keys), tuple(tk.revoked))  # fmt: skip
         self.scorers = self._start_scorers(spec, n)
+        try:
+            return self._open()
+        except BaseException:  # a port in use, an unreadable journal: no worker left behind
+            for s in self.scorers:
+                s.close(grace=0)
+            raise
+
+    def _open(self) -> Addresses:
+        """Spools, journal, resume, the scoring slots, the outbox, then the ports."""
+        st = self.config.storage
         root = Path(st.spool)
         self.films = Spool(root / "films", reserve_mb=st.reserve_mb)
         self.results = Spool(root / "results", reserve_mb=st.reserve_mb / 2)

@@ -12,7 +12,10 @@ start, no per-film limit: what ``edgevcf serve`` did before, kept for measuremen
 Each worker loads and verifies the bundle itself (checksums, and the signature under
 ``[trust]``), runs one warm-up inference before it takes work, and scores one film at a time.
 A worker that finds its parent gone exits (the pipe closes; on Linux the kernel also sends it
-SIGKILL), so no scoring process outlives the node.
+SIGKILL when the fork server that made it ends, which it does when the node ends), so no scoring
+process outlives the node. Workers are forked from a fork server (single-threaded, numpy and
+pydicom preloaded) where the platform has one, else spawned: never forked from the node itself,
+whose threads may hold locks.
 
 Test-only hooks (``EDGEVCF_TEST_HOOKS=1`` in the node's environment, never on a cart): a film
 whose Image Comments read ``edgevcf-test:hang`` makes its worker sleep, ``edgevcf-test:abort``
@@ -53,13 +56,40 @@ POLL_S = 0.05
 
 @dataclass(frozen=True)
 class WorkerSpec:
-    """What a worker needs to load the bundle on its own (plain values: sent to a new process)."""
+    """What a worker needs to load the bundle on its own (plain values: sent to a new process).
+
+    ``env`` carries the node's ``EDGEVCF_*`` variables as they are when the worker starts (a
+    worker forked from the fork server would otherwise see them as they were when that started).
+    """
 
     bundle: str
     backend: str
     threads: int
     trust_keys: tuple[str, ...] = ()
     revoked: tuple[str, ...] = ()
+    env: tuple[tuple[str, str], ...] = ()
+
+
+def edgevcf_env() -> tuple[tuple[str, str], ...]:
+    """This process's ``EDGEVCF_*`` variables (cache folder, test hooks, ...)."""
+    return tuple(sorted((k, v) for k, v in os.environ.items() if k.startswith("EDGEVCF_")))
+
+
+#: Modules the fork server imports once, so each worker it forks starts with them loaded (no
+#: engine: an engine may start threads at import, and a process with threads must not fork).
+PRELOAD = ["numpy", "pydicom", "edgevcf.runtime", "edgevcf.serve.workers"]
+
+
+def _context() -> Any:
+    """Fork-server processes where the platform has them (a worker starts in a fraction of a
+    second: the fork server is single-threaded and has numpy and pydicom loaded), else spawn."""
+    import multiprocessing
+
+    if "forkserver" in multiprocessing.get_all_start_methods():
+        ctx = multiprocessing.get_context("forkserver")
+        ctx.set_forkserver_preload(PRELOAD)
+        return ctx
+    return multiprocessing.get_context("spawn")
 
 
 class WorkerLostError(Exception):
@@ -141,6 +171,9 @@ def worker_main(conn: Connection, spec: WorkerSpec) -> None:
     _die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the node
     signal.signal(signal.SIGTERM, signal.SIG_DFL)  # decides when its workers stop
+    for k in [k for k in os.environ if k.startswith("EDGEVCF_")]:
+        del os.environ[k]
+    os.environ.update(dict(spec.env))
     hooks = os.environ.get(HOOKS_ENV) == "1"
     try:
         t0 = time.perf_counter()
@@ -192,12 +225,13 @@ class ProcessScorer:
 
     def launch(self) -> None:
         """Start the worker process (it loads the bundle on its own; see :meth:`wait_ready`)."""
-        import multiprocessing
+        import dataclasses
 
         self.close(grace=0)
-        ctx = multiprocessing.get_context("spawn")  # no fork of a threaded process
+        ctx = _context()  # never a plain fork of the node: it has threads
         parent, child = ctx.Pipe()
-        proc = ctx.Process(target=worker_main, args=(child, self.spec), name=self.name,
+        spec = dataclasses.replace(self.spec, env=edgevcf_env())
+        proc = ctx.Process(target=worker_main, args=(child, spec), name=self.name,
                            daemon=True)  # fmt: skip
         proc.start()
         child.close()

@@ -182,3 +182,38 @@ def test_sigterm_is_bounded_and_a_film_that_kills_the_node_cannot_loop(
     assert source_uid(sr) == "1.2.826.0.1.77.3" and "quarantined" in _sr_text(sr)
     assert len(list((tmp_path / "spool" / "quarantine").iterdir())) == 1
     assert "Traceback" not in log.read_text()
+
+
+@pytest.mark.parametrize(
+    ("profile", "backend", "isolation"),
+    [("openvino", "openvino", "process"), ("openvino", "openvino", "thread"),
+     ("mobile", "litert", "process")],
+)  # fmt: skip
+def test_every_engine_serves_the_scores_the_runtime_gives(
+    export_bundle: Any, films: list[Path], pacs: Pacs, tmp_path: Path,
+    profile: str, backend: str, isolation: str,
+) -> None:  # fmt: skip
+    """OpenVINO and LiteRT bundles too (the onnx-cpu one serves every other test), each film's
+    result in the result log exactly what ``Predictor.predict`` gives in this process."""
+    from edgevcf import deps
+    from edgevcf.runtime import Predictor
+    from edgevcf.serve.journal import uid_key
+
+    if not deps.available(backend) or not deps.available("pynetdicom"):
+        pytest.skip(f"needs {backend} and pynetdicom")
+    _, bundle = export_bundle(profile)
+    dest = [{"ae_title": "PACS", "host": "127.0.0.1", "port": pacs.port}]
+    cfg = config(tmp_path, destinations=dest,
+                 scoring={"workers": 2, "backend": backend, "isolation": isolation})
+    with running(Path(bundle.path), cfg) as svc:  # fmt: skip
+        assert svc.identity.runtime == backend
+        assert storescu(svc.addresses.dicom[1], *films[:4]).returncode == 0
+        wait(lambda: len(pacs.reports()) == 4, timeout=90)
+    pred = Predictor.from_bundle(bundle.path, backend, threads=1)
+    log = Path(cfg.storage.spool, "results.jsonl").read_text()
+    lines = [json.loads(x) for x in log.splitlines()]
+    got = {x["uid_sha256"]: (x["status"], x["probability"]) for x in lines}
+    for f in films[:4]:
+        p = pred.predict(f)
+        key = uid_key(str(pydicom.dcmread(f, stop_before_pixels=True).SOPInstanceUID))
+        assert got[key] == (p.status, p.probability)

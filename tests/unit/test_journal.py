@@ -110,3 +110,45 @@ def test_every_receipt_returned_survives_kill_9(tmp_path: Path) -> None:
     with Journal(path) as j:
         for uid in acked:
             assert j.get(uid_key(uid)) is not None, uid
+
+
+def test_tries_survive_reopening_and_quarantine_keeps_the_film_aside(tmp_path: Path) -> None:
+    path = tmp_path / "j.sqlite"
+    key = uid_key(UID)
+    with Journal(path) as j:
+        j.receive(UID, tmp_path / "films" / "a.dcm")
+        assert j.begin_try(key) == 1
+        j.undo_try(key)  # abandoned by a stopping node: not counted
+        assert j.begin_try(key) == 1
+        j.note(key, "the scoring worker died (killed by SIGABRT)")
+    with Journal(path) as j:  # as after kill -9: the try is still counted
+        job = j.get(key)
+        assert job is not None and job.tries == 1 and "SIGABRT" in job.reason
+        assert j.begin_try(key) == 2
+        j.quarantine(key, tmp_path / "quarantine" / "a.dcm", "died twice")
+        (q,) = j.quarantined()
+        assert q.quarantined and q.spool.endswith("quarantine/a.dcm") and q.state == "received"
+        assert j.count_quarantined() == 1
+
+
+def test_a_schema_1_journal_is_migrated_in_place(tmp_path: Path) -> None:
+    """A journal written before scoring tries existed opens, keeps its jobs, gains the columns."""
+    path = tmp_path / "old.sqlite"
+    db = sqlite3.connect(path)
+    db.execute(
+        "CREATE TABLE jobs (key TEXT PRIMARY KEY, state TEXT NOT NULL, spool TEXT NOT NULL, "
+        "result TEXT, sr TEXT, reason TEXT NOT NULL DEFAULT '', attempts INTEGER NOT NULL "
+        "DEFAULT 0, received_at REAL NOT NULL, updated_at REAL NOT NULL)"
+    )
+    db.execute("CREATE TABLE meta (k TEXT PRIMARY KEY, v TEXT)")
+    db.execute("INSERT INTO meta VALUES ('schema', '1')")
+    db.execute("INSERT INTO jobs (key, state, spool, received_at, updated_at) "
+               "VALUES (?, 'received', 's.dcm', 1.0, 1.0)", (uid_key(UID),))  # fmt: skip
+    db.commit()
+    db.close()
+    with Journal(path) as j:
+        (job,) = j.unfinished()
+        assert job.tries == 0 and not job.quarantined
+        assert j.begin_try(job.key) == 1
+    with sqlite3.connect(path) as db:
+        assert db.execute("SELECT v FROM meta WHERE k = 'schema'").fetchone()[0] == "2"

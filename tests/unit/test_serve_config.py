@@ -26,6 +26,9 @@ def test_the_documented_example_loads(tmp_path: Path) -> None:
         ("PACS", "10.1.2.10", 104, False)
     ]
     assert cfg.storage.spool == "/var/lib/edgevcf/spool"  # absolute paths stay
+    assert cfg.model.bundle == "/var/lib/edgevcf/bundles/current"
+    sc = cfg.scoring
+    assert (sc.isolation, sc.film_timeout_s, sc.max_tries, sc.stall_s) == ("process", 60, 2, 180)
 
 
 def test_defaults_are_closed_and_paths_relative_to_the_file(tmp_path: Path) -> None:
@@ -33,6 +36,9 @@ def test_defaults_are_closed_and_paths_relative_to_the_file(tmp_path: Path) -> N
     assert cfg.listen.host == "127.0.0.1" and cfg.http.host == "127.0.0.1"
     assert cfg.storage.spool == str(tmp_path / "spool")
     assert cfg.storage.journal == str(tmp_path / "journal.sqlite")
+    assert cfg.model.bundle == "" and cfg.scoring.isolation == "process"
+    rel = parse_serve_config({**MINIMAL, "model": {"bundle": "bundles/current"}}, "t", tmp_path)
+    assert rel.model.bundle == str(tmp_path / "bundles" / "current")
 
 
 @pytest.mark.parametrize(
@@ -51,6 +57,10 @@ def test_defaults_are_closed_and_paths_relative_to_the_file(tmp_path: Path) -> N
         ({**MINIMAL, "tls": {"cert": "c", "key": "k", "require_client_cert": True}}, "site's ca"),
         ({**MINIMAL, "forward": {"retry_initial_s": 10, "retry_max_s": 5}}, "retry_initial_s"),
         ({**MINIMAL, "destinations": [{"ae_title": "PACS", "host": "h", "port": 0}]}, "1..65535"),
+        ({**MINIMAL, "scoring": {"isolation": "fork"}}, "isolation must be one of"),
+        ({**MINIMAL, "scoring": {"max_tries": 0}}, "max_tries >= 1"),
+        ({**MINIMAL, "scoring": {"film_timeout_s": 60, "stall_s": 30}}, "longer than film_"),
+        ({**MINIMAL, "model": {"bundel": "b"}}, "unknown key"),
     ],
 )
 def test_mistakes_are_refused_with_the_key_named(data: dict, message: str) -> None:
