@@ -124,6 +124,7 @@ def main() -> None:
     ap.add_argument("--no-unsafe", action="store_true", help="only the serialised rows")
     ap.add_argument("--stack", action="store_true", help="py-spy dump of the first hang")
     ap.add_argument("--machine", default=f"{os.uname().machine}-{os.cpu_count()}cpu")
+    ap.add_argument("--label", default="", help="appended to the results' file name")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     args = ap.parse_args()
     from edgevcf.machine import machine_info
@@ -156,7 +157,8 @@ def main() -> None:
     text = "\n".join(lines) + "\n"
     data = {"machine": args.machine, "machine_info": machine_info(), "rows": rows,
             "date": time.strftime("%Y-%m-%d %H:%M")}  # fmt: skip
-    write_results(Path(args.out) / f"{args.machine}-first-use", data, text, indent=1)
+    stem = f"{args.machine}-first-use{'-' + args.label if args.label else ''}"
+    write_results(Path(args.out) / stem, data, text, indent=1)
     print(text)
 
 

@@ -130,7 +130,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         [str(BIN / "edgevcf"), "serve", args.bundle, "--port", str(node_port),
          "--http-port", str(http_port), "--spool", str(work / "spool"),
          "--journal", str(work / "journal.sqlite"), "--forward", f"PACS@127.0.0.1:{pacs_port}",
-         "--allow", "CART@127.0.0.1", "--isolation", args.isolation,
+         "--allow", "CART@127.0.0.1", "--isolation", args.isolation, "--backend", args.backend,
          *(["--workers", str(args.workers)] if args.workers else [])],
         stdout=(work / "serve.log").open("wb"), stderr=subprocess.STDOUT,
     )  # fmt: skip
@@ -227,6 +227,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "machine": args.machine,
         "bundle": args.bundle,
         "isolation": args.isolation,
+        "backend": args.backend,
         "workers": args.workers or os.cpu_count(),
         "film": {"path": str(film), "bytes": len(factory.data)},
         "senders": args.senders,
@@ -301,13 +302,14 @@ def main() -> None:
     ap.add_argument("--isolation", choices=["process", "thread"], default="process",
                     help="score in worker processes (the default) or the node's threads")
     ap.add_argument("--workers", type=int, default=0, help="scoring workers (0: one per core)")
+    ap.add_argument("--backend", default="auto", help="engine or artefact (e.g. litert)")
     ap.add_argument("--machine", default=f"{os.uname().machine}-{os.cpu_count()}cpu")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     args = ap.parse_args()
     result = run(args)
     kind = "soak" if args.soak_minutes else "load"
     kind += f"-{args.rate:g}fps" if args.rate else "-max"
-    kind += f"-{Path(args.bundle).name}-{args.isolation}"
+    kind += f"-{Path(args.bundle).name}-{args.backend}-{args.isolation}"
     from edgevcf.report import write_results
 
     text = _markdown(result)

@@ -62,7 +62,8 @@ def one_start(i: int, factory: FilmFactory, args: argparse.Namespace, work: Path
         [str(BIN / "edgevcf"), "serve", args.bundle, "--port", str(port), "--http-port",
          str(http), "--spool", str(run / "spool"), "--journal", str(run / "j.sqlite"),
          "--forward", f"PACS@127.0.0.1:{pacs_port}", "--allow", "CART@127.0.0.1",
-         "--workers", str(args.workers), "--isolation", args.isolation],
+         "--workers", str(args.workers), "--isolation", args.isolation,
+         "--backend", args.backend],
         stdout=(run / "serve.log").open("wb"), stderr=subprocess.STDOUT, env=env,
         start_new_session=True,
     )  # fmt: skip
@@ -142,6 +143,7 @@ def main() -> None:
     ap.add_argument("--films", type=int, default=2, help="per sender and start")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--isolation", choices=["process", "thread"], default="process")
+    ap.add_argument("--backend", default="auto", help="engine or artefact (e.g. litert)")
     ap.add_argument("--unsafe", action="store_true",
                     help="switch the serialised first use off (shows what it prevents)")
     ap.add_argument("--result-limit", type=float, default=60.0)

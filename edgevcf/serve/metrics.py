@@ -45,6 +45,9 @@ class Metrics:
         "results_written_total": "Structured Reports written to the outbox.",
         "forwarded_total": "Results delivered to a destination, by destination AE title.",
         "forward_failures_total": "Failed delivery attempts, by destination AE title.",
+        "worker_restarts_total": "Scoring workers killed and replaced, by reason (timeout, died).",
+        "worker_start_failures_total": "Scoring workers that could not load the bundle.",
+        "quarantined_total": "Films quarantined after their tries ran out (undetermined SR).",
         "score_seconds": "Time from reading a stored film to its decision.",
         "result_seconds": "Time from a film's receipt to its result at every destination.",
     }

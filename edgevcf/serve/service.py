@@ -304,7 +304,10 @@ class Service:
     def _work(self, scorer: Any) -> None:
         """One scoring slot: take a film, have the slot's worker score it, write its result."""
         if isinstance(scorer, ThreadScorer):
-            scorer.start()  # this thread's engine state, warmed alone (Backend.warm)
+            try:
+                scorer.start()  # this thread's engine state, warmed alone (Backend.warm)
+            except Exception:  # its films will say how the engine fails
+                log.exception("warming the engine on %s failed", threading.current_thread().name)
         while not self._stopped.is_set():
             try:
                 key = self._queue.get(timeout=0.2)

@@ -156,12 +156,16 @@ def marked(src: Path, dest: Path, uid: str, comment: str = "") -> Path:
     return dest
 
 
-def node_config(tmp: Path, bundle: Path, pacs_port: int, port: int, **scoring: Any) -> Path:
+def node_config(
+    tmp: Path, bundle: Path | None, pacs_port: int, port: int, **scoring: Any
+) -> Path:
+    """``tmp/serve.toml`` for a node run as ``edgevcf serve --config`` (the bundle in [model]
+    unless None), sending to a PACS on ``pacs_port``; ``scoring`` fills [scoring]."""
     f = tmp / "serve.toml"
     table = "\n".join(f"{k} = {v}" for k, v in scoring.items())
+    model = f'[model]\nbundle = "{bundle}"' if bundle else ""
     f.write_text(f"""
-[model]
-bundle = "{bundle}"
+{model}
 [listen]
 port = {port}
 [storage]

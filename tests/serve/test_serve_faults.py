@@ -24,6 +24,7 @@ from peers import (
     echoscu,
     free_port,
     need,
+    node_config,
     running,
     source_uid,
     storescu,
@@ -110,25 +111,7 @@ def test_kill_9_mid_stream_then_restart_one_sr_per_acknowledged_film(
     need("storescu", "storescp")
     pacs = Pacs("PACS", free_port(), tmp_path / "pacs").start()
     port = free_port()
-    cfg_file = tmp_path / "serve.toml"
-    cfg_file.write_text(f"""
-[listen]
-port = {port}
-[storage]
-reserve_mb = 0
-[http]
-port = 0
-[forward]
-retry_initial_s = 0.2
-retry_max_s = 1.0
-[[allowed]]
-ae_title = "CART"
-host = "127.0.0.1"
-[[destinations]]
-ae_title = "PACS"
-host = "127.0.0.1"
-port = {pacs.port}
-""")
+    cfg_file = node_config(tmp_path, None, pacs.port, port)
     # many distinct films: copies of the test films with new SOP Instance UIDs
     stream = []
     for i in range(40):
