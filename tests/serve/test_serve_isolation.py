@@ -90,7 +90,7 @@ def test_a_film_that_hangs_or_kills_its_worker_ends_quarantined_and_the_node_car
         port = svc.addresses.dicom[1]
         assert storescu(port, bad).returncode == 0
         assert storescu(port, *films[1:4]).returncode == 0  # the others are scored meanwhile
-        wait(lambda: len(pacs.reports()) == 4, timeout=90)
+        wait(lambda: svc.journal.counts()["forwarded"] == 4, timeout=90)
         assert svc.metrics.count("worker_restarts_total") == 2  # two tries, two replacements
         assert f'worker_restarts_total{{reason="{kind}"}} 2' in svc.metrics.text()
         (q,) = svc.journal.quarantined()
@@ -98,7 +98,7 @@ def test_a_film_that_hangs_or_kills_its_worker_ends_quarantined_and_the_node_car
         assert Path(q.spool).parent.name == "quarantine" and Path(q.spool).is_file()
         assert _healthz(svc)[0] == 200  # the node carries on
         assert storescu(port, films[4]).returncode == 0
-        wait(lambda: len(pacs.reports()) == 5, timeout=60)
+        wait(lambda: svc.journal.counts()["forwarded"] == 5, timeout=60)
         assert svc.status()["quarantined"] == 1
     by_film = {source_uid(r): r for r in pacs.reports()}
     assert len(by_film) == 5
