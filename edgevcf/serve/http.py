@@ -1,7 +1,8 @@
 """Health, metrics and a status page on a local HTTP port (standard library only).
 
-* ``/healthz``: 200 and ``{"status": "ok", ...}`` while the node runs (its scoring threads and
-  outbox alive), else 503: what a supervisor or a container probe asks.
+* ``/healthz``: 200 and ``{"status": "ok", ...}`` while the node runs (its scoring slots and
+  outbox alive, scoring not stalled), else 503 with a ``reason``: what a supervisor or a
+  container probe asks.
 * ``/metrics``: Prometheus text (:class:`~edgevcf.serve.metrics.Metrics`).
 * ``/`` (``/status``): a small page for the cart's technician, ``/status.json`` the same as
   JSON: model id and bundle hash, queue depths, destinations, the last results by hashed UID
@@ -99,7 +100,9 @@ td,th{{border:1px solid #ccc;padding:.2em .6em;text-align:left}}</style></head>
 <p id="model">Model <b>{e(s["backbone"])}</b> {e(s["precision"])} on {e(s["runtime"])},
 threshold {s["threshold"]:.4f}<br>bundle id <code id="bundle">{e(s["model_id"])}</code></p>
 <p id="totals">received {s["received"]}, refused {s["refused"]}, scoring queue
-{s["scoring_queue"]}, up {s["uptime_s"]:.0f} s</p>
+{s["scoring_queue"]}, quarantined {s.get("quarantined", 0)}, scoring workers alive
+{sum(w["alive"] for w in s.get("workers", []))} of {len(s.get("workers", []))},
+up {s["uptime_s"]:.0f} s</p>
 <h2>Jobs</h2><table id="jobs"><tr><th>state</th><th>jobs</th></tr>{jobs}</table>
 <h2>Destinations</h2><table id="destinations"><tr><th>destination</th><th>confirmed</th>
 <th>failures in a row</th><th>last error</th></tr>{dests}</table>
