@@ -26,6 +26,7 @@ from typing import Any
 
 from edgevcf.bundle import Bundle
 from edgevcf.dataset import cache_root
+from edgevcf.export import export_bundle
 from edgevcf.machine import machine_label
 from edgevcf.models import STUDY_BACKBONES
 from edgevcf.profiles import load_profile
@@ -135,7 +136,7 @@ def main() -> None:
             seconds = None
             if not args.from_bundles:
                 t = time.perf_counter()
-                res = get_target(prof.target).export(ckpt, prof, data, out, force=True)
+                res = export_bundle(get_target(prof.target), ckpt, prof, data, out, force=True)
                 print(
                     f"{row_arch} {label}: {res.size_bytes / 1e6:.2f} MB, AUC {res.fp32_auc} -> "
                     f"{res.auc}, flips {res.flip_rate:.3f}, gate {res.gate_passed}, "

@@ -52,17 +52,26 @@ def _tiny_bundle() -> str:
     if (bundle / "manifest.json").is_file():
         return str(bundle)
     from edgevcf.data.synth import SynthConfig, generate
+    from edgevcf.export import export_bundle
     from edgevcf.profiles import load_profile
     from edgevcf.targets import get_target
     from edgevcf.train import TrainConfig, train
 
     data = generate(root / "data", 48, cfg=SynthConfig.fast(), seed=5, workers=2, preview=False)
-    run = train(data.manifest, root / "run", TrainConfig(arch="mobilenet_v3_small", epochs=2,
-                                                         input_size=64, seed=0, threads=2))
+    run = train(
+        data.manifest,
+        root / "run",
+        TrainConfig(arch="mobilenet_v3_small", epochs=2, input_size=64, seed=0, threads=2),
+    )
     p = load_profile("openvino")
     q = dataclasses.replace(p.quantize, calibration="small", accuracy_fallback=False)
-    get_target(p.target).export(run.checkpoint, dataclasses.replace(p, quantize=q),
-                                data.manifest, bundle)
+    export_bundle(
+        get_target(p.target),
+        run.checkpoint,
+        dataclasses.replace(p, quantize=q),
+        data.manifest,
+        bundle,
+    )
     return str(bundle)
 
 
@@ -137,7 +146,7 @@ def main() -> None:
     rows = []
     for spec in args.bundle:
         bundle, _, backend = spec.rpartition(":")
-        for unsafe in ((False,) if args.no_unsafe else (False, True)):
+        for unsafe in (False,) if args.no_unsafe else (False, True):
             rows.append(run_trials(bundle, backend, args, unsafe))
     lines = [
         f"# First inference of {args.threads} threads at once, fresh processes: {args.machine} "

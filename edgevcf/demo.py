@@ -138,6 +138,7 @@ def _export(
 ) -> dict[str, Path]:
     from edgevcf.bundle import Bundle
     from edgevcf.errors import BackendUnavailableError, BundleError
+    from edgevcf.export import export_bundle
     from edgevcf.hashing import sha256_file
     from edgevcf.profiles import load_profile
     from edgevcf.targets import get_target
@@ -169,7 +170,7 @@ def _export(
                 continue
         except BundleError:
             pass
-        target.export(ckpt, prof, manifest, dest, force=True)
+        export_bundle(target, ckpt, prof, manifest, dest, force=True)
         bundles[label] = dest
     return bundles
 

@@ -23,7 +23,7 @@ from edgevcf.errors import EdgeVCFError, ExportError
 
 if TYPE_CHECKING:
     from edgevcf.bundle import Artifact
-    from edgevcf.export import ArtifactMetrics, ExportContext
+    from edgevcf.pipeline import ArtifactMetrics, ExportContext
 
 #: Timing of the candidates: interleaved rounds x runs per round at batch 1, after a warm-up.
 ROUNDS = 5
@@ -54,9 +54,9 @@ def search(
     ``ctx.work``), artefacts and measurements. A candidate that cannot be built is recorded
     with its error; when none passes, the most precise candidate built is kept (and fails)."""
     from edgevcf.backends import open_backend
-    from edgevcf.export import build_and_measure
     from edgevcf.latency import interleaved_calls, stats
     from edgevcf.machine import machine_label
+    from edgevcf.pipeline import build_and_measure
     from edgevcf.report import gate_cell
 
     candidates = ctx.target.precision_candidates(ctx.profile)

@@ -196,6 +196,7 @@ def export_bundle(tiny_export: TinyExport, tmp_path_factory: pytest.TempPathFact
     """``export_bundle(profile, precision=None) -> (ExportResult, Bundle)``, exported once per
     session for each (profile, precision) and shared by all modules (treat as read-only)."""
     from edgevcf.bundle import Bundle
+    from edgevcf.export import export_bundle as run_export
     from edgevcf.targets import get_target
 
     cache: dict[tuple[str, str | None], tuple[object, Bundle]] = {}
@@ -207,8 +208,8 @@ def export_bundle(tiny_export: TinyExport, tmp_path_factory: pytest.TempPathFact
             extra = {"precision": precision} if precision else {}
             prof = small_profile(profile, **extra)
             out = root / f"{profile}-{precision}"
-            res = get_target(prof.target).export(
-                tiny_export.checkpoint, prof, tiny_export.manifest, out
+            res = run_export(
+                get_target(prof.target), tiny_export.checkpoint, prof, tiny_export.manifest, out
             )
             cache[key] = (res, Bundle.load(out))
         return cache[key]

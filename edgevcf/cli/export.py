@@ -144,6 +144,7 @@ def export(
     """
     import json
 
+    from edgevcf.export import export_bundle
     from edgevcf.profiles import load_profile
     from edgevcf.targets import get_target
 
@@ -173,8 +174,8 @@ def export(
     results = []
     for p in profiles:
         dest = out if len(profiles) == 1 else out / p.name
-        res = get_target(p.target).export(
-            checkpoint, p, data, dest, onnx_path=onnx_path, force=force
+        res = export_bundle(
+            get_target(p.target), checkpoint, p, data, dest, onnx_path=onnx_path, force=force
         )
         if build_engine and p.target == "jetson":
             from edgevcf.targets.jetson import build_bundle_engine

@@ -3,20 +3,19 @@
 A target only says how to turn the FP32 ONNX into its artefacts (:meth:`Target.build`) and,
 optionally, how to recover accuracy when the gate fails (:meth:`Target.fallback`). The pipeline
 around it — checkpoint, ONNX and parity, calibration, measurement, golden vectors, quality gate,
-the bundle — is :mod:`edgevcf.export`, the same for every target.
+the bundle — is :mod:`edgevcf.export` (``export_bundle(target, ...)``), the same for every
+target; a target never calls the pipeline (what both share is :mod:`edgevcf.pipeline`).
 """
 
 from __future__ import annotations
 
-import os
 from abc import ABC, abstractmethod
 from typing import TYPE_CHECKING
 
 from edgevcf.bundle import Artifact
 
 if TYPE_CHECKING:
-    from edgevcf.data.manifest import Manifest
-    from edgevcf.export import ArtifactMetrics, ExportContext, ExportResult
+    from edgevcf.pipeline import ArtifactMetrics, ExportContext
     from edgevcf.profiles import TargetProfile
 
 
@@ -70,18 +69,3 @@ class Target(ABC):
 
         for name in self.needs:
             require(name, f"the {self.name} target")
-
-    def export(
-        self,
-        checkpoint: str | os.PathLike[str],
-        profile: TargetProfile,
-        data: str | os.PathLike[str] | Manifest,
-        out: str | os.PathLike[str],
-        *,
-        onnx_path: str | os.PathLike[str] | None = None,
-        force: bool = False,
-    ) -> ExportResult:
-        """Export ``checkpoint`` for this target into ``out`` (the pipeline: edgevcf.export)."""
-        from edgevcf.export import export_bundle
-
-        return export_bundle(self, checkpoint, profile, data, out, onnx_path=onnx_path, force=force)

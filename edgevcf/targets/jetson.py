@@ -34,7 +34,7 @@ from edgevcf.targets.mixed import FloatBlockFallback
 from edgevcf.targets.qdq import profile_qdq_options, quantize_qdq
 
 if TYPE_CHECKING:
-    from edgevcf.export import ExportContext
+    from edgevcf.pipeline import ExportContext
 
 log = logging.getLogger(__name__)
 

@@ -24,7 +24,7 @@ from edgevcf.errors import ExportError, QuantizationError
 from edgevcf.targets.base import Target
 
 if TYPE_CHECKING:
-    from edgevcf.export import ArtifactMetrics, ExportContext
+    from edgevcf.pipeline import ArtifactMetrics, ExportContext
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ from edgevcf.targets.mixed import FloatBlockFallback
 from edgevcf.targets.qdq import op_census, profile_qdq_options, quantize_qdq
 
 if TYPE_CHECKING:
-    from edgevcf.export import ExportContext
+    from edgevcf.pipeline import ExportContext
 
 
 class OnnxTarget(FloatBlockFallback):

@@ -40,7 +40,7 @@ from edgevcf.errors import BackendUnavailableError, QuantizationError
 from edgevcf.targets.mixed import FloatBlockFallback
 
 if TYPE_CHECKING:
-    from edgevcf.export import ArtifactMetrics, ExportContext
+    from edgevcf.pipeline import ArtifactMetrics, ExportContext
 
 log = logging.getLogger(__name__)
 

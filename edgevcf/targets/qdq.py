@@ -19,7 +19,7 @@ from edgevcf.deps import require
 from edgevcf.errors import QuantizationError
 
 if TYPE_CHECKING:
-    from edgevcf.export import ExportContext
+    from edgevcf.pipeline import ExportContext
 
 log = logging.getLogger(__name__)
 

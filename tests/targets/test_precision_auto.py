@@ -31,12 +31,13 @@ def _wide(prof: Any) -> Any:
 def test_auto_keeps_the_fastest_candidate_that_passes_and_records_all(
     tiny_export: Any, profile_for: Any, tmp_path: Path
 ) -> None:
+    from edgevcf.export import export_bundle as run_export
     from edgevcf.targets import get_target
     from edgevcf.targets.openvino import cpu_capabilities
 
     prof = _wide(profile_for("openvino-auto"))
-    res = get_target("openvino").export(
-        tiny_export.checkpoint, prof, tiny_export.manifest, tmp_path / "b"
+    res = run_export(
+        get_target("openvino"), tiny_export.checkpoint, prof, tiny_export.manifest, tmp_path / "b"
     )
     bundle = Bundle.load(tmp_path / "b")
     rec = bundle.manifest["target_facts"]["precision_search"]
@@ -77,11 +78,12 @@ def test_auto_with_nothing_passing_keeps_fp32_and_fails_loudly(
 ) -> None:
     """Default margins on the tiny tuning split: no candidate can show non-inferiority (too
     few films), so the most precise one is kept, the gate fails and the record says why."""
+    from edgevcf.export import export_bundle as run_export
     from edgevcf.targets import get_target
 
     prof = profile_for("onnx-cpu", precision="auto")
-    res = get_target("onnx").export(
-        tiny_export.checkpoint, prof, tiny_export.manifest, tmp_path / "b"
+    res = run_export(
+        get_target("onnx"), tiny_export.checkpoint, prof, tiny_export.manifest, tmp_path / "b"
     )
     rec = Bundle.load(tmp_path / "b").manifest["target_facts"]["precision_search"]
     assert [c["precision"] for c in rec["candidates"]] == ["int8", "fp32"]
@@ -109,6 +111,7 @@ def test_openvino_fallback_answers_a_failed_operating_point_with_float_blocks(
     """INT8 failing the gate for any reason (here every criterion is out of reach) runs the
     ranked float-block search through NNCF's ignored scopes, records what it answered, and
     ships the plain INT8 IR when nothing passes (three blocks searched, for speed)."""
+    from edgevcf.export import export_bundle as run_export
     from edgevcf.targets import get_target
 
     keep, excluded = only_blocks(lambda groups: sorted(groups)[:3])
@@ -119,8 +122,8 @@ def test_openvino_fallback_answers_a_failed_operating_point_with_float_blocks(
             prof.tolerance, max_auc_drop=0.0, max_flip_rate=0.0, max_sensitivity_drop=0.0
         ),
     )
-    res = get_target("openvino").export(
-        tiny_export.checkpoint, prof, tiny_export.manifest, tmp_path / "b"
+    res = run_export(
+        get_target("openvino"), tiny_export.checkpoint, prof, tiny_export.manifest, tmp_path / "b"
     )
     m = Bundle.load(tmp_path / "b").manifest
     facts = m["target_facts"]["mixed_precision"]
@@ -141,11 +144,12 @@ def test_quantisation_aware_training_ships_a_fake_quantised_ir(
     """QAT (here from the start, one epoch): NNCF fake quantisers fine-tuned on the training
     split, converted to an INT8 IR that computes in integers here, measured on the tuning split
     and reproducing its golden vectors like any other bundle."""
+    from edgevcf.export import export_bundle as run_export
     from edgevcf.targets import get_target
 
     prof = profile_for("openvino-qat", qat_epochs=1)
-    res = get_target("openvino").export(
-        tiny_export.checkpoint, prof, tiny_export.manifest, tmp_path / "b"
+    res = run_export(
+        get_target("openvino"), tiny_export.checkpoint, prof, tiny_export.manifest, tmp_path / "b"
     )
     bundle = Bundle.load(tmp_path / "b")
     facts = bundle.manifest["target_facts"]

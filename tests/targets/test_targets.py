@@ -16,7 +16,7 @@ import pytest
 
 from edgevcf.backends import open_backend
 from edgevcf.bundle import Bundle
-from edgevcf.export import ExportResult
+from edgevcf.pipeline import ExportResult
 
 
 class TargetContract:
@@ -226,6 +226,7 @@ def test_mixed_precision_fallback_restores_int8_when_nothing_passes(
     already excluded by the profile are not searched.)"""
     import dataclasses
 
+    from edgevcf.export import export_bundle as run_export
     from edgevcf.targets import get_target
 
     keep, excluded = only_blocks(lambda groups: sorted(groups)[:3])
@@ -235,8 +236,8 @@ def test_mixed_precision_fallback_restores_int8_when_nothing_passes(
     prof = dataclasses.replace(
         prof, tolerance=dataclasses.replace(prof.tolerance, max_auc_drop=0.0, max_flip_rate=0.0)
     )
-    res = get_target("onnx").export(
-        tiny_export.checkpoint, prof, tiny_export.manifest, tmp_path / "b"
+    res = run_export(
+        get_target("onnx"), tiny_export.checkpoint, prof, tiny_export.manifest, tmp_path / "b"
     )
     bundle = Bundle.load(tmp_path / "b")
     facts = bundle.manifest["target_facts"]["mixed_precision"]
@@ -258,6 +259,7 @@ def test_mobile_fallback_skips_a_block_the_quantiser_cannot_keep_in_float(
     search must treat such a block as no candidate, not end the export."""
     import dataclasses
 
+    from edgevcf.export import export_bundle as run_export
     from edgevcf.targets import get_target
 
     keep, excluded = only_blocks(
@@ -269,7 +271,8 @@ def test_mobile_fallback_skips_a_block_the_quantiser_cannot_keep_in_float(
         tolerance=dataclasses.replace(prof.tolerance, max_auc_drop=0.0, max_flip_rate=0.0),
         options={**prof.options, "tflite": False},
     )
-    get_target("mobile").export(tiny_export.checkpoint, prof, tiny_export.manifest, tmp_path / "b")
+    target = get_target("mobile")
+    run_export(target, tiny_export.checkpoint, prof, tiny_export.manifest, tmp_path / "b")
     facts = Bundle.load(tmp_path / "b").manifest["target_facts"]["mixed_precision"]
     assert set(facts["rank_mae_logit"]) | set(facts["unusable"]) == set(keep)
     assert all(reason for reason in facts["unusable"].values())
