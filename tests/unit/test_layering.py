@@ -24,7 +24,7 @@ WORKSTATION = [
     "torch", "torchvision", "onnx", "nncf", "scipy", "litert_torch", "edgevcf.targets",
     "edgevcf.train", "edgevcf.export", "edgevcf.onnx_export", "edgevcf.models",
     "edgevcf.quality_fit", "edgevcf.data.synth", "edgevcf.calibration", "edgevcf.testing",
-    "edgevcf.pipeline", "edgevcf.precision_auto",
+    "edgevcf.pipeline", "edgevcf.precision_auto", "edgevcf.intake",
 ]  # fmt: skip
 
 
