@@ -29,7 +29,7 @@ from edgevcf.bundle import GOLDEN, Artifact, Golden, new_manifest, staging, writ
 from edgevcf.calibration import CalibrationSet, load_recipe, patient_record, select
 from edgevcf.data.manifest import Manifest
 from edgevcf.data.preprocess import InputSpec, Preprocess
-from edgevcf.errors import CalibrationError, DataError
+from edgevcf.errors import CalibrationError, ConfigError, DataError
 from edgevcf.hashing import sha256_file
 from edgevcf.onnx_export import ParityResult
 from edgevcf.pipeline import (
@@ -98,12 +98,20 @@ def export_bundle(
         force: Replace an existing ``out``.
     """
     from edgevcf.dataset import load_split
-    from edgevcf.models import load_checkpoint, predict
+    from edgevcf.intake.reference import UNTUNED, load_reference, reference_probs, tune_threshold
 
     t0 = time.perf_counter()
     target.check_available(profile)
     manifest = data if isinstance(data, Manifest) else Manifest.load(data)
-    model, meta = load_checkpoint(checkpoint)
+    model, meta, ref_onnx = load_reference(checkpoint)
+    if model is None:  # an ONNX reference: it is the FP32 graph, run by ONNX Runtime
+        if onnx_path is not None:
+            raise ConfigError("--onnx goes with a torch checkpoint; an ONNX reference is its own "
+                              "FP32 graph")  # fmt: skip
+        onnx_path = ref_onnx
+        if meta.threshold_method == UNTUNED:  # never 0.5 from nowhere
+            tune_threshold(meta, None, ref_onnx, manifest, TUNING_SPLIT)
+            meta.threshold_method = meta.threshold_method.replace("at import", "at export")
     spec = meta.preprocess
     if profile.export.input_size and profile.export.input_size != spec.input_size:
         spec = dataclasses.replace(spec, input_size=profile.export.input_size)
@@ -119,7 +127,7 @@ def export_bundle(
             inp, parity = _fp32_graph(target, model, spec, profile, fp32_onnx, onnx_path, tuning)
             x_tune = inp.prepare(tuning.units, spec)
             x_calib = _calibration_inputs(calib, manifest, spec, inp)
-            fp32_probs = predict(model, tuning.units, spec)
+            fp32_probs = reference_probs(model, ref_onnx, tuning.units, spec)
             ctx = ExportContext(
                 target=target,
                 profile=profile,
@@ -189,7 +197,7 @@ def export_bundle(
 
 def _fp32_graph(
     target: Target,
-    model: nn.Module,
+    model: nn.Module | None,
     spec: Preprocess,
     profile: TargetProfile,
     dest: Path,
@@ -205,6 +213,7 @@ def _fp32_graph(
             inp = check_onnx_file(onnx_path, spec)
             dest.write_bytes(Path(onnx_path).read_bytes())
         else:
+            assert model is not None  # an ONNX reference always comes with its graph
             inp = export_onnx(
                 model,
                 spec,
@@ -213,6 +222,8 @@ def _fp32_graph(
                 batch=profile.export.batch,
                 grey_input=profile.export.grey_input,
             )
+    if model is None:  # the graph is the reference itself: nothing to compare it with
+        return inp, ParityResult(0, 0.0, 0.0, profile.export.parity_atol)
     parity = check_parity(
         dest,
         model,
@@ -338,6 +349,9 @@ def _manifest(
         "threshold_method": meta.threshold_method,
         "sha256": sha256_file(Path(checkpoint)),
     }
+    imported = meta.train_config.get("imported_from")
+    if imported:  # where a network brought from elsewhere came from
+        ckpt["imported_from"] = imported
     # The salt is derived from what the bundle is made of, so the same inputs give the same
     # manifest byte for byte (a re-export keeps its signed content); the export's duration is
     # in its result, not in the bundle, for the same reason.
@@ -356,7 +370,8 @@ def _manifest(
             "split": TUNING_SPLIT,
             "n": len(labels),
             "n_pos": int(labels.sum()),
-            "reference": "PyTorch eager FP32",
+            "reference": "PyTorch eager FP32" if ctx.model is not None
+            else "ONNX Runtime FP32 (an imported ONNX reference)",
             "fp32_auc": (metrics.auc_ci(labels, ctx.fp32_probs).to_dict() if both else None),
             "fp32_at_threshold": (
                 metrics.binary_metrics(labels, ctx.fp32_probs, ctx.threshold).to_dict()

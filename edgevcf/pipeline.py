@@ -42,7 +42,7 @@ class ExportContext:
     profile: TargetProfile
     work: Path  # the staging folder (becomes the bundle)
     scratch: Path  # files that do not go into the bundle
-    model: nn.Module
+    model: nn.Module | None  # None for an ONNX reference: no QAT, no litert-torch .tflite
     spec: Preprocess
     input: InputSpec
     fp32_onnx: Path  # in scratch

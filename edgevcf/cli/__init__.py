@@ -38,6 +38,7 @@ LAZY_COMMANDS: dict[str, str] = {
     "train": "edgevcf.cli.model:train",
     "evaluate": "edgevcf.cli.model:evaluate",
     "import-checkpoint": "edgevcf.cli.model:import_checkpoint",
+    "import-model": "edgevcf.cli.model:import_model",
     "export": "edgevcf.cli.export:export",
     "targets": "edgevcf.cli.export:targets",
     "build": "edgevcf.cli.export:build",

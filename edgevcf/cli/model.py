@@ -7,11 +7,17 @@ torch is imported inside the commands only.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from edgevcf import console
 from edgevcf.cli import echo
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from edgevcf.models import CheckpointMeta
 
 _ARCH_HELP = (
     "Backbone: efficientnet_b0, mobilenet_v3_large, mnasnet1_0 (the study's), mobilenet_v3_small, "
@@ -200,3 +206,97 @@ def import_checkpoint(src: Path, arch: str, out: Path) -> None:
     model, meta = import_state_dict(src, arch)
     path = save_checkpoint(out, model, meta)
     echo(f"Wrote {path} ({arch}, input {meta.preprocess.input_size} px)")
+
+
+@click.command("import-model")
+@click.argument("src", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--arch", help="For a torch state dict: the zoo backbone it fits. " + _ARCH_HELP)
+@click.option(
+    "--spec",
+    "spec_path",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="model.toml: the input the network was trained with and what its output means "
+    "[SRC.toml beside the model, if present].",
+)
+@click.option(
+    "--check",
+    "check_manifest",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="A manifest: run the reference on its val split, report its AUC, tune its threshold "
+    "there (otherwise `export` tunes it on its --calib manifest's val split).",
+)
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    required=True,
+    help="The FP32 reference to write: REF.onnx for an ONNX model, REF.safetensors for torch.",
+)
+def import_model(
+    src: Path, arch: str | None, spec_path: Path | None, check_manifest: Path | None, out: Path
+) -> None:
+    """Bring a network trained elsewhere in as the FP32 reference every command takes.
+
+    An ONNX classifier (e.g. a Keras model written by tf2onnx): one image input, NCHW or NHWC,
+    1 or 3 channels, fixed or dynamic batch; its output one logit, one sigmoid probability,
+    two logits or a two-class softmax, as model.toml declares (checked against the graph:
+    a contradiction is refused before any work). It is normalised to NCHW in, one logit of
+    "fresh" out, exactly, and carries its preprocessing, threshold and provenance (the source
+    file's sha256). A torch state dict (.pt/.pth, weights only) with --arch is imported as
+    import-checkpoint does. Only the frameworks' safe loaders open the file; no code runs.
+
+    \b
+    Examples:
+      edgevcf import-model keras.onnx --spec keras.toml --check data/manifest.csv --out ref.onnx
+      edgevcf export --target openvino --checkpoint ref.onnx --calib data/manifest.csv
+    """
+    from edgevcf.errors import ConfigError
+
+    if src.suffix.lower() != ".onnx":
+        if not arch:
+            raise ConfigError(f"{src.name}: a torch state dict needs --arch (its zoo backbone)")
+        from edgevcf.models import import_state_dict, save_checkpoint
+
+        model, meta = import_state_dict(src, arch)
+        if check_manifest is not None:
+            _check(meta, model, None, check_manifest)
+        path = save_checkpoint(out, model, meta)
+        echo(f"Wrote {path} ({arch}, input {meta.preprocess.input_size} px, threshold "
+             f"{meta.threshold:.4f}: {meta.threshold_method})")  # fmt: skip
+        return
+    from edgevcf.intake.reference import import_onnx, write_onnx_meta
+    from edgevcf.intake.spec import load_model_spec
+
+    if out.suffix.lower() != ".onnx":
+        raise ConfigError(f"--out {out.name}: an ONNX model's reference is an .onnx file",
+                          hint=f"--out {out.with_suffix('.onnx').name}")  # fmt: skip
+    spec_path = spec_path or (src.with_suffix(".toml") if src.with_suffix(".toml").is_file()
+                              else None)  # fmt: skip
+    if spec_path is None:
+        raise ConfigError(
+            f"{src.name}: an ONNX model needs its declaration (input size, channels, layout, "
+            "scaling, mean/std; output kind)",
+            hint=f"write {src.with_suffix('.toml').name} beside it or pass --spec model.toml "
+            "(docs: the model.toml section of README's 'Bring your own network')",
+        )
+    meta = import_onnx(src, load_model_spec(spec_path), out)
+    if check_manifest is not None:
+        _check(meta, None, out, check_manifest)
+        write_onnx_meta(out, meta)
+    i = meta.preprocess
+    echo(f"Wrote {out} ({meta.arch}: input {i.channels} x {i.input_size} x {i.input_size}, "
+         f"threshold {meta.threshold:.4f}: {meta.threshold_method})")  # fmt: skip
+
+
+def _check(
+    meta: CheckpointMeta, model: nn.Module | None, onnx_file: Path | None, manifest: Path
+) -> None:
+    """``--check``: the reference's AUC on the manifest's val split, threshold tuned there."""
+    from edgevcf import progress
+    from edgevcf.data.manifest import Manifest
+    from edgevcf.intake.reference import tune_threshold
+
+    with progress.step("check the reference on val"):
+        r = tune_threshold(meta, model, onnx_file, Manifest.load(manifest))
+    a = r["auc"]
+    echo(f"Reference on val ({r['n']} films): AUC {a['auc']:.3f} (95 % CI {a['ci_low']:.3f}-"
+         f"{a['ci_high']:.3f}); threshold {r['threshold']:.4f} (Youden)")  # fmt: skip

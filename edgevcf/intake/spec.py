@@ -11,6 +11,9 @@ as strictly as every settings file (unknown keys and wrong types refused)::
     scale = "unit"                # pixels in [0, 1] ("unit") or [0, 255] ("byte") before mean/std
     mean = [0.485, 0.456, 0.406]  # in the units of `scale`; [0.0] and [1.0]: none; left out:
     std = [0.229, 0.224, 0.225]   # ImageNet's (its channel average for 1 channel)
+    crop_to_field = true          # cropped to the exposed field before resizing (as edgevcf
+                                  # trains); false: the whole detector, padded to a square
+    clahe = false                 # contrast-limited histogram equalisation before resizing
 
     [output]
     kind = "softmax"              # logit | probability | two_logits | softmax
@@ -46,6 +49,8 @@ class InputDecl:
     scale: str = "unit"
     mean: tuple[float, ...] = ()  # () : ImageNet's (in the units of ``scale``)
     std: tuple[float, ...] = ()
+    crop_to_field: bool = True
+    clahe: bool = False
 
     def unit_mean_std(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
         """Mean and std for pixels in [0, 1] (edgevcf's preprocessing works in those units):

@@ -77,7 +77,12 @@ class MobileTarget(FloatBlockFallback):
                 arts = self._onnx_files(ctx, prec, census, ())
         else:
             arts = self._onnx_files(ctx, prec, census, None)
-        if ctx.profile.options["tflite"]:
+        if ctx.profile.options["tflite"] and ctx.model is None:
+            ctx.notes.append(
+                "no .tflite: litert-torch converts a PyTorch network, and this reference is an "
+                "ONNX graph (the ONNX INT8 and .ort files are built)"
+            )
+        elif ctx.profile.options["tflite"]:
             self._tflite_art = self._tflite(ctx, prec, census)
             arts.append(self._tflite_art)
         ctx.extra["integer_check"] = census
@@ -130,6 +135,7 @@ class MobileTarget(FloatBlockFallback):
         from edgevcf.onnx_export import grey_wrapper
         from edgevcf.targets import litert_convert as lc
 
+        assert ctx.model is not None  # build() checked
         model = ctx.model.eval()
         if ctx.input.kind == "unit":
             model = grey_wrapper(model, ctx.spec)

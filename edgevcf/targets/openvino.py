@@ -36,7 +36,7 @@ import numpy as np
 from edgevcf import progress
 from edgevcf.bundle import Artifact
 from edgevcf.deps import require
-from edgevcf.errors import BackendUnavailableError, QuantizationError
+from edgevcf.errors import BackendUnavailableError, ConfigError, QuantizationError
 from edgevcf.targets.mixed import FloatBlockFallback
 
 if TYPE_CHECKING:
@@ -128,6 +128,13 @@ class OpenVINOTarget(FloatBlockFallback):
         q = ctx.profile.quantize
         if q.precision != "int8" or not (q.accuracy_aware or q.accuracy_fallback or q.qat):
             return None
+        if q.qat and ctx.model is None:
+            raise ConfigError(
+                "quantisation-aware training fine-tunes the PyTorch network, and this reference "
+                "is an ONNX graph",
+                hint="export without --qat (post-training INT8, mixed precision and accuracy "
+                "control work from ONNX), or import the network as a torch checkpoint",
+            )
         if q.qat:
             return self._qat(ctx, "asked by the profile")
         if q.accuracy_aware:
@@ -139,8 +146,10 @@ class OpenVINOTarget(FloatBlockFallback):
             arts = self._accuracy_control(ctx, measured, "nncf.quantize failed the AUC gate")
             if ctx.measure(arts)[arts[0].name].gate.get("passed") or not q.qat_epochs:
                 return arts
-        if q.qat_epochs:
+        if q.qat_epochs and ctx.model is not None:
             return self._qat(ctx, "no post-training INT8 passed the gate")
+        if q.qat_epochs:
+            ctx.notes.append("no QAT fallback: it needs the PyTorch network (ONNX reference)")
         return arts
 
     def _qat(self, ctx: ExportContext, why: str) -> list[Artifact]:
@@ -150,6 +159,7 @@ class OpenVINOTarget(FloatBlockFallback):
         q = ctx.profile.quantize
         assert ctx.calib_inputs is not None
         train = ctx.training_split()
+        assert ctx.model is not None  # refused above for an ONNX reference
         net = qat.finetune(
             ctx.model,
             ctx.spec,

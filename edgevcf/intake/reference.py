@@ -1,0 +1,200 @@
+"""The FP32 reference a network brought from elsewhere becomes: one loader for every kind.
+
+An edgevcf checkpoint (``.safetensors``) is a torch network with its metadata; an **ONNX
+reference** (``.onnx``) is a foreign graph normalised by :func:`import_onnx` (NCHW ``input`` ->
+``logit``) carrying the same metadata (preprocessing, threshold and how it was chosen,
+provenance: the source file's name and sha256, the declaration) in its ``metadata_props``. It
+runs in ONNX Runtime wherever the toolkit needs the FP32 reference; nothing of it is unpickled
+and no user code runs (``onnx.load`` only).
+
+A reference's threshold is never left at 0.5 from nowhere: :func:`tune_threshold` chooses it on a
+manifest's validation split as training does (Youden), with the AUC and its CI recorded, and
+refuses a reference whose AUC there is near chance — the likely cause being a wrong declared
+preprocessing (scaling, mean/std, channel order), which graph shapes cannot reveal.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from edgevcf.data.preprocess import Preprocess
+from edgevcf.deps import require
+from edgevcf.errors import CheckpointError, DataError
+from edgevcf.hashing import sha256_file
+from edgevcf.intake.onnx_graph import normalise
+from edgevcf.intake.spec import ModelSpecFile
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from edgevcf.data.manifest import Manifest
+    from edgevcf.models import CheckpointMeta
+
+META_KEY = "edgevcf_reference"
+UNTUNED = "default 0.5 (not tuned)"
+#: A reference whose validation AUC's CI reaches below this is refused (near chance).
+MIN_AUC = 0.6
+
+
+def is_onnx_reference(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` names an ONNX reference (by its suffix)."""
+    return Path(path).suffix.lower() == ".onnx"
+
+
+def load_reference(
+    path: str | os.PathLike[str],
+) -> tuple[nn.Module | None, CheckpointMeta, Path | None]:
+    """``(torch module or None, metadata, ONNX file or None)`` for a checkpoint or reference.
+
+    Raises:
+        CheckpointError: unreadable, or an ONNX file that is not an edgevcf reference.
+    """
+    from edgevcf.models import load_checkpoint
+
+    if not is_onnx_reference(path):
+        model, meta = load_checkpoint(path)
+        return model, meta, None
+    return None, read_onnx_meta(path), Path(path)
+
+
+def read_onnx_meta(path: str | os.PathLike[str]) -> CheckpointMeta:
+    """An ONNX reference's metadata."""
+    onnx = require("onnx", "reading an ONNX reference")
+    from edgevcf.models import CheckpointMeta
+
+    try:
+        m = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:  # DecodeError, OSError
+        raise CheckpointError(f"{path}: not a readable ONNX file ({type(exc).__name__})") from None
+    props = {p.key: p.value for p in m.metadata_props}
+    if META_KEY not in props:
+        raise CheckpointError(
+            f"{path}: an ONNX file, but not an edgevcf reference",
+            hint=f"import it first: edgevcf import-model {Path(path).name} --spec model.toml "
+            "--out ref.onnx",
+        )
+    return CheckpointMeta.from_json(props[META_KEY])
+
+
+def write_onnx_meta(path: str | os.PathLike[str], meta: CheckpointMeta) -> None:
+    """Store ``meta`` in the ONNX file at ``path`` (replacing what was there)."""
+    onnx = require("onnx", "writing an ONNX reference")
+    m = onnx.load(str(path))
+    kept = [p for p in m.metadata_props if p.key != META_KEY]
+    del m.metadata_props[:]
+    m.metadata_props.extend(kept)
+    entry = m.metadata_props.add()
+    entry.key, entry.value = META_KEY, meta.to_json()
+    tmp = Path(str(path) + ".part")
+    onnx.save(m, str(tmp))
+    os.replace(tmp, path)
+
+
+def import_onnx(
+    src: str | os.PathLike[str], spec: ModelSpecFile, out: str | os.PathLike[str]
+) -> CheckpointMeta:
+    """Normalise the foreign ONNX ``src`` as ``spec`` declares into the reference ``out``.
+
+    Raises:
+        ConfigError: the declaration contradicts the graph.
+        ExportError: the file is not a usable ONNX classifier.
+    """
+    from edgevcf.models import CheckpointMeta, package_versions
+
+    i = spec.input
+    mean, std = i.unit_mean_std()
+    if len(mean) == 1:  # one declared value applies to each channel
+        mean = mean * i.channels
+    if len(std) == 1:
+        std = std * i.channels
+    facts = normalise(src, out, spec)
+    provenance = {
+        "file": Path(src).name,
+        "sha256": sha256_file(Path(src)),
+        "kind": "onnx",
+        "opset": facts.opset,
+        "declared": {"input": dict(i.__dict__), "output": dict(spec.output.__dict__)},
+    }
+    prep = Preprocess(input_size=i.size, channels=i.channels, mean=mean, std=std,
+                      crop_to_field=i.crop_to_field, clahe=i.clahe)  # fmt: skip
+    meta = CheckpointMeta(
+        arch=f"onnx:{Path(src).stem}",
+        preprocess=prep,
+        threshold=0.5,
+        threshold_method=UNTUNED,
+        train_config={"imported_from": provenance},
+        versions=package_versions(),
+        source=f"edgevcf import-model {Path(src).name}",
+    )
+    write_onnx_meta(out, meta)
+    return meta
+
+
+def reference_probs(
+    model: nn.Module | None, onnx_file: Path | None, units: np.ndarray, spec: Preprocess
+) -> np.ndarray:
+    """The FP32 reference's P(fresh) on unit images, in the reference's own runtime."""
+    from edgevcf.metrics import sigmoid
+
+    if model is not None:
+        from edgevcf.models import predict
+
+        return predict(model, units, spec)
+    from edgevcf.data.preprocess import InputSpec
+    from edgevcf.onnx_export import onnx_logits
+
+    assert onnx_file is not None
+    x = InputSpec(shape=(0, spec.channels, spec.input_size, spec.input_size)).prepare(units, spec)
+    return np.asarray(sigmoid(onnx_logits(onnx_file, x)).reshape(-1), dtype=np.float64)
+
+
+def tune_threshold(
+    meta: CheckpointMeta,
+    model: nn.Module | None,
+    onnx_file: Path | None,
+    manifest: Manifest,
+    split: str = "val",
+) -> dict[str, Any]:
+    """Choose ``meta``'s threshold on ``split`` of ``manifest`` (Youden, as training does) and
+    record how; the split's AUC with its CI.
+
+    Raises:
+        DataError: the split lacks a class, or the reference's AUC there is near chance (the
+            declared preprocessing is the likely cause).
+    """
+    from edgevcf import metrics
+    from edgevcf.dataset import load_split
+
+    data = load_split(manifest, split, meta.preprocess, desc=f"preprocess {split}")
+    if not 0 < data.n_pos < len(data):
+        raise DataError(f"the {split!r} split needs films of both classes to tune a threshold")
+    probs = reference_probs(model, onnx_file, data.units, meta.preprocess)
+    auc = metrics.auc_ci(data.labels, probs)
+    if auc.ci_high < MIN_AUC:
+        raise DataError(
+            f"the reference's AUC on {split} is {auc.auc:.3f} (95 % CI {auc.ci_low:.3f}-"
+            f"{auc.ci_high:.3f}): near chance",
+            hint="check the declared preprocessing (scale, mean/std, channels, layout): a wrong "
+            "one leaves shapes intact and scores meaningless",
+        )
+    meta.threshold = float(metrics.youden_threshold(data.labels, probs))
+    meta.threshold_method = f"youden on {split} split ({len(data)} films), tuned at import"
+    meta.metrics = {**meta.metrics, "reference_val": {"n": len(data), "auc": auc.to_dict()}}
+    return {"n": len(data), "auc": auc.to_dict(), "threshold": meta.threshold}
+
+
+__all__ = [
+    "META_KEY",
+    "UNTUNED",
+    "import_onnx",
+    "is_onnx_reference",
+    "load_reference",
+    "read_onnx_meta",
+    "reference_probs",
+    "tune_threshold",
+    "write_onnx_meta",
+]
