@@ -217,7 +217,7 @@ def export(
         )
     else:
         echo(summary_table(results))
-        echo("AUCs on the tuning (val) split vs PyTorch FP32; confirm with `edgevcf bench`.")
+        echo("AUCs on the tuning (val) split vs the FP32 reference; confirm with `edgevcf bench`.")
         for r in results:
             for note in r.notes:
                 echo(f"note ({r.profile}): {note}")
