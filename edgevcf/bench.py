@@ -451,11 +451,12 @@ def _baseline_scores(path: Path, units_by_spec: Any, cfg: BenchConfig) -> Scores
     if path.is_dir():
         b = Bundle.load(path)
         return Scores(f"baseline {path}", _bundle_probs(b, units_by_spec, cfg.backend), b.threshold)
-    from edgevcf.models import load_checkpoint, predict
+    from edgevcf.intake.reference import load_reference, reference_probs
 
-    model, meta = load_checkpoint(path)
-    probs = predict(model, units_by_spec(meta.preprocess), meta.preprocess)
-    return Scores(f"baseline {path.name} (PyTorch eager FP32)", probs, meta.threshold)
+    model, meta, ref_onnx = load_reference(path)
+    probs = reference_probs(model, ref_onnx, units_by_spec(meta.preprocess), meta.preprocess)
+    how = "PyTorch eager FP32" if model is not None else "ONNX reference, ONNX Runtime FP32"
+    return Scores(f"baseline {path.name} ({how})", probs, meta.threshold)
 
 
 # ------------------------------------------------------------------ the whole bench
@@ -506,7 +507,11 @@ def bench(
     if cfg.latency:
         jobs = [_bundle_job(t, cfg, dicom) for t in targets]
         base_job = None
-        if baseline is not None and Path(baseline).is_file():
+        from edgevcf.intake.reference import is_onnx_reference
+
+        if baseline is not None and Path(baseline).is_file() and is_onnx_reference(baseline):
+            cfg.notes.append("no PyTorch eager latency row: the baseline is an ONNX reference")
+        elif baseline is not None and Path(baseline).is_file():
             base_job = _baseline_job(Path(baseline), targets, cfg)
         lat = _measure_latencies([*jobs, *([base_job] if base_job else [])], cfg)
         for t, entry in zip(targets, report["bundles"], strict=True):

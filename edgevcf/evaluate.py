@@ -91,10 +91,11 @@ def evaluate(
     readers: str | os.PathLike[str] | None = None,
     cache: bool = True,
 ) -> EvalResult:
-    """Score ``split`` of the manifest with the checkpoint (PyTorch eager, FP32, CPU)."""
-    from edgevcf.models import load_checkpoint, predict
+    """Score ``split`` of the manifest with the FP32 reference (a checkpoint in PyTorch eager,
+    an ONNX reference in ONNX Runtime; CPU)."""
+    from edgevcf.intake.reference import load_reference, reference_probs
 
-    model, meta = load_checkpoint(checkpoint)
+    model, meta, ref_onnx = load_reference(checkpoint)
     manifest = Manifest.load(manifest_path)
     data = load_split(manifest, split, meta.preprocess, cache=cache, desc=f"preprocess {split}")
     if len(data) == 0 or data.n_pos in (0, len(data)):
@@ -102,7 +103,7 @@ def evaluate(
             f"split {split!r} needs both classes to evaluate "
             f"({len(data)} images, {data.n_pos} positive)"
         )
-    scores = predict(model, data.units, meta.preprocess)
+    scores = reference_probs(model, ref_onnx, data.units, meta.preprocess)
     notes = []
     tuned_on = str(meta.train_config.get("val_split", "val"))
     if split == str(meta.train_config.get("train_split", "train")):

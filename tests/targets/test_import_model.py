@@ -98,6 +98,10 @@ def test_a_keras_style_onnx_model_is_imported_exported_and_verified(
     assert bundle.threshold != 0.5
     run = CliRunner().invoke(cli, ["verify", str(out)])
     assert run.exit_code == 0, run.output
+    run = CliRunner().invoke(cli, ["evaluate", str(ref), "--data", str(tiny_export.manifest),
+                                   "--split", "test", "--out", str(folder / "eval")])  # fmt: skip
+    assert run.exit_code == 0, run.output  # evaluate takes the reference like a checkpoint
+    assert json.loads((folder / "eval" / "metrics.json").read_text())["arch"] == "onnx:keras"
 
 
 def test_a_wrong_declaration_is_refused_before_any_work(
