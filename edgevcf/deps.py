@@ -36,6 +36,7 @@ DEPENDENCIES: dict[str, Dependency] = {
     "torchvision": Dependency("torchvision", "torchvision", "pip install 'edgevcf[train]'"),
     "scipy": Dependency("scipy", "scipy", "pip install 'edgevcf[synth]'"),
     "matplotlib": Dependency("matplotlib", "matplotlib", "pip install 'edgevcf[report]'"),
+    "timm": Dependency("timm", "timm", "pip install 'edgevcf[timm]'"),
     "safetensors": Dependency("safetensors", "safetensors", "pip install 'edgevcf[train]'"),
     "onnx": Dependency("onnx", "onnx", "pip install 'edgevcf[export]'"),
     "onnxruntime": Dependency("onnxruntime", "onnxruntime", "pip install 'edgevcf[onnxruntime]'"),

@@ -98,7 +98,13 @@ def export_bundle(
         force: Replace an existing ``out``.
     """
     from edgevcf.dataset import load_split
-    from edgevcf.intake.reference import UNTUNED, load_reference, reference_probs, tune_threshold
+    from edgevcf.intake.reference import (
+        is_untuned,
+        load_reference,
+        reference_kind,
+        reference_probs,
+        tune_threshold,
+    )
 
     t0 = time.perf_counter()
     target.check_available(profile)
@@ -109,9 +115,9 @@ def export_bundle(
             raise ConfigError("--onnx goes with a torch checkpoint; an ONNX reference is its own "
                               "FP32 graph")  # fmt: skip
         onnx_path = ref_onnx
-        if meta.threshold_method == UNTUNED:  # never 0.5 from nowhere
-            tune_threshold(meta, None, ref_onnx, manifest, TUNING_SPLIT)
-            meta.threshold_method = meta.threshold_method.replace("at import", "at export")
+    if is_untuned(meta):  # an imported network: never 0.5 from nowhere
+        tune_threshold(meta, model, ref_onnx, manifest, TUNING_SPLIT)
+        meta.threshold_method = meta.threshold_method.replace("at import", "at export")
     spec = meta.preprocess
     if profile.export.input_size and profile.export.input_size != spec.input_size:
         spec = dataclasses.replace(spec, input_size=profile.export.input_size)
@@ -143,6 +149,8 @@ def export_bundle(
                 threshold=meta.threshold,
                 fp32_probs=fp32_probs,
                 manifest=manifest,
+                model_kind=reference_kind(meta),
+                structure=meta.structure,
             )
             if profile.quantize.precision == "auto":
                 from edgevcf import precision_auto
@@ -193,6 +201,14 @@ def export_bundle(
         notes=ctx.notes,
         manifest=final,
     )
+
+
+_REFERENCE_RUNTIME = {
+    "eager": "PyTorch eager FP32",
+    "torchscript": "PyTorch FP32 (an imported TorchScript program)",
+    "pt2": "PyTorch FP32 (an imported torch.export program)",
+    "onnx": "ONNX Runtime FP32 (an imported ONNX reference)",
+}
 
 
 def _fp32_graph(
@@ -370,8 +386,7 @@ def _manifest(
             "split": TUNING_SPLIT,
             "n": len(labels),
             "n_pos": int(labels.sum()),
-            "reference": "PyTorch eager FP32" if ctx.model is not None
-            else "ONNX Runtime FP32 (an imported ONNX reference)",
+            "reference": _REFERENCE_RUNTIME[ctx.model_kind],
             "fp32_auc": (metrics.auc_ci(labels, ctx.fp32_probs).to_dict() if both else None),
             "fp32_at_threshold": (
                 metrics.binary_metrics(labels, ctx.fp32_probs, ctx.threshold).to_dict()

@@ -11,6 +11,7 @@ torch and torchvision are imported inside the functions, so ``import edgevcf.mod
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import platform
@@ -22,6 +23,15 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from edgevcf.architecture import (
+    TIMM,
+    Structure,
+    apply_structure,
+    build_timm,
+    fold_two_classes,
+    last_linear,
+    timm_facts,
+)
 from edgevcf.data.preprocess import Preprocess
 from edgevcf.deps import require
 from edgevcf.errors import CheckpointError, ConfigError
@@ -69,23 +79,36 @@ STUDY_BACKBONES = tuple(n for n, s in ZOO.items() if s.study)
 
 
 def get_spec(name: str) -> ModelSpec:
-    """The zoo entry for ``name``, or a ConfigError listing the valid names."""
+    """The zoo entry for ``name`` (or timm's ``timm:NAME``), or a ConfigError listing the valid
+    names."""
+    if name.startswith(TIMM):
+        size, head = timm_facts(name[len(TIMM) :])
+        # timm scales its head's init by fan-out too (EfficientNet, MobileNetV3, MnasNet)
+        return ModelSpec(name, size, head, small_head_init=True)
     try:
         return ZOO[name]
     except KeyError:
         raise ConfigError(
-            f"unknown architecture {name!r}", hint=f"choose one of: {', '.join(ZOO)}"
+            f"unknown architecture {name!r}",
+            hint=f"choose one of: {', '.join(ZOO)}, or timm:NAME (a timm model)",
         ) from None
 
 
-def build_model(name: str) -> nn.Module:
-    """A randomly initialised network with one output logit (P(fresh) = sigmoid(logit))."""
+def build_model(name: str, structure: Structure | None = None) -> nn.Module:
+    """A randomly initialised network with one output logit (P(fresh) = sigmoid(logit)), with
+    the declared changes (:mod:`edgevcf.architecture`) where ``structure`` has any."""
     spec = get_spec(name)
+    structure = structure or Structure()
     require("torch", "building a model")
-    tvm = require("torchvision", "building a model").models
-    model: nn.Module = getattr(tvm, spec.name)(weights=None, num_classes=1)
-    if spec.small_head_init:
-        _small_head_init(model, spec.head)
+    if name.startswith(TIMM):
+        model = build_timm(name[len(TIMM) :], structure.in_channels)
+        structure = dataclasses.replace(structure, in_channels=3)  # timm built the stem
+    else:
+        tvm = require("torchvision", "building a model").models
+        model = getattr(tvm, spec.name)(weights=None, num_classes=1)
+    apply_structure(model, structure, spec.head)
+    if spec.small_head_init or structure.head:
+        _small_head_init(model, last_linear(structure, spec.head))
     return model
 
 
@@ -122,6 +145,9 @@ class CheckpointMeta:
     versions: dict[str, str] = field(default_factory=dict)
     source: str = "edgevcf train"
     format: int = CHECKPOINT_FORMAT
+    #: Changes to the architecture's stock layout (:class:`edgevcf.architecture.Structure`), or
+    #: for a TorchScript / torch.export reference its declared input layout and output kind.
+    structure: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> str:
         """Canonical JSON form stored in the safetensors header."""
@@ -186,7 +212,8 @@ def read_checkpoint_meta(path: str | os.PathLike[str]) -> CheckpointMeta:
     if _META_KEY not in header:
         raise CheckpointError(
             f"{path}: safetensors file without edgevcf metadata",
-            hint="import plain weights with `edgevcf import-checkpoint FILE --arch NAME`",
+            hint="import plain weights with `edgevcf import-model FILE --arch NAME --out "
+            "REF.safetensors`",
         )
     try:
         return CheckpointMeta.from_json(header[_META_KEY])
@@ -200,7 +227,7 @@ def load_checkpoint(path: str | os.PathLike[str]) -> tuple[nn.Module, Checkpoint
 
     path = _checkpoint_file(path)
     meta = read_checkpoint_meta(path)
-    model = build_model(meta.arch)
+    model = build_model(meta.arch, Structure.from_dict(meta.structure))
     try:
         state = load_file(str(path))
     except Exception as exc:
@@ -240,7 +267,9 @@ def _load_state(model: nn.Module, state: dict[str, torch.Tensor], path: Path, ar
             parts.append(f"{len(shapes)} with other shapes (e.g. {'; '.join(shapes[:3])})")
         raise CheckpointError(
             f"{path}: weights do not fit {arch}: " + "; ".join(parts),
-            hint="check --arch; the zoo has: " + ", ".join(ZOO),
+            hint="check --arch (the zoo: " + ", ".join(ZOO) + "; or timm:NAME); a changed head "
+            "or stem is declared in model.toml ([head] layers, [input] channels), or import the "
+            "network as TorchScript",
         )
     # Module versions (e.g. MNASNet's) live in state-dict metadata, which safetensors and key
     # renaming drop; the freshly built architecture knows its own.
@@ -250,52 +279,70 @@ def _load_state(model: nn.Module, state: dict[str, torch.Tensor], path: Path, ar
 
 
 def import_state_dict(
-    src: str | os.PathLike[str], arch: str, *, preprocess: Preprocess | None = None
+    src: str | os.PathLike[str],
+    arch: str,
+    *,
+    preprocess: Preprocess | None = None,
+    structure: Structure | None = None,
+    positive_index: int = 1,
 ) -> tuple[nn.Module, CheckpointMeta]:
-    """Load a user's torchvision ``state_dict`` (``.pt``/``.pth``) safely and adapt its head.
+    """Load a user's state dict (``.pt``/``.pth``/``.safetensors``) safely into ``arch`` (a zoo
+    name or ``timm:NAME``) with the declared ``structure``.
 
     Accepts a bare state dict or one nested under ``state_dict``/``model``; strips the
-    ``module.`` prefixes DataParallel/DDP add; maps a 2-class softmax head to one logit exactly
-    (``logit = z1 - z0`` gives ``sigmoid(logit) == softmax(z)[1]``, class 1 = fresh).
+    ``module.`` prefixes DataParallel/DDP add; folds a two-class last layer into one exact logit
+    (``logit = z_fresh - z_other``, :func:`~edgevcf.architecture.fold_two_classes`).
     """
     torch = require("torch", "importing a checkpoint")
     spec = get_spec(arch)
+    structure = structure or Structure()
     path = Path(src)
     if not path.is_file():
         raise CheckpointError(f"file not found: {path}")
-    try:
-        obj = torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as exc:  # pickle errors, truncation, disallowed globals
-        raise CheckpointError(
-            f"{path}: cannot load as a PyTorch state dict ({type(exc).__name__}: {exc})",
-            hint="save with torch.save(model.state_dict(), path); whole pickled models are refused",
-        ) from exc
+    obj = _read_state(path, torch)
     for key in ("state_dict", "model", "model_state_dict"):
         if isinstance(obj, dict) and isinstance(obj.get(key), dict):
             obj = obj[key]
     if not isinstance(obj, dict) or not all(hasattr(v, "shape") for v in obj.values()):
         raise CheckpointError(f"{path}: does not contain a state dict of tensors")
     state = {re.sub(r"^(module\.)+", "", k): v for k, v in obj.items()}
-    wkey, bkey = f"{spec.head}.weight", f"{spec.head}.bias"
-    if wkey in state and state[wkey].shape[0] == 2:
-        state[wkey] = (state[wkey][1] - state[wkey][0]).unsqueeze(0)
-        if bkey in state:
-            state[bkey] = (state[bkey][1] - state[bkey][0]).reshape(1)
-    elif wkey in state and state[wkey].shape[0] != 1:
-        raise CheckpointError(
-            f"{path}: the head {wkey} has {state[wkey].shape[0]} outputs; "
-            "need 1 (logit of fresh) or 2 (softmax, class 1 = fresh)",
-        )
-    model = build_model(arch)
+    state = fold_two_classes(state, last_linear(structure, spec.head), positive_index, str(path))
+    model = build_model(arch, structure)
     _load_state(model, state, path, arch)
     model.eval()
     meta = CheckpointMeta(
         arch=arch,
-        preprocess=preprocess or spec.default_preprocess(),
+        preprocess=preprocess
+        or spec.default_preprocess(channels=structure.in_channels, **_grey(structure.in_channels)),
         source=f"imported from {path.name}",
         threshold_method="default 0.5 (imported; not tuned)",
+        structure=structure.to_dict(),
     )
     return model, meta
+
+
+def _grey(channels: int) -> dict[str, Any]:
+    """ImageNet's mean/std averaged over the channels for a one-channel stem."""
+    return {"mean": (0.449,), "std": (0.226,)} if channels == 1 else {}
+
+
+def _read_state(path: Path, torch: Any) -> Any:
+    """A state dict from ``torch.save`` (weights only: no pickled code runs) or safetensors."""
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        try:
+            return load_file(str(path))
+        except Exception as exc:
+            raise CheckpointError(f"{path}: not a readable safetensors file ({exc})") from exc
+    try:
+        return torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as exc:  # pickle errors, truncation, disallowed globals
+        raise CheckpointError(
+            f"{path}: cannot load as a PyTorch state dict ({type(exc).__name__}: {exc})",
+            hint="save with torch.save(model.state_dict(), path); whole pickled models are "
+            "refused (export TorchScript or torch.export .pt2 instead)",
+        ) from exc
 
 
 # ------------------------------------------------------------------ inference (the FP32 reference)

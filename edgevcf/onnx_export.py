@@ -105,6 +105,11 @@ def export_onnx(
         with torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings():
             # The TorchScript exporter is chosen on purpose (see the module docstring).
             warnings.simplefilter("ignore", DeprecationWarning)
+            warnings.simplefilter("ignore", FutureWarning)
+            if any(isinstance(m, torch.jit.ScriptModule) for m in net.modules()):
+                # an imported TorchScript program inside our wrappers: the exporter traces a
+                # module only when no part of it is scripted, so trace the whole first
+                net = torch.jit.trace(net, example, check_trace=False)
             torch.onnx.export(
                 net,
                 (example,),

@@ -42,7 +42,7 @@ class ExportContext:
     profile: TargetProfile
     work: Path  # the staging folder (becomes the bundle)
     scratch: Path  # files that do not go into the bundle
-    model: nn.Module | None  # None for an ONNX reference: no QAT, no litert-torch .tflite
+    model: nn.Module | None  # None for an ONNX reference
     spec: Preprocess
     input: InputSpec
     fp32_onnx: Path  # in scratch
@@ -54,6 +54,10 @@ class ExportContext:
     notes: list[str] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)  # per-target facts for the manifest
     manifest: Manifest | None = None  # the data manifest (its training split: QAT, the gate)
+    #: what the reference is (:func:`edgevcf.intake.reference.reference_kind`): QAT needs
+    #: ``eager``; litert-torch's .tflite ``eager`` or ``pt2``
+    model_kind: str = "eager"
+    structure: dict[str, Any] = field(default_factory=dict)  # the reference's (CheckpointMeta)
     _train: SplitData | None = field(default=None, repr=False)
     # (artefact, its options, its files' digests) -> tuning probabilities: a fallback measures
     # the artefacts it returns, and the export measures what a fallback returned
@@ -161,7 +165,6 @@ def measure(
         max_abs_prob_diff=float(np.max(np.abs(probs - ref_probs))) if len(probs) else 0.0,
         gate=gate,
     )
-
 
 
 def build_and_measure(ctx: ExportContext) -> tuple[list[Artifact], dict[str, ArtifactMetrics]]:

@@ -59,7 +59,6 @@ def check_table(cls: type, data: dict[str, Any], source: str, table: str) -> Any
     return cls(**values)
 
 
-
 def read_toml(path: Path, what: str) -> dict[str, Any]:
     """A TOML file as a dict; unreadable or invalid files are a ConfigError naming the file."""
     try:

@@ -56,8 +56,9 @@ def summary_table(results: list[Any]) -> str:
 @click.option(
     "--checkpoint",
     type=click.Path(dir_okay=False, path_type=Path),
-    required=True,
-    help="The FP32 checkpoint (.safetensors from `edgevcf train` or `import-checkpoint`).",
+    default=None,
+    help="The FP32 reference: a checkpoint from `edgevcf train`, or what `edgevcf import-model` "
+    "wrote (.safetensors, .onnx, .pt, .pt2). Optional with --onnx.",
 )
 @click.option(
     "--calib",
@@ -72,7 +73,16 @@ def summary_table(results: list[Any]) -> str:
     "onnx_path",
     type=click.Path(dir_okay=False, path_type=Path),
     default=None,
-    help="Use this FP32 ONNX instead of exporting the checkpoint's network (parity-checked).",
+    help="With --checkpoint: use this FP32 ONNX instead of exporting the checkpoint's network "
+    "(parity-checked). Alone: a foreign ONNX classifier, imported as `import-model` does (its "
+    "declaration from --spec or FILE.toml beside it).",
+)
+@click.option(
+    "--spec",
+    "spec_path",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="model.toml for --onnx without --checkpoint (see `edgevcf import-model --help`).",
 )
 @click.option(
     "--precision",
@@ -115,9 +125,10 @@ def summary_table(results: list[Any]) -> str:
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON on stdout.")
 def export(
     targets: str,
-    checkpoint: Path,
+    checkpoint: Path | None,
     data: Path,
     onnx_path: Path | None,
+    spec_path: Path | None,
     precision: str | None,
     input_size: int | None,
     samples: int | None,
@@ -141,10 +152,10 @@ def export(
           --calib data/manifest.csv --out bundles/jetson
       edgevcf export --target openvino,mobile,onnx-cpu --checkpoint ... --calib ... --out bundles/
       edgevcf export --target openvino --precision auto --checkpoint ... --calib ... --out fast/
+      edgevcf export --target openvino --onnx keras.onnx --spec keras.toml --calib ... --out ov/
     """
-    import json
+    import tempfile
 
-    from edgevcf.export import export_bundle
     from edgevcf.profiles import load_profile
     from edgevcf.targets import get_target
 
@@ -171,6 +182,44 @@ def export(
         load_private_key(sign_key, passphrase)
     if len(profiles) > 1:  # a parent folder of bundles (a single bundle holds only what it pins)
         console.log_to(out / console.LOG_NAME)
+    with tempfile.TemporaryDirectory(prefix="edgevcf-ref-") as scratch:
+        if checkpoint is None:
+            checkpoint, onnx_path = _import_onnx(onnx_path, spec_path, Path(scratch)), None
+        elif spec_path is not None:
+            raise ConfigError("--spec goes with --onnx alone (a checkpoint carries its own)")
+        results = _export_all(profiles, checkpoint, data, out, onnx_path, force, build_engine,
+                              sign_key, passphrase)  # fmt: skip
+    _report(results, as_json)
+
+
+def _import_onnx(onnx_path: Path | None, spec_path: Path | None, scratch: Path) -> Path:
+    """``--onnx`` without ``--checkpoint``: the foreign ONNX imported as its reference."""
+    from edgevcf import progress
+    from edgevcf.intake.importer import import_model
+
+    if onnx_path is None:
+        raise ConfigError("give --checkpoint (a trained or imported reference) or --onnx",
+                          hint="edgevcf import-model --help: every way in")  # fmt: skip
+    ref = scratch / f"{onnx_path.stem}.onnx"
+    with progress.step(f"import {onnx_path.name}"):
+        import_model(onnx_path, ref, spec_path=spec_path)
+    return ref
+
+
+def _export_all(
+    profiles: list[Any],
+    checkpoint: Path,
+    data: Path,
+    out: Path,
+    onnx_path: Path | None,
+    force: bool,
+    build_engine: bool,
+    sign_key: Path | None,
+    passphrase: str | None,
+) -> list[Any]:
+    from edgevcf.export import export_bundle
+    from edgevcf.targets import get_target
+
     results = []
     for p in profiles:
         dest = out if len(profiles) == 1 else out / p.name
@@ -191,6 +240,13 @@ def export(
         elif sign_key is not None:
             res.notes.append("not signed: it failed its accuracy gate")
         results.append(res)
+    return results
+
+
+def _report(results: list[Any], as_json: bool) -> None:
+    """The summary (table or JSON) and the exit for a failed gate."""
+    import json
+
     if as_json:
         echo(
             json.dumps(

@@ -1,4 +1,4 @@
-"""``edgevcf train``, ``evaluate`` and ``import-checkpoint``: the FP32 networks.
+"""``edgevcf train``, ``evaluate`` and ``import-model`` (``import-checkpoint``): the FP32 networks.
 
 Thin: parse, call :mod:`edgevcf.train` / :mod:`edgevcf.evaluate` / :mod:`edgevcf.models`, print.
 torch is imported inside the commands only.
@@ -7,7 +7,7 @@ torch is imported inside the commands only.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -21,7 +21,8 @@ if TYPE_CHECKING:
 
 _ARCH_HELP = (
     "Backbone: efficientnet_b0, mobilenet_v3_large, mnasnet1_0 (the study's), mobilenet_v3_small, "
-    "mobilenet_v2, mnasnet0_5, efficientnet_b1..b3."
+    "mobilenet_v2, mnasnet0_5, efficientnet_b1..b3; or timm:NAME, any timm model (pip install "
+    "'edgevcf[timm]')."
 )
 
 
@@ -180,111 +181,89 @@ def evaluate(
         echo(f"Wrote {paths['json']}, {paths['markdown']}, {paths['roc']}")
 
 
-@click.command("import-checkpoint")
-@click.argument("src", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--arch", required=True, help=_ARCH_HELP)
-@click.option(
-    "--out",
-    "out",
-    type=click.Path(dir_okay=False, path_type=Path),
-    required=True,
-    help="Checkpoint to write (.safetensors).",
-)
-def import_checkpoint(src: Path, arch: str, out: Path) -> None:
-    """Import a torchvision state dict (.pt/.pth) as an edgevcf checkpoint.
-
-    Loaded with weights_only=True (no pickled code runs); DataParallel `module.` prefixes are
-    stripped; a 2-class softmax head (class 1 = fresh) becomes one exact logit. The threshold
-    is 0.5 until you evaluate and re-tune it.
+_IMPORT_HELP = """Bring a network trained elsewhere in as the FP32 reference every command takes.
 
     \b
-    Example:
-      edgevcf import-checkpoint fold1.pth --arch efficientnet_b0 --out models/effnet.safetensors
-    """
-    from edgevcf.models import import_state_dict, save_checkpoint
+    What SRC may be (told by its content):
+      ONNX         e.g. a Keras model written by tf2onnx; NCHW or NHWC, 1 or 3 channels,
+                   fixed or dynamic batch              -> REF.onnx (normalised graph)
+      TorchScript  torch.jit.save                      -> REF.pt
+      .pt2         torch.export.save                   -> REF.pt2
+      state dict   torch.save(model.state_dict()) or .safetensors, with --arch (a zoo backbone
+                   or timm:NAME); a replaced head declared in model.toml [head], a one-channel
+                   stem as [input] channels = 1        -> REF.safetensors
 
-    model, meta = import_state_dict(src, arch)
-    path = save_checkpoint(out, model, meta)
-    echo(f"Wrote {path} ({arch}, input {meta.preprocess.input_size} px)")
-
-
-@click.command("import-model")
-@click.argument("src", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--arch", help="For a torch state dict: the zoo backbone it fits. " + _ARCH_HELP)
-@click.option(
-    "--spec",
-    "spec_path",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="model.toml: the input the network was trained with and what its output means "
-    "[SRC.toml beside the model, if present].",
-)
-@click.option(
-    "--check",
-    "check_manifest",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="A manifest: run the reference on its val split, report its AUC, tune its threshold "
-    "there (otherwise `export` tunes it on its --calib manifest's val split).",
-)
-@click.option(
-    "--out",
-    type=click.Path(dir_okay=False, path_type=Path),
-    required=True,
-    help="The FP32 reference to write: REF.onnx for an ONNX model, REF.safetensors for torch.",
-)
-def import_model(
-    src: Path, arch: str | None, spec_path: Path | None, check_manifest: Path | None, out: Path
-) -> None:
-    """Bring a network trained elsewhere in as the FP32 reference every command takes.
-
-    An ONNX classifier (e.g. a Keras model written by tf2onnx): one image input, NCHW or NHWC,
-    1 or 3 channels, fixed or dynamic batch; its output one logit, one sigmoid probability,
-    two logits or a two-class softmax, as model.toml declares (checked against the graph:
-    a contradiction is refused before any work). It is normalised to NCHW in, one logit of
-    "fresh" out, exactly, and carries its preprocessing, threshold and provenance (the source
-    file's sha256). A torch state dict (.pt/.pth, weights only) with --arch is imported as
-    import-checkpoint does. Only the frameworks' safe loaders open the file; no code runs.
+    model.toml (--spec, or SRC.toml beside the model) declares the input the network was
+    trained with (size, channels, layout, scaling, mean/std) and what its output means (one
+    logit, one probability, two logits or a two-class softmax, and which class is fresh); it is
+    checked against the network and a contradiction refused before any work. The output becomes
+    one logit of "fresh", exactly. The reference carries its preprocessing, threshold and
+    provenance (the source file's sha256) and is compared with the original network after
+    writing. Only the frameworks' own loaders open the file (onnx.load, torch.jit.load,
+    torch.export.load, weights-only state dicts): no pickled code runs.
 
     \b
     Examples:
       edgevcf import-model keras.onnx --spec keras.toml --check data/manifest.csv --out ref.onnx
+      edgevcf import-model fold1.pth --arch timm:efficientnet_b0 --out ref.safetensors
       edgevcf export --target openvino --checkpoint ref.onnx --calib data/manifest.csv
     """
-    from edgevcf.errors import ConfigError
 
-    if src.suffix.lower() != ".onnx":
-        if not arch:
-            raise ConfigError(f"{src.name}: a torch state dict needs --arch (its zoo backbone)")
-        from edgevcf.models import import_state_dict, save_checkpoint
 
-        model, meta = import_state_dict(src, arch)
-        if check_manifest is not None:
-            _check(meta, model, None, check_manifest)
-        path = save_checkpoint(out, model, meta)
-        echo(f"Wrote {path} ({arch}, input {meta.preprocess.input_size} px, threshold "
-             f"{meta.threshold:.4f}: {meta.threshold_method})")  # fmt: skip
-        return
-    from edgevcf.intake.reference import import_onnx, write_onnx_meta
-    from edgevcf.intake.spec import load_model_spec
+def _import_options(f: Any) -> Any:
+    for opt in reversed((
+        click.argument("src", type=click.Path(exists=True, dir_okay=False, path_type=Path)),
+        click.option("--arch", help="For a state dict: the backbone it fits. " + _ARCH_HELP),
+        click.option("--spec", "spec_path",
+                     type=click.Path(exists=True, dir_okay=False, path_type=Path),
+                     help="model.toml: the input the network was trained with and what its "
+                     "output means [SRC.toml beside the model, if present]."),
+        click.option("--check", "check_manifest",
+                     type=click.Path(exists=True, dir_okay=False, path_type=Path),
+                     help="A manifest: run the reference on its val split, report its AUC, tune "
+                     "its threshold there (otherwise `export` tunes it on its --calib "
+                     "manifest's val split)."),
+        click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True,
+                     help="The FP32 reference to write: .onnx for ONNX, .pt for TorchScript, "
+                     ".pt2 for torch.export, .safetensors for a state dict."),
+    )):  # fmt: skip
+        f = opt(f)
+    return f
 
-    if out.suffix.lower() != ".onnx":
-        raise ConfigError(f"--out {out.name}: an ONNX model's reference is an .onnx file",
-                          hint=f"--out {out.with_suffix('.onnx').name}")  # fmt: skip
-    spec_path = spec_path or (src.with_suffix(".toml") if src.with_suffix(".toml").is_file()
-                              else None)  # fmt: skip
-    if spec_path is None:
-        raise ConfigError(
-            f"{src.name}: an ONNX model needs its declaration (input size, channels, layout, "
-            "scaling, mean/std; output kind)",
-            hint=f"write {src.with_suffix('.toml').name} beside it or pass --spec model.toml "
-            "(docs: the model.toml section of README's 'Bring your own network')",
-        )
-    meta = import_onnx(src, load_model_spec(spec_path), out)
+
+def _import(
+    src: Path, arch: str | None, spec_path: Path | None, check_manifest: Path | None, out: Path
+) -> None:
+    from edgevcf import progress
+    from edgevcf.intake.importer import import_model as run
+    from edgevcf.intake.reference import write_reference_meta
+
+    with progress.step(f"import {src.name}"):
+        imp = run(src, out, arch=arch, spec_path=spec_path)
     if check_manifest is not None:
-        _check(meta, None, out, check_manifest)
-        write_onnx_meta(out, meta)
-    i = meta.preprocess
-    echo(f"Wrote {out} ({meta.arch}: input {i.channels} x {i.input_size} x {i.input_size}, "
-         f"threshold {meta.threshold:.4f}: {meta.threshold_method})")  # fmt: skip
+        _check(imp.meta, imp.model, imp.onnx_file, check_manifest)
+        write_reference_meta(out, imp.meta, imp.model)
+    i = imp.meta.preprocess
+    echo(f"Wrote {out} ({imp.meta.arch}: input {i.channels} x {i.input_size} x {i.input_size}, "
+         f"threshold {imp.meta.threshold:.4f}: {imp.meta.threshold_method}; matches the "
+         f"original to {imp.parity_max_abs:.1e} in logit)")  # fmt: skip
+
+
+@click.command("import-model", help=_IMPORT_HELP)
+@_import_options
+def import_model(
+    src: Path, arch: str | None, spec_path: Path | None, check_manifest: Path | None, out: Path
+) -> None:
+    _import(src, arch, spec_path, check_manifest, out)
+
+
+@click.command("import-checkpoint", help="The same as import-model (its former name).\n\n"
+               + _IMPORT_HELP)  # fmt: skip
+@_import_options
+def import_checkpoint(
+    src: Path, arch: str | None, spec_path: Path | None, check_manifest: Path | None, out: Path
+) -> None:
+    _import(src, arch, spec_path, check_manifest, out)
 
 
 def _check(

@@ -62,9 +62,7 @@ STOP_BOUND_S = 30.0
 @click.option("--spool", type=click.Path(file_okay=False), help="Spool folder [./spool].")
 @click.option("--journal", type=click.Path(dir_okay=False), help="Job journal [./journal.sqlite].")
 @click.option("--http-port", type=click.IntRange(0, 65535), help="Status pages [8080; 0: off].")
-@click.option(
-    "--workers", type=click.IntRange(min=0), help="Scoring workers [0: one per core]."
-)
+@click.option("--workers", type=click.IntRange(min=0), help="Scoring workers [0: one per core].")
 @click.option(
     "--isolation",
     type=click.Choice(["process", "thread"]),
@@ -146,7 +144,7 @@ def serve(
         if not cfg.model.bundle:
             raise ConfigError(
                 "no bundle to serve",
-                hint="give BUNDLE, or [model] bundle = \"...\" in the --config file",
+                hint='give BUNDLE, or [model] bundle = "..." in the --config file',
             )
         bundle = Path(cfg.model.bundle)
 

@@ -135,8 +135,10 @@ def check_declaration(facts: GraphFacts, spec: ModelSpecFile) -> None:
     seen = facts.output_kind
     out = f"{spec.source}: the graph's output has width {facts.output_width or '?'}"
     if facts.output_width not in (0, width):
-        raise ConfigError(f"{out}; kind = {o.kind!r} needs width {width}",
-                          hint=f'declare kind = "{seen}" in [output]' if seen else None)
+        raise ConfigError(
+            f"{out}; kind = {o.kind!r} needs width {width}",
+            hint=f'declare kind = "{seen}" in [output]' if seen else None,
+        )
     if seen is not None and seen != o.kind:
         ends = facts.last_op or "no operation"
         raise ConfigError(
@@ -182,8 +184,12 @@ def normalise(
         nodes.append(helper.make_node("Transpose", [INPUT_NAME], [inner], perm=[0, 2, 3, 1]))
     else:
         nodes.append(helper.make_node("Identity", [INPUT_NAME], [inner]))
-    g.input.insert(0, helper.make_tensor_value_info(
-        INPUT_NAME, TensorProto.FLOAT, [batch or "batch", i.channels, i.size, i.size]))
+    g.input.insert(
+        0,
+        helper.make_tensor_value_info(
+            INPUT_NAME, TensorProto.FLOAT, [batch or "batch", i.channels, i.size, i.size]
+        ),
+    )
     # output: whatever it is -> (N, 1) logit of "fresh"
     old_out = facts.output_name
     if old_out == OUTPUT_NAME:

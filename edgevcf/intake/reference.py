@@ -45,20 +45,91 @@ def is_onnx_reference(path: str | os.PathLike[str]) -> bool:
     return Path(path).suffix.lower() == ".onnx"
 
 
+def is_untuned(meta: CheckpointMeta) -> bool:
+    """Whether the threshold is 0.5 from nowhere (an import not yet checked on a val split)."""
+    return meta.threshold_method.startswith("default 0.5")
+
+
+def reference_kind(meta: CheckpointMeta) -> str:
+    """``eager`` (a torch module edgevcf builds: QAT and litert-torch work), ``torchscript``,
+    ``pt2`` or ``onnx`` — what the reference can do beyond scoring."""
+    from edgevcf.intake.torch_program import PROGRAM_KINDS
+
+    prefix = meta.arch.partition(":")[0] if ":" in meta.arch else ""
+    if prefix == "onnx" or prefix in PROGRAM_KINDS:
+        return prefix
+    return "eager"
+
+
 def load_reference(
     path: str | os.PathLike[str],
 ) -> tuple[nn.Module | None, CheckpointMeta, Path | None]:
-    """``(torch module or None, metadata, ONNX file or None)`` for a checkpoint or reference.
+    """``(torch module or None, metadata, ONNX file or None)`` for any reference: an edgevcf
+    checkpoint, an ONNX reference, or a TorchScript / ``.pt2`` one (adapted to one logit).
 
     Raises:
-        CheckpointError: unreadable, or an ONNX file that is not an edgevcf reference.
+        CheckpointError: unreadable, or a model file that is not an edgevcf reference.
     """
+    from edgevcf.intake import torch_program as tp
     from edgevcf.models import load_checkpoint
 
-    if not is_onnx_reference(path):
+    p = Path(path)
+    if p.is_dir() or p.suffix.lower() == ".safetensors":
         model, meta = load_checkpoint(path)
         return model, meta, None
-    return None, read_onnx_meta(path), Path(path)
+    kind = tp.sniff(p)
+    if kind == "onnx":
+        return None, read_onnx_meta(path), p
+    program_meta = tp.read_meta(p) if kind in tp.PROGRAM_KINDS else None
+    if program_meta is None:
+        raise CheckpointError(
+            f"{p}: a {kind.replace('_', ' ')} file, but not an edgevcf reference",
+            hint=f"import it first: edgevcf import-model {p.name} [--arch NAME] --spec model.toml "
+            "--out REF",
+        )
+    return tp.adapt(tp.load_program(p, kind), program_meta.structure), program_meta, None
+
+
+def write_reference_meta(
+    path: str | os.PathLike[str], meta: CheckpointMeta, model: nn.Module | None
+) -> None:
+    """Store ``meta`` (e.g. a threshold tuned by ``--check``) in the reference at ``path``."""
+    from edgevcf.intake import torch_program as tp
+    from edgevcf.models import save_checkpoint
+
+    kind = reference_kind(meta)
+    if kind == "onnx":
+        write_onnx_meta(path, meta)
+    elif kind in tp.PROGRAM_KINDS:
+        tp.write_program(path, kind, path, meta)
+    else:
+        assert model is not None
+        save_checkpoint(path, model, meta)
+
+
+def declared_preprocess(spec: ModelSpecFile) -> Preprocess:
+    """edgevcf's preprocessing for what ``spec`` declares (mean/std in [0, 1] units)."""
+    i = spec.input
+    mean, std = i.unit_mean_std()
+    if len(mean) == 1:  # one declared value applies to each channel
+        mean = mean * i.channels
+    if len(std) == 1:
+        std = std * i.channels
+    return Preprocess(input_size=i.size, channels=i.channels, mean=mean, std=std,
+                      crop_to_field=i.crop_to_field, clahe=i.clahe)  # fmt: skip
+
+
+def provenance(src: str | os.PathLike[str], kind: str, spec: ModelSpecFile | None,
+               **extra: Any) -> dict[str, Any]:  # fmt: skip
+    """Where a reference came from: the source file's name and sha256, its kind, the
+    declaration it was imported with."""
+    out: dict[str, Any] = {"file": Path(src).name, "sha256": sha256_file(Path(src)), "kind": kind,
+                           **extra}  # fmt: skip
+    if spec is not None:
+        out["declared"] = {"input": dict(spec.input.__dict__), "output": dict(spec.output.__dict__)}
+        if spec.head.layers:
+            out["declared"]["head"] = dict(spec.head.__dict__)
+    return out
 
 
 def read_onnx_meta(path: str | os.PathLike[str]) -> CheckpointMeta:
@@ -105,28 +176,13 @@ def import_onnx(
     """
     from edgevcf.models import CheckpointMeta, package_versions
 
-    i = spec.input
-    mean, std = i.unit_mean_std()
-    if len(mean) == 1:  # one declared value applies to each channel
-        mean = mean * i.channels
-    if len(std) == 1:
-        std = std * i.channels
     facts = normalise(src, out, spec)
-    provenance = {
-        "file": Path(src).name,
-        "sha256": sha256_file(Path(src)),
-        "kind": "onnx",
-        "opset": facts.opset,
-        "declared": {"input": dict(i.__dict__), "output": dict(spec.output.__dict__)},
-    }
-    prep = Preprocess(input_size=i.size, channels=i.channels, mean=mean, std=std,
-                      crop_to_field=i.crop_to_field, clahe=i.clahe)  # fmt: skip
     meta = CheckpointMeta(
         arch=f"onnx:{Path(src).stem}",
-        preprocess=prep,
+        preprocess=declared_preprocess(spec),
         threshold=0.5,
         threshold_method=UNTUNED,
-        train_config={"imported_from": provenance},
+        train_config={"imported_from": provenance(src, "onnx", spec, opset=facts.opset)},
         versions=package_versions(),
         source=f"edgevcf import-model {Path(src).name}",
     )
@@ -190,11 +246,16 @@ def tune_threshold(
 __all__ = [
     "META_KEY",
     "UNTUNED",
+    "declared_preprocess",
     "import_onnx",
     "is_onnx_reference",
+    "is_untuned",
     "load_reference",
+    "provenance",
     "read_onnx_meta",
+    "reference_kind",
     "reference_probs",
     "tune_threshold",
     "write_onnx_meta",
+    "write_reference_meta",
 ]

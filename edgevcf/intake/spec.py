@@ -18,6 +18,12 @@ as strictly as every settings file (unknown keys and wrong types refused)::
     [output]
     kind = "softmax"              # logit | probability | two_logits | softmax
     positive_index = 1            # which of two classes is "fresh"
+
+    [head]                        # torch state dicts only: a zoo/timm backbone whose classifier
+    layers = ["linear:256", "relu", "dropout:0.3", "linear:2"]   # was replaced (nn.Sequential)
+    at = "classifier"             # the module it replaced (default: the stock classifier)
+
+A one-channel first convolution is ``[input] channels = 1``.
 """
 
 from __future__ import annotations
@@ -71,11 +77,20 @@ class OutputDecl:
 
 
 @dataclass(frozen=True)
+class HeadDecl:
+    """A replaced classifier (see :mod:`edgevcf.architecture`)."""
+
+    layers: tuple[str, ...] = ()
+    at: str = ""
+
+
+@dataclass(frozen=True)
 class ModelSpecFile:
     """A whole ``model.toml``."""
 
     input: InputDecl = field(default_factory=InputDecl)
     output: OutputDecl = field(default_factory=OutputDecl)
+    head: HeadDecl = field(default_factory=HeadDecl)
     source: str = "defaults"
 
 
@@ -85,18 +100,23 @@ def parse_model_spec(data: dict[str, Any], source: str) -> ModelSpecFile:
     Raises:
         ConfigError: an unknown table or key, a wrong type, or an impossible value.
     """
-    unknown = sorted(set(data) - {"input", "output"})
+    unknown = sorted(set(data) - {"input", "output", "head"})
     if unknown:
         raise ConfigError(f"{source}: unknown table(s) {', '.join(unknown)}",
-                          hint="valid tables: input, output")  # fmt: skip
-    tables = {}
-    for name, cls in (("input", InputDecl), ("output", OutputDecl)):
+                          hint="valid tables: input, output, head")  # fmt: skip
+    tables: dict[str, Any] = {}
+    for name, cls in (("input", InputDecl), ("output", OutputDecl), ("head", HeadDecl)):
         raw = data.get(name, {})
         if not isinstance(raw, dict):
             raise ConfigError(f"{source}: [{name}] must be a table")
         tables[name] = check_table(cls, raw, source, name)
-    spec = ModelSpecFile(input=tables["input"], output=tables["output"], source=source)
+    spec = ModelSpecFile(input=tables["input"], output=tables["output"], head=tables["head"],
+                         source=source)  # fmt: skip
     _check(spec)
+    if spec.head.layers:
+        from edgevcf.architecture import check_head
+
+        check_head(spec.head.layers, source)
     return spec
 
 
@@ -134,6 +154,7 @@ __all__ = [
     "LAYOUTS",
     "OUTPUT_KINDS",
     "SCALES",
+    "HeadDecl",
     "InputDecl",
     "ModelSpecFile",
     "OutputDecl",

@@ -87,9 +87,7 @@ class Journal:
         for name in ("tries", "quarantined"):  # schema 1 -> 2: a journal of an older node
             if name not in columns:
                 self._db.execute(f"ALTER TABLE jobs ADD COLUMN {name} INTEGER NOT NULL DEFAULT 0")
-        self._db.execute(
-            "INSERT OR REPLACE INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),)
-        )
+        self._db.execute("INSERT OR REPLACE INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
 
     def close(self) -> None:
         """Close the database (every step is already on disk)."""

@@ -481,9 +481,7 @@ class Service:
         """Whether every scoring slot and the outbox are alive and scoring makes progress."""
         threads = [*self._workers, self.outbox._thread]
         return (
-            not self._stopped.is_set()
-            and all(t.is_alive() for t in threads)
-            and not self.stalled()
+            not self._stopped.is_set() and all(t.is_alive() for t in threads) and not self.stalled()
         )
 
     def health(self) -> dict[str, Any]:
@@ -526,8 +524,14 @@ class Service:
             "jobs": self.journal.counts(),
             "quarantined": self.journal.count_quarantined(),
             "isolation": self.config.scoring.isolation,
-            "workers": [{"alive": bool(s.alive), "pid": s.info.get("pid"),
-                         "starts": getattr(s, "starts", 1)} for s in self.scorers],
+            "workers": [
+                {
+                    "alive": bool(s.alive),
+                    "pid": s.info.get("pid"),
+                    "starts": getattr(s, "starts", 1),
+                }
+                for s in self.scorers
+            ],
             "scoring_queue": self._queue.qsize(),
             "destinations": self.outbox.snapshot(),
             "received": self.metrics.count("received_total"),

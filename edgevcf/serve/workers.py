@@ -299,9 +299,7 @@ class ProcessScorer:
                     raise StopRequestedError()
                 if now - t0 > timeout:
                     self.close(grace=0)
-                    raise WorkerLostError(
-                        "timeout", f"scoring did not finish within {timeout:g} s"
-                    )
+                    raise WorkerLostError("timeout", f"scoring did not finish within {timeout:g} s")
             msg = self.conn.recv()
         except (EOFError, OSError, BrokenPipeError):
             code = self.proc.exitcode if self.proc is not None else None

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from edgevcf import progress
 from edgevcf.bundle import Artifact
 from edgevcf.deps import require
-from edgevcf.errors import ExportError
+from edgevcf.errors import ExportError, QuantizationError
 from edgevcf.targets.mixed import FloatBlockFallback
 from edgevcf.targets.qdq import profile_qdq_options, qdq_coverage, quantize_qdq
 
@@ -55,6 +55,19 @@ def to_ort_format(onnx_path: Path, out_dir: Path) -> Path:
     return produced[0]
 
 
+def _no_tflite(ctx: ExportContext) -> str | None:
+    """Why litert-torch cannot make this reference's .tflite (None: it can)."""
+    if ctx.model_kind == "onnx":
+        return "litert-torch converts a PyTorch network, and this reference is an ONNX graph"
+    if ctx.model_kind == "torchscript":
+        return "litert-torch needs torch.export, which cannot read TorchScript"
+    output = ctx.structure.get("output", "logit")
+    if ctx.model_kind == "pt2" and output in ("probability", "softmax"):
+        return (f"the program's {output} output becomes the logit through LOG ops, which no int8 "
+                "kernel runs")  # fmt: skip
+    return None
+
+
 class MobileTarget(FloatBlockFallback):
     """ONNX INT8 (TFLite spec) + .ort + full-integer .tflite."""
 
@@ -77,14 +90,19 @@ class MobileTarget(FloatBlockFallback):
                 arts = self._onnx_files(ctx, prec, census, ())
         else:
             arts = self._onnx_files(ctx, prec, census, None)
-        if ctx.profile.options["tflite"] and ctx.model is None:
-            ctx.notes.append(
-                "no .tflite: litert-torch converts a PyTorch network, and this reference is an "
-                "ONNX graph (the ONNX INT8 and .ort files are built)"
-            )
+        why = _no_tflite(ctx)
+        if ctx.profile.options["tflite"] and why:
+            ctx.notes.append(f"no .tflite: {why} (the ONNX INT8 and .ort files are built)")
         elif ctx.profile.options["tflite"]:
-            self._tflite_art = self._tflite(ctx, prec, census)
-            arts.append(self._tflite_art)
+            try:
+                self._tflite_art = self._tflite(ctx, prec, census)
+                arts.append(self._tflite_art)
+            except QuantizationError as exc:
+                if ctx.model_kind == "eager":
+                    raise
+                # a foreign program's own ops decide: say so, ship what is integer
+                ctx.notes.append(f"no .tflite: {exc.message} (the ONNX INT8 and .ort files are "
+                                 "built)")  # fmt: skip
         ctx.extra["integer_check"] = census
         return arts
 

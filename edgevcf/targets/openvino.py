@@ -53,6 +53,9 @@ def _items(x: np.ndarray, batch: int) -> list[np.ndarray]:
 
 
 #: A precision's OpenVINO inference precision and the CPU capability it needs (None: any CPU).
+#: What a non-eager reference is, for the reasons QAT is refused.
+_KIND_WORDS = {"onnx": "an ONNX graph", "torchscript": "a TorchScript program",
+               "pt2": "a torch.export program"}  # fmt: skip
 FLOAT_PRECISIONS = {"bf16": ("bf16", "BF16"), "fp16": ("f16", "FP16")}
 
 
@@ -128,12 +131,12 @@ class OpenVINOTarget(FloatBlockFallback):
         q = ctx.profile.quantize
         if q.precision != "int8" or not (q.accuracy_aware or q.accuracy_fallback or q.qat):
             return None
-        if q.qat and ctx.model is None:
+        if q.qat and ctx.model_kind != "eager":
             raise ConfigError(
-                "quantisation-aware training fine-tunes the PyTorch network, and this reference "
-                "is an ONNX graph",
+                "quantisation-aware training fine-tunes an eager PyTorch network, and this "
+                f"reference is {_KIND_WORDS[ctx.model_kind]}",
                 hint="export without --qat (post-training INT8, mixed precision and accuracy "
-                "control work from ONNX), or import the network as a torch checkpoint",
+                "control work from ONNX), or import the network as a state dict (--arch)",
             )
         if q.qat:
             return self._qat(ctx, "asked by the profile")
@@ -146,10 +149,11 @@ class OpenVINOTarget(FloatBlockFallback):
             arts = self._accuracy_control(ctx, measured, "nncf.quantize failed the AUC gate")
             if ctx.measure(arts)[arts[0].name].gate.get("passed") or not q.qat_epochs:
                 return arts
-        if q.qat_epochs and ctx.model is not None:
+        if q.qat_epochs and ctx.model_kind == "eager":
             return self._qat(ctx, "no post-training INT8 passed the gate")
         if q.qat_epochs:
-            ctx.notes.append("no QAT fallback: it needs the PyTorch network (ONNX reference)")
+            ctx.notes.append("no QAT fallback: it needs an eager PyTorch network (the reference "
+                             f"is {_KIND_WORDS[ctx.model_kind]})")  # fmt: skip
         return arts
 
     def _qat(self, ctx: ExportContext, why: str) -> list[Artifact]:
@@ -159,7 +163,7 @@ class OpenVINOTarget(FloatBlockFallback):
         q = ctx.profile.quantize
         assert ctx.calib_inputs is not None
         train = ctx.training_split()
-        assert ctx.model is not None  # refused above for an ONNX reference
+        assert ctx.model is not None  # refused above for anything but an eager network
         net = qat.finetune(
             ctx.model,
             ctx.spec,

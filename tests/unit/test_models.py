@@ -98,7 +98,7 @@ def test_plain_safetensors_without_metadata_points_to_import(tmp_path: Path) -> 
     save_file({"w": torch.zeros(2)}, str(tmp_path / "plain.safetensors"))
     with pytest.raises(CheckpointError) as err:
         load_checkpoint(tmp_path / "plain.safetensors")
-    assert "import-checkpoint" in (err.value.hint or "")
+    assert "import-model" in (err.value.hint or "")
 
 
 def test_import_maps_a_two_class_dataparallel_state_dict_exactly(tmp_path: Path) -> None:
