@@ -451,11 +451,12 @@ def _baseline_scores(path: Path, units_by_spec: Any, cfg: BenchConfig) -> Scores
     if path.is_dir():
         b = Bundle.load(path)
         return Scores(f"baseline {path}", _bundle_probs(b, units_by_spec, cfg.backend), b.threshold)
-    from edgevcf.intake.reference import load_reference, reference_probs
+    from edgevcf.intake.reference import load_reference, reference_kind, reference_probs
 
     model, meta, ref_onnx = load_reference(path)
     probs = reference_probs(model, ref_onnx, units_by_spec(meta.preprocess), meta.preprocess)
-    how = "PyTorch eager FP32" if model is not None else "ONNX reference, ONNX Runtime FP32"
+    how = ("ONNX reference, ONNX Runtime FP32" if model is None else
+           "PyTorch eager FP32" if reference_kind(meta) == "eager" else "PyTorch FP32")  # fmt: skip
     return Scores(f"baseline {path.name} ({how})", probs, meta.threshold)
 
 

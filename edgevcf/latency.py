@@ -171,6 +171,14 @@ class _BundleModel:
         return f"{r.status}: {r.reason}" if r.reason else r.status
 
 
+_TORCH_RUNTIME = {"eager": "pytorch-eager", "torchscript": "pytorch-torchscript",
+                  "pt2": "pytorch-export"}  # fmt: skip
+
+
+_TORCH_RUNTIME = {"eager": "pytorch-eager", "torchscript": "pytorch-torchscript",
+                  "pt2": "pytorch-export"}  # fmt: skip
+
+
 class _TorchModel:
     """The checkpoint in PyTorch eager FP32 (what a user would otherwise run)."""
 
@@ -178,13 +186,14 @@ class _TorchModel:
         import torch
 
         from edgevcf.bundle import Bundle
-        from edgevcf.models import load_checkpoint
+        from edgevcf.intake.reference import load_reference, reference_kind
 
         if row.threads:
             torch.set_num_threads(row.threads)
         self.torch: Any = torch
-        self.model, meta = load_checkpoint(row.checkpoint)
-        self.model.eval()
+        model, meta, _ = load_reference(row.checkpoint)  # a torch reference (ONNX: no row)
+        assert model is not None
+        self.model = model.eval()
         ref = Bundle.load(row.reference)  # same preprocessing, input form and golden inputs
         self.spec, self.input = ref.preprocess, ref.input
         self.inputs = ref.golden().inputs
@@ -192,7 +201,7 @@ class _TorchModel:
         self.threshold = meta.threshold
         self.last_decision: bool | None = None
         self.info: dict[str, Any] = {
-            "runtime": "pytorch-eager",
+            "runtime": _TORCH_RUNTIME[reference_kind(meta)],
             "precision": "fp32",
             "threads": row.threads or torch.get_num_threads(),
             "versions": {"torch": torch.__version__},

@@ -15,8 +15,10 @@ from edgevcf import console
 from edgevcf.cli import echo
 
 if TYPE_CHECKING:
+    import numpy as np
     from torch import nn
 
+    from edgevcf.data.preprocess import Preprocess
     from edgevcf.models import CheckpointMeta
 
 _ARCH_HELP = (
@@ -238,8 +240,17 @@ def _import(
     from edgevcf.intake.importer import import_model as run
     from edgevcf.intake.reference import write_reference_meta
 
+    sample = None
+    if check_manifest is not None:  # the parity check on real films
+
+        def sample(p: Preprocess) -> np.ndarray:
+            from edgevcf.data.manifest import Manifest
+            from edgevcf.dataset import load_split
+
+            return load_split(Manifest.load(check_manifest), "val", p, desc="preprocess val").units
+
     with progress.step(f"import {src.name}"):
-        imp = run(src, out, arch=arch, spec_path=spec_path)
+        imp = run(src, out, arch=arch, spec_path=spec_path, sample=sample)
     if check_manifest is not None:
         _check(imp.meta, imp.model, imp.onnx_file, check_manifest)
         write_reference_meta(out, imp.meta, imp.model)

@@ -21,6 +21,7 @@ images (:func:`parity`): what the toolkit will call the reference is what the us
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -33,8 +34,12 @@ from edgevcf.intake import torch_program as tp
 if TYPE_CHECKING:
     from torch import nn
 
+    from edgevcf.data.preprocess import Preprocess
     from edgevcf.intake.spec import ModelSpecFile
     from edgevcf.models import CheckpointMeta
+
+#: ``sample(preprocess) -> (N, S, S) unit images``: real films for the parity check.
+Sampler = Callable[["Preprocess"], np.ndarray]
 
 #: The reference's suffix per kind of source.
 SUFFIXES = {"onnx": (".onnx",), tp.TORCHSCRIPT: (".pt", ".ts"), tp.EXPORTED: (".pt2",),
@@ -79,8 +84,10 @@ def import_model(
     *,
     arch: str | None = None,
     spec_path: str | os.PathLike[str] | None = None,
+    sample: Sampler | None = None,
 ) -> Imported:
-    """Import ``src`` as the FP32 reference ``out`` (see the module docstring).
+    """Import ``src`` as the FP32 reference ``out`` (see the module docstring); ``sample``
+    gives real films for the parity check (else 16 seeded noise images of the declared input).
 
     Raises:
         ConfigError: a missing or contradicted declaration, a wrong ``--out`` suffix.
@@ -107,18 +114,21 @@ def import_model(
     if kind == "onnx":
         from edgevcf.intake.reference import import_onnx
 
-        meta = import_onnx(src, spec, out)  # type: ignore[arg-type]  # spec_for required it
-        return Imported(kind, meta, None, out, 0.0)  # normalise() checked its ORT parity
+        assert spec is not None  # spec_for required it
+        meta = import_onnx(src, spec, out)
+        x = _inputs(meta.preprocess, sample)
+        worst = _compare(_onnx_logits(out, x), _onnx_original(src, meta, x), out)
+        return Imported(kind, meta, None, out, worst)
     if kind in tp.PROGRAM_KINDS:
         assert spec is not None
         model, meta = _import_program(src, kind, spec, out)
         original = tp.load_program(src, kind)
-        return Imported(kind, meta, model, None, parity(model, original, meta, out))
+        return Imported(kind, meta, model, None, parity(model, original, meta, out, sample))
     model, meta = _import_state(src, arch or "", spec)
     from edgevcf.models import save_checkpoint
 
     save_checkpoint(out, model, meta)
-    return Imported(kind, meta, model, None, parity(model, model, meta, out))
+    return Imported(kind, meta, model, None, parity(model, model, meta, out, sample))
 
 
 def _import_program(
@@ -236,11 +246,15 @@ def _import_state(
 
 
 def parity(
-    reference: nn.Module, original: nn.Module, meta: CheckpointMeta, ref_path: Path
+    reference: nn.Module,
+    original: nn.Module,
+    meta: CheckpointMeta,
+    ref_path: Path,
+    sample: Sampler | None = None,
 ) -> float:
-    """Largest |logit| difference between the written reference (loaded back as every command
-    loads it) and the original network (its own outputs turned into the logit of fresh), on
-    16 images of the declared input.
+    """Largest logit difference between the written reference (loaded back as every command
+    loads it) and the original network (its own outputs turned into the logit of fresh), in
+    torch, on real films from ``sample`` or seeded noise (:func:`_compare` for the limit).
 
     Raises:
         ExportError: above :data:`PARITY_ATOL`.
@@ -251,20 +265,77 @@ def parity(
 
     loaded, _, _ = load_reference(ref_path)
     assert loaded is not None
-    p = meta.preprocess
-    gen = torch.Generator().manual_seed(0)
-    x = (torch.rand(16, p.channels, p.input_size, p.input_size, generator=gen) - 0.45) / 0.22
+    x = torch.from_numpy(_inputs(meta.preprocess, sample))
     with torch.no_grad():
         got = loaded(x).numpy().reshape(-1)
         want = _original_logits(original, reference, meta, x)
-    got = got.astype(np.float64)
-    with np.errstate(invalid="ignore"):  # a saturated probability is +-inf in both: equal
+    return _compare(got, want, ref_path)
+
+
+def _inputs(p: Preprocess, sample: Sampler | None) -> np.ndarray:
+    """(16, C, S, S) network inputs: real films when ``sample`` gives them, else seeded noise."""
+    from edgevcf.data.preprocess import InputSpec
+
+    units = sample(p)[:16] if sample is not None else None
+    if units is None or len(units) == 0:
+        units = np.random.default_rng(0).random((16, p.input_size, p.input_size))
+    x = InputSpec(shape=(0, p.channels, p.input_size, p.input_size)).prepare(units, p)
+    return np.ascontiguousarray(x, dtype=np.float32)
+
+
+def _compare(got: np.ndarray, want: np.ndarray, ref_path: Path) -> float:
+    """The largest difference (relative above |logit| 1: float32 rounding of log-probabilities
+    grows with them; a saturated probability is +-inf in both and counts as equal)."""
+    got = np.asarray(got, dtype=np.float64).reshape(-1)
+    with np.errstate(invalid="ignore"):
         err = np.where(got == want, 0.0, np.abs(got - want) / np.maximum(1.0, np.abs(want)))
     worst = float(np.max(err))
     if not np.isfinite(worst) or worst > PARITY_ATOL:
         raise ExportError(f"the written reference {ref_path.name} differs from its source by "
                           f"{worst:.3g} in logit (limit {PARITY_ATOL})")  # fmt: skip
     return worst
+
+
+def _onnx_logits(path: Path, x: np.ndarray) -> np.ndarray:
+    from edgevcf.onnx_export import onnx_logits
+
+    return onnx_logits(path, x).reshape(-1)
+
+
+def _onnx_original(src: Path, meta: CheckpointMeta, x: np.ndarray) -> np.ndarray:
+    """The original ONNX file's own output on ``x`` (in its declared layout) as the logit of
+    fresh, with the probability clamps the normalised graph applies."""
+    import onnxruntime as ort
+
+    from edgevcf.intake.onnx_graph import P_RANGE
+
+    declared = meta.train_config["imported_from"]["declared"]
+    sess = ort.InferenceSession(str(src), providers=["CPUExecutionProvider"])
+    inp = sess.get_inputs()[0]
+    xin = x.transpose(0, 2, 3, 1) if declared["input"]["layout"] == "NHWC" else x
+    xin = np.ascontiguousarray(xin)
+    if isinstance(inp.shape[0], int) and inp.shape[0] > 0:  # a fixed batch: one at a time
+        raw = np.concatenate([sess.run(None, {inp.name: xin[i : i + 1]})[0] for i in range(len(x))])
+    else:
+        raw = sess.run(None, {inp.name: xin})[0]
+    raw = raw.reshape(len(x), -1).astype(np.float64)
+    out = declared["output"]
+    kind, pos = out["kind"], int(out["positive_index"])
+    if kind == "probability":
+        raw = np.clip(raw, *P_RANGE)
+    return _to_logit(raw, kind, pos)
+
+
+def _to_logit(raw: np.ndarray, kind: str, pos: int) -> np.ndarray:
+    """(N, 1|2) outputs of ``kind`` as the logit of fresh, in float64."""
+    if kind == "logit":
+        return raw[:, 0]
+    if kind == "probability":
+        return np.log(raw[:, 0]) - np.log1p(-raw[:, 0])
+    if kind == "two_logits":
+        return raw[:, pos] - raw[:, 1 - pos]
+    with np.errstate(divide="ignore"):
+        return np.log(raw[:, pos]) - np.log(raw[:, 1 - pos])
 
 
 def _original_logits(original: Any, reference: Any, meta: CheckpointMeta, x: Any) -> np.ndarray:
@@ -275,15 +346,8 @@ def _original_logits(original: Any, reference: Any, meta: CheckpointMeta, x: Any
     xin = x.permute(0, 2, 3, 1) if s.get("layout") == "NHWC" else x
     raw = original(xin) if int(s.get("batch", 0)) != 1 else _one_by_one(original, xin)
     raw = raw.double().reshape(raw.shape[0], -1).numpy()
-    pos = int(s.get("positive_index", 1))
-    kind = s.get("output", "logit")
-    if kind == "logit":
-        return raw[:, 0]
-    if kind == "probability":
-        return np.log(raw[:, 0]) - np.log1p(-raw[:, 0])
-    if kind == "two_logits":
-        return raw[:, pos] - raw[:, 1 - pos]
-    return np.log(raw[:, pos]) - np.log(raw[:, 1 - pos])
+    with np.errstate(divide="ignore"):
+        return _to_logit(raw, s.get("output", "logit"), int(s.get("positive_index", 1)))
 
 
 def _one_by_one(net: Any, x: Any) -> Any:

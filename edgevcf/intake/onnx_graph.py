@@ -30,6 +30,8 @@ from edgevcf.intake.spec import ModelSpecFile
 #: The logits a probability output can still express in float32 (p clipped to (0, 1)).
 PROBABILITY_LOGIT_RANGE = (-87.3, 16.6)
 _P_MIN, _P_MAX = float(np.finfo(np.float32).tiny), float(1.0 - 2.0**-24)
+#: The probabilities' clamp before their logit (float32's smallest normal, 1 - 2^-24).
+P_RANGE = (_P_MIN, _P_MAX)
 #: Operations a graph's output may pass through after its last real layer.
 _PASS_THROUGH = {"Identity", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Cast"}
 
@@ -252,4 +254,11 @@ def _shape(d: tuple[int, ...]) -> str:
     return "(" + ", ".join(str(x) if x else "N" for x in d) + ")"
 
 
-__all__ = ["PROBABILITY_LOGIT_RANGE", "GraphFacts", "check_declaration", "inspect", "normalise"]
+__all__ = [
+    "PROBABILITY_LOGIT_RANGE",
+    "P_RANGE",
+    "GraphFacts",
+    "check_declaration",
+    "inspect",
+    "normalise",
+]
