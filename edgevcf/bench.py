@@ -136,9 +136,9 @@ def _baseline_job(
 ) -> _LatencyJob | None:
     """The checkpoint baseline's PyTorch eager row, fed the golden inputs of the first bundle
     whose graph takes what the network takes; None when none does (a one-channel graph input)."""
-    from edgevcf.models import read_checkpoint_meta
+    from edgevcf.intake.reference import read_reference_meta
 
-    size = read_checkpoint_meta(checkpoint).preprocess.input_size
+    size = read_reference_meta(checkpoint).preprocess.input_size
     for t in targets:
         inputs = t.bundle.golden().inputs
         if inputs.ndim == 4 and inputs.shape[1:] == (3, size, size):

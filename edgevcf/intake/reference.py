@@ -77,17 +77,32 @@ def load_reference(
     if p.is_dir() or p.suffix.lower() == ".safetensors":
         model, meta = load_checkpoint(path)
         return model, meta, None
+    meta = read_reference_meta(p)
+    kind = reference_kind(meta)
+    if kind == "onnx":
+        return None, meta, p
+    return tp.adapt(tp.load_program(p, kind), meta.structure), meta, None
+
+
+def read_reference_meta(path: str | os.PathLike[str]) -> CheckpointMeta:
+    """Any reference's metadata, without loading its network."""
+    from edgevcf.intake import torch_program as tp
+    from edgevcf.models import read_checkpoint_meta
+
+    p = Path(path)
+    if p.is_dir() or p.suffix.lower() == ".safetensors":
+        return read_checkpoint_meta(p)
     kind = tp.sniff(p)
     if kind == "onnx":
-        return None, read_onnx_meta(path), p
-    program_meta = tp.read_meta(p) if kind in tp.PROGRAM_KINDS else None
-    if program_meta is None:
+        return read_onnx_meta(p)
+    meta = tp.read_meta(p) if kind in tp.PROGRAM_KINDS else None
+    if meta is None:
         raise CheckpointError(
             f"{p}: a {kind.replace('_', ' ')} file, but not an edgevcf reference",
             hint=f"import it first: edgevcf import-model {p.name} [--arch NAME] --spec model.toml "
             "--out REF",
         )
-    return tp.adapt(tp.load_program(p, kind), program_meta.structure), program_meta, None
+    return meta
 
 
 def write_reference_meta(
@@ -253,6 +268,7 @@ __all__ = [
     "load_reference",
     "provenance",
     "read_onnx_meta",
+    "read_reference_meta",
     "reference_kind",
     "reference_probs",
     "tune_threshold",

@@ -33,16 +33,31 @@ def layer_groups(path: Path) -> dict[str, list[str]]:
     """Quantizable nodes (Conv, Gemm, MatMul) grouped by the network block they belong to.
 
     The exporter names nodes after the module path (``/features/features.2/features.2.0/...``);
-    its first two modules name a unit of torchvision's networks: the stem, each stage (one or
-    more inverted-residual blocks: ``features.2`` of EfficientNet is two MBConv blocks, each
-    ``features.N`` of MobileNetV3 one block), the head and the classifier.
+    below the prefix that every quantizable node shares (none for the zoo's graphs; ``/net`` or
+    ``/net/net`` for a network imported inside edgevcf's adapters), the next two modules name a
+    unit of torchvision's networks: the stem, each stage (one or more inverted-residual blocks:
+    ``features.2`` of EfficientNet is two MBConv blocks, each ``features.N`` of MobileNetV3 one
+    block), the head and the classifier. Flat names (a ``torch.export`` graph: ``/net/Conv_7``)
+    make each node its own block. No block may hold most of the network: "INT8 with one block in
+    float" must not mean a float network, so a group with more than half of the nodes is split
+    into its nodes.
     """
     onnx = require("onnx", "the mixed-precision search")
+    names = [n.name for n in onnx.load(str(path)).graph.node
+             if n.op_type in ("Conv", "Gemm", "MatMul") and n.name]  # fmt: skip
+    if not names:
+        return {}
+    parts = [n.split("/")[:-1] for n in names]  # module path, without the op's own name
+    shared = 0
+    while all(len(p) > shared for p in parts) and len({p[shared] for p in parts}) == 1:
+        shared += 1
     groups: dict[str, list[str]] = {}
-    for node in onnx.load(str(path)).graph.node:
-        if node.op_type in ("Conv", "Gemm", "MatMul") and node.name:
-            key = "/".join(node.name.split("/")[:3]) or node.name
-            groups.setdefault(key, []).append(node.name)
+    for name, p in zip(names, parts, strict=True):
+        key = "/".join(p[: shared + 2]) if len(p) > shared else name
+        groups.setdefault(key or name, []).append(name)
+    for key in [k for k, v in groups.items() if 2 * len(v) > len(names) and len(v) > 1]:
+        for name in groups.pop(key):
+            groups[name] = [name]
     return groups
 
 

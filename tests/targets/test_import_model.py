@@ -4,7 +4,8 @@ checked on the val split (its threshold tuned there, never 0.5), exported to a t
 verified, with its provenance in the bundle; a wrong declaration refused before any work.
 
 The foreign model is the tiny trained network of ``tests/conftest.py`` wrapped the Keras way
-and written by torch's ONNX exporter, so the gates are measured on a model that has learned.
+and written by torch's ONNX exporter (:func:`edgevcf.testing.foreign.keras_onnx`), so the gates
+are measured on a model that has learned.
 """
 
 from __future__ import annotations
@@ -27,34 +28,14 @@ pytestmark = pytest.mark.skipif(
 
 @pytest.fixture(scope="module")
 def keras_style(tiny_export: Any, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """The tiny network as a Keras classifier in ONNX (NHWC in, softmax over 2 classes out)."""
-    import torch
-
+    """The tiny network as a Keras classifier in ONNX (NHWC in, softmax over 2 classes out),
+    its keras.toml beside it."""
     from edgevcf.models import load_checkpoint
+    from edgevcf.testing.foreign import keras_onnx
 
     model, meta = load_checkpoint(tiny_export.checkpoint)
-    spec = meta.preprocess
-
-    class Keras(torch.nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.net = model
-
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            z = self.net(x.permute(0, 3, 1, 2))  # NHWC in, as Keras
-            return torch.softmax(torch.cat([torch.zeros_like(z), z], dim=1), dim=1)
-
     folder = tmp_path_factory.mktemp("byo")
-    src = folder / "keras.onnx"
-    x = torch.zeros(1, spec.input_size, spec.input_size, spec.channels)
-    torch.onnx.export(Keras().eval(), (x,), str(src), opset_version=17, dynamo=False,
-                      input_names=["input_1"], output_names=["dense"],
-                      dynamic_axes={"input_1": {0: "n"}, "dense": {0: "n"}})  # fmt: skip
-    toml = src.with_suffix(".toml")  # beside the model: read without --spec
-    toml.write_text(
-        f"[input]\nsize = {spec.input_size}\nchannels = {spec.channels}\nlayout = \"NHWC\"\n"
-        f"mean = {list(spec.mean)}\nstd = {list(spec.std)}\n[output]\nkind = \"softmax\"\n"
-    )
+    src, toml = keras_onnx(model, meta.preprocess, folder / "keras.onnx")
     return {"src": src, "toml": toml, "folder": folder, "meta": meta}
 
 

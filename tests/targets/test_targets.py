@@ -216,6 +216,33 @@ def test_layer_groups_cover_every_quantizable_node(export_bundle: Any) -> None:
     assert 3 < len(groups) < len(nodes)  # blocks, not single layers
 
 
+@pytest.mark.parametrize("prefix", ["", "/net", "/net/net"])
+def test_layer_groups_see_through_an_import_wrapper(prefix: str, tmp_path: Path) -> None:
+    """An imported network sits inside edgevcf's adapters (``/net/...``, ``/net/net/...``): its
+    blocks are still the stages, never the whole backbone (a "block kept in float" that is the
+    network would make an "INT8" bundle a float one); flat names are single nodes."""
+    from onnx import TensorProto, helper
+
+    from edgevcf.targets.mixed import layer_groups
+
+    names = [f"{prefix}/features/{i}/block/{j}/Conv" for i in range(4) for j in range(2)]
+    names.append(f"{prefix}/classifier/0/Gemm")
+    nodes = [helper.make_node("Conv" if n.endswith("Conv") else "Gemm", ["x"], [f"y{k}"], name=n)
+             for k, n in enumerate(names)]  # fmt: skip
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])
+    ys = [helper.make_tensor_value_info(f"y{k}", TensorProto.FLOAT, [1]) for k in range(len(names))]
+    import onnx
+
+    onnx.save(helper.make_model(helper.make_graph(nodes, "g", [x], ys)), str(tmp_path / "m.onnx"))
+    groups = layer_groups(tmp_path / "m.onnx")
+    assert sorted(groups) == sorted([f"{prefix}/features/{i}" for i in range(4)]
+                                    + [f"{prefix}/classifier/0"])  # fmt: skip
+    flat = [helper.make_node("Conv", ["x"], [f"y{k}"], name=f"/net/Conv_{k}") for k in range(3)]
+    flat_model = helper.make_model(helper.make_graph(flat, "g", [x], ys[:3]))
+    onnx.save(flat_model, str(tmp_path / "f.onnx"))
+    assert sorted(layer_groups(tmp_path / "f.onnx")) == [f"/net/Conv_{k}" for k in range(3)]
+
+
 @pytest.mark.requires_onnxruntime
 def test_mixed_precision_fallback_restores_int8_when_nothing_passes(
     tiny_export: Any, profile_for: Any, only_blocks: Any, tmp_path: Path
