@@ -176,8 +176,8 @@ def markdown(result: dict[str, Any]) -> str:
         "DeLong ΔAUC (95 % CI); gate = `edgevcf bench`'s (AUC non-inferiority, operating point, "
         "flip rate, latency budget); batch-1 median latency of the bundle's engine on this CPU "
         "(jetson: the ONNX Runtime CPU stand-in, not a Jetson latency), measured way after way "
-        "in one run on a VM whose speed drifts: compare latencies loosely; the accuracy columns are "
-        "exact. The gate at export is on the val split, after the profile's fallbacks.",
+        "in one run on a VM whose speed drifts: compare latencies loosely; the accuracy columns "
+        "are exact. The gate at export is on the val split, after the profile's fallbacks.",
         "",
         "| way in | import s | parity (logit) | target | AUC FP32 -> deployed | ΔAUC (95 % CI) "
         "| flip % | gate (test) | gate (val, at export) | batch-1 ms | export s |",
