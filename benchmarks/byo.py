@@ -166,24 +166,37 @@ def bench_way(ref: Path, bundles: dict[str, Any], data: Path, iterations: int) -
 
 
 def markdown(result: dict[str, Any]) -> str:
+    """Every family's table, one after the other."""
     lines = [
         "# Bring your own network: each way in to every target, beside the zoo backbone",
         "",
         f"Machine: {result['machine']}. Data: `{result['data']}` (val tunes, **test** measures). "
-        f"Network: `{result['checkpoint']}` ({result['arch']}) written in each foreign form; "
-        "`timm`: a timm backbone of the same family trained here with the same recipe. "
-        "AUC on the test split: the way's own FP32 reference -> the deployed bundle, paired "
-        "DeLong ΔAUC (95 % CI); gate = `edgevcf bench`'s (AUC non-inferiority, operating point, "
-        "flip rate, latency budget); batch-1 median latency of the bundle's engine on this CPU "
-        "(jetson: the ONNX Runtime CPU stand-in, not a Jetson latency), measured way after way "
-        "in one run on a VM whose speed drifts: compare latencies loosely; the accuracy columns "
-        "are exact. The gate at export is on the val split, after the profile's fallbacks.",
+        "Per family, the zoo network trained here is written in each foreign form (the same "
+        "trained weights), and `timm`: a timm backbone of the same family trained here with the "
+        "same recipe. AUC on the test split: the way's own FP32 reference -> the deployed bundle, "
+        "paired DeLong ΔAUC (95 % CI); gate = `edgevcf bench`'s (AUC non-inferiority, operating "
+        "point, flip rate, latency budget); batch-1 median latency of the bundle's engine on this "
+        "CPU (jetson: the ONNX Runtime CPU stand-in, not a Jetson latency), measured way after "
+        "way in one run on a VM whose speed drifts: compare latencies loosely; the accuracy "
+        "columns are exact. The gate at export is on the val split, after the profile's "
+        "fallbacks.",
+    ]
+    for arch, fam in result["families"].items():
+        lines += ["", *family_markdown(arch, fam)]
+    return "\n".join(lines) + "\n"
+
+
+def family_markdown(arch: str, result: dict[str, Any]) -> list[str]:
+    """One family's table and notes."""
+    lines = [
+        f"## {arch} (`{result['checkpoint']}`)",
         "",
         "| way in | import s | parity (logit) | target | AUC FP32 -> deployed | ΔAUC (95 % CI) "
         "| flip % | gate (test) | gate (val, at export) | batch-1 ms | export s |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for way, w in result["ways"].items():
+    ordered = [(way, result["ways"][way]) for way in WAYS if way in result["ways"]]
+    for way, w in ordered:
         for label in TARGETS:
             e = w.get("exports", {}).get(label)
             if e is None:
@@ -213,7 +226,7 @@ def markdown(result: dict[str, Any]) -> str:
                 f"{b.get('batch1_ms') or float('nan'):.2f} | "
                 f"{e['export_s']} |"
             )
-    notes = [(way, label, n) for way, w in result["ways"].items()
+    notes = [(way, label, n) for way, w in ordered
              for label, e in w.get("exports", {}).items() for n in e.get("notes", [])]  # fmt: skip
     if notes:
         lines += ["", "Export notes:", ""]
@@ -222,7 +235,16 @@ def markdown(result: dict[str, Any]) -> str:
         t = result["timm"]
         lines += ["", f"timm `{t['name']}`: trained {t['epochs']} epochs in {t['train_s']} s "
                   f"here (val AUC at the best epoch: {t.get('val_auc')})."]  # fmt: skip
-    return "\n".join(lines) + "\n"
+    return lines
+
+
+def _load(stem: Path) -> dict[str, Any]:
+    """The stored results ({} for none), in the per-family layout."""
+    path = stem.with_suffix(".json")
+    old: dict[str, Any] = json.loads(path.read_text()) if path.is_file() else {}
+    if "ways" in old:  # the first run's layout: one family
+        old["families"] = {old.pop("arch"): {k: old.pop(k) for k in ("checkpoint", "ways", "timm")}}
+    return old
 
 
 def main() -> None:
@@ -244,11 +266,9 @@ def main() -> None:
     ap.add_argument("--results", type=Path, default=Path(__file__).parent / "results")
     ap.add_argument("--from-json", action="store_true", help="only re-write the .md from the .json")
     args = ap.parse_args()
+    stem = args.results / f"{machine_label()}-byo"
     if args.from_json:
-        stem = args.results / f"{machine_label()}-byo"
-        stem.with_suffix(".md").write_text(
-            markdown(json.loads(stem.with_suffix(".json").read_text()))
-        )
+        stem.with_suffix(".md").write_text(markdown(_load(stem)))
         return
     logging.basicConfig(level=logging.WARNING)
     from edgevcf import progress
@@ -256,28 +276,22 @@ def main() -> None:
     progress.set_enabled(False)
     root = args.root or cache_root() / "byo"
     ways = list(args.ways) + (["timm"] if args.timm and "timm" not in args.ways else [])
-    stem = args.results / f"{machine_label()}-byo"
-    old = (
-        json.loads(stem.with_suffix(".json").read_text())
-        if stem.with_suffix(".json").is_file()
-        else {}
-    )
+    old = _load(stem)
     from edgevcf.machine import machine_info
+    from edgevcf.models import read_checkpoint_meta
 
+    arch = read_checkpoint_meta(args.checkpoint).arch
+    families = old.get("families", {})
     result: dict[str, Any] = {
         "machine": machine_label(),
         "machine_info": machine_info(),
-        "checkpoint": str(args.checkpoint),
         "data": str(args.data),
-        "arch": None,
-        "ways": old.get("ways", {}),
-        "timm": old.get("timm"),
+        "families": families,
     }
-    from edgevcf.models import read_checkpoint_meta
-
-    result["arch"] = read_checkpoint_meta(args.checkpoint).arch
+    fam = families.setdefault(arch, {"checkpoint": str(args.checkpoint), "ways": {}, "timm": None})
+    fam["checkpoint"] = str(args.checkpoint)
     for way in ways:
-        work = root / way
+        work = root / (way if arch == "mobilenet_v3_small" else f"{arch}/{way}")
         work.mkdir(parents=True, exist_ok=True)
         print(f"{way}:", flush=True)
         if way == "zoo":
@@ -287,16 +301,15 @@ def main() -> None:
                 src, tinfo = timm_state_dict(args, args.data, work)
                 extra = ["--arch", f"timm:{args.timm}"]
                 hist = tinfo["val"]
-                result["timm"] = {"name": args.timm, "epochs": args.epochs,
+                fam["timm"] = {"name": args.timm, "epochs": args.epochs,
                                   "train_s": tinfo["train_s"],
-                                  "val_auc": (hist.get("val_auc") if isinstance(hist, dict)
-                                              else None)}  # fmt: skip
+                                  "val_auc": round(hist["auc"]["auc"], 3)}  # fmt: skip
             else:
                 src, extra = foreign_file(way, args.checkpoint, work, args)
             w = import_way(way, src, extra, args.data, work)
         w["exports"] = export_way(Path(w["ref"]), args.data, work / "bundles", args.targets)
         w["bench"] = bench_way(Path(w["ref"]), w["exports"], args.data, args.iterations)
-        result["ways"][way] = w
+        fam["ways"][way] = w
         args.results.mkdir(parents=True, exist_ok=True)
         stem.with_suffix(".json").write_text(json.dumps(result, indent=2, sort_keys=True,
                                                         default=str) + "\n")  # fmt: skip
