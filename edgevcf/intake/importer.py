@@ -122,7 +122,7 @@ def import_model(
     if kind in tp.PROGRAM_KINDS:
         assert spec is not None
         model, meta = _import_program(src, kind, spec, out)
-        original = tp.load_program(src, kind)
+        original = model.get_submodule("net")  # the program as loaded, inside its adapter
         return Imported(kind, meta, model, None, parity(model, original, meta, out, sample))
     model, meta = _import_state(src, arch or "", spec)
     from edgevcf.models import save_checkpoint
@@ -144,8 +144,9 @@ def _import_program(
     from edgevcf.models import CheckpointMeta, package_versions
 
     i, o = spec.input, spec.output
-    inner = tp.load_program(src, kind)
-    structure: dict[str, Any] = {"kind": kind, "layout": i.layout, "output": o.kind,
+    program = tp.read_program(src, kind)  # read once: probed, adapted and written back
+    inner = tp.module_of(program, kind)
+    structure: dict[str, Any] = {"layout": i.layout, "output": o.kind,
                                  "positive_index": o.positive_index}  # fmt: skip
     structure["batch"] = _probe(inner, spec, str(src))
     net = tp.adapt(inner, structure)
@@ -159,7 +160,7 @@ def _import_program(
         source=f"edgevcf import-model {Path(src).name}",
         structure=structure,
     )
-    tp.write_program(src, kind, out, meta)
+    tp.save_program(program, kind, out, meta)
     return net, meta
 
 
@@ -305,20 +306,12 @@ def _onnx_logits(path: Path, x: np.ndarray) -> np.ndarray:
 def _onnx_original(src: Path, meta: CheckpointMeta, x: np.ndarray) -> np.ndarray:
     """The original ONNX file's own output on ``x`` (in its declared layout) as the logit of
     fresh, with the probability clamps the normalised graph applies."""
-    import onnxruntime as ort
-
+    from edgevcf.backends.onnxruntime import OnnxRuntimeBackend
     from edgevcf.intake.onnx_graph import P_RANGE
 
     declared = meta.train_config["imported_from"]["declared"]
-    sess = ort.InferenceSession(str(src), providers=["CPUExecutionProvider"])
-    inp = sess.get_inputs()[0]
     xin = x.transpose(0, 2, 3, 1) if declared["input"]["layout"] == "NHWC" else x
-    xin = np.ascontiguousarray(xin)
-    if isinstance(inp.shape[0], int) and inp.shape[0] > 0:  # a fixed batch: one at a time
-        raw = np.concatenate([sess.run(None, {inp.name: xin[i : i + 1]})[0] for i in range(len(x))])
-    else:
-        raw = sess.run(None, {inp.name: xin})[0]
-    raw = raw.reshape(len(x), -1).astype(np.float64)
+    raw = OnnxRuntimeBackend(src).run_all(xin).astype(np.float64)  # fixed batches in chunks
     out = declared["output"]
     kind, pos = out["kind"], int(out["positive_index"])
     if kind == "probability":
@@ -340,8 +333,10 @@ def _to_logit(raw: np.ndarray, kind: str, pos: int) -> np.ndarray:
 
 def _original_logits(original: Any, reference: Any, meta: CheckpointMeta, x: Any) -> np.ndarray:
     """The original network's logits of fresh on ``x`` (NCHW), in its own declared terms."""
+    from edgevcf.intake.reference import reference_kind
+
     s = meta.structure
-    if "kind" not in s:  # a state dict: the reference is the network itself
+    if reference_kind(meta) == "eager":  # a state dict: the reference is the network itself
         return np.asarray(reference(x).numpy().reshape(-1), dtype=np.float64)
     xin = x.permute(0, 2, 3, 1) if s.get("layout") == "NHWC" else x
     raw = original(xin) if int(s.get("batch", 0)) != 1 else _one_by_one(original, xin)

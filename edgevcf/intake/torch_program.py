@@ -82,24 +82,33 @@ def read_meta(path: str | os.PathLike[str]) -> CheckpointMeta | None:
         return CheckpointMeta.from_json(z.read(name).decode("utf-8"))
 
 
-def load_program(path: str | os.PathLike[str], kind: str) -> nn.Module:
-    """The network in ``path`` with torch's own loader (eval mode, CPU)."""
+def read_program(path: str | os.PathLike[str], kind: str) -> Any:
+    """The program in ``path`` as torch's own loader returns it (a ScriptModule, or an
+    ExportedProgram): what :func:`module_of` runs and :func:`save_program` writes back."""
     torch = require("torch", "loading a TorchScript or torch.export program")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)  # jit's deprecation notice
             if kind == TORCHSCRIPT:
-                module: nn.Module = torch.jit.load(str(path), map_location="cpu")
-            else:
-                module = torch.export.load(str(path)).module()
+                return torch.jit.load(str(path), map_location="cpu")
+            return torch.export.load(str(path))
     except Exception as exc:  # torch raises RuntimeError and its own types on bad archives
         raise CheckpointError(
             f"{path}: cannot load as {kind} ({type(exc).__name__}: {str(exc)[:300]})",
             hint="write it with torch.jit.save / torch.export.save from the same or an older torch",
         ) from None
+
+
+def module_of(program: Any, kind: str) -> nn.Module:
+    """The runnable network of a :func:`read_program` result (eval mode, CPU)."""
     if kind == TORCHSCRIPT:
-        module.eval()
-    return module
+        return program.eval()
+    return program.module()
+
+
+def load_program(path: str | os.PathLike[str], kind: str) -> nn.Module:
+    """The network in ``path`` with torch's own loader (eval mode, CPU)."""
+    return module_of(read_program(path, kind), kind)
 
 
 def adapt(inner: nn.Module, structure: dict[str, Any]) -> nn.Module:
@@ -158,10 +167,11 @@ def to_logit(y: torch.Tensor, kind: str, pos: int) -> torch.Tensor:
     return torch.log(a) - torch.log(b)  # softmax
 
 
-def write_program(
-    src: str | os.PathLike[str], kind: str, out: str | os.PathLike[str], meta: CheckpointMeta
+def save_program(
+    program: Any, kind: str, out: str | os.PathLike[str], meta: CheckpointMeta
 ) -> None:
-    """Save the program in ``src`` to ``out`` with ``meta`` as its extra file (atomically)."""
+    """Save a :func:`read_program` result to ``out`` with ``meta`` as its extra file
+    (atomically)."""
     torch = require("torch", "writing a TorchScript or torch.export reference")
     out = Path(out)
     tmp = out.with_name(out.name + ".part")
@@ -169,10 +179,17 @@ def write_program(
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
         if kind == TORCHSCRIPT:
-            torch.jit.save(torch.jit.load(str(src), map_location="cpu"), str(tmp), extra)
+            torch.jit.save(program, str(tmp), extra)
         else:
-            torch.export.save(torch.export.load(str(src)), str(tmp), extra_files=extra)
+            torch.export.save(program, str(tmp), extra_files=extra)
     os.replace(tmp, out)
+
+
+def write_program(
+    src: str | os.PathLike[str], kind: str, out: str | os.PathLike[str], meta: CheckpointMeta
+) -> None:
+    """Save the program in ``src`` to ``out`` with ``meta`` as its extra file (atomically)."""
+    save_program(read_program(src, kind), kind, out, meta)
 
 
 __all__ = [
@@ -182,7 +199,10 @@ __all__ = [
     "TORCHSCRIPT",
     "adapt",
     "load_program",
+    "module_of",
     "read_meta",
+    "read_program",
+    "save_program",
     "sniff",
     "to_logit",
     "write_program",
