@@ -63,15 +63,18 @@ __all__ = [
     "films_needed",
     "films_to_show_non_inferiority",
     "gate_for",
+    "labels_of",
     "mcnemar",
     "non_inferior",
     "operating_threshold",
     "paired_auc_test",
     "paired_proportion_diff",
     "roc_curve",
+    "scores_of",
     "threshold_for_sensitivity",
     "wilson",
     "youden_threshold",
+    "z_critical",
 ]
 
 FloatArray = npt.NDArray[np.float64]
@@ -181,6 +184,21 @@ def _z_critical(level: float) -> float:
             hint="use e.g. 0.95 for a 95 % interval",
         )
     return NormalDist().inv_cdf(0.5 + level / 2.0)
+
+
+def z_critical(level: float) -> float:
+    """Two-sided standard-normal quantile for a ``level`` CI (ConfigError outside (0, 1))."""
+    return _z_critical(level)
+
+
+def labels_of(y_true: npt.ArrayLike) -> BoolArray:
+    """0/1 labels checked and as booleans (the rules every metric here applies)."""
+    return _labels(y_true)
+
+
+def scores_of(scores: npt.ArrayLike, name: str = "scores") -> FloatArray:
+    """Finite scores checked and as float64 (the rules every metric here applies)."""
+    return _scores(scores, name)
 
 
 def _midranks(x: FloatArray) -> FloatArray:

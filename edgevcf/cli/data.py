@@ -263,6 +263,11 @@ def _summary(
 __all__ = ["data"]
 
 
+#: the built-in site profiles' names (edgevcf.data.synth.sites.PROFILES; a test keeps them equal),
+#: spelled out so that `edgevcf --help` imports no generator
+SITE_PROFILES = ("home", "clinic-edge", "clinic-bright", "clinic-dark", "clinic-lowdose")
+
+
 @data.command("synth")
 @click.option(
     "--out",
@@ -346,6 +351,15 @@ __all__ = ["data"]
     default=None,
     help="Processes to use [default: number of CPUs]. Results do not depend on it.",
 )
+@click.option(
+    "--site-profile",
+    type=click.Choice(SITE_PROFILES),
+    default="home",
+    show_default=True,
+    help="Which site the films come from: detectors, console processing (edge enhancement, "
+    "display curve), dose, header fields and patient mix. 'home' is the default mix; the "
+    "'clinic-*' profiles are shifted sites for proving a site validation (docs/site.md).",
+)
 @click.option("--no-preview", is_flag=True, help="Do not write preview.png.")
 def synth(
     out_dir: Path,
@@ -360,6 +374,7 @@ def synth(
     val: float,
     test: float,
     workers: int | None,
+    site_profile: str,
     no_preview: bool,
 ) -> None:
     """Generate synthetic lateral thoracolumbar radiographs with ground truth.
@@ -382,7 +397,9 @@ def synth(
 
     require("scipy", "the synthetic radiograph generator")
     base = SynthConfig.fast() if fast else SynthConfig()
-    cfg = base.with_(
+    from edgevcf.data.synth.sites import apply_profile
+
+    cfg = apply_profile(base, site_profile).with_(
         prevalence=prevalence,
         difficulty=difficulty,
         label_noise=label_noise,

@@ -135,9 +135,13 @@ def sample_patient(cfg: SynthConfig, seed: int, index: int) -> Patient:
     """Draw patient ``index`` of the cohort made from ``seed``."""
     rng = np.random.default_rng([seed, index, 0])
     d = cfg.difficulty
-    sex = "F" if rng.random() < 0.7 else "M"
-    age = int(np.clip(rng.normal(70, 11), 40, 95))
-    site = cfg.sites[int(rng.integers(len(cfg.sites)))]
+    sex = "F" if rng.random() < cfg.female_share else "M"
+    age = int(np.clip(rng.normal(cfg.age_mean, cfg.age_sd), 40, 95))
+    if cfg.site_weights:
+        w = np.asarray(cfg.site_weights, dtype=np.float64)
+        site = cfg.sites[int(rng.choice(len(cfg.sites), p=w / w.sum()))]
+    else:
+        site = cfg.sites[int(rng.integers(len(cfg.sites)))]
     stature = float(rng.uniform(*cfg.stature)) * (0.95 if sex == "F" else 1.0)
     lo, hi = cfg.bone_density_mg_cm3
     density = float(
@@ -271,6 +275,7 @@ def sample_view(cfg: SynthConfig, patient: Patient, seed: int, image: int) -> Vi
     # Larger patients get fewer quanta at the detector: the obese/noisy hard negatives.
     body = (patient.soft_tissue_cm - cfg.soft_tissue_cm[0]) / max(1e-6, np.ptp(cfg.soft_tissue_cm))
     quanta = rng.uniform(*cfg.quanta_per_pixel) * _lerp(2.0, 0.7, d) * _lerp(1.3, 0.5, body)
+    quanta *= patient.site.dose
     fw, fh = cfg.field_mm
     return View(
         magnification=float(rng.uniform(*cfg.magnification)),
@@ -289,3 +294,12 @@ def sample_view(cfg: SynthConfig, patient: Patient, seed: int, image: int) -> Vi
         compression=float(rng.uniform(0.5, 0.75)),
         gas_seed=int(rng.integers(2**31)),
     )
+
+
+def exposure_facts(site: Site, seed: int, patient: int, image: int) -> tuple[float, float]:
+    """The header's tube voltage (kV) and exposure (mAs) of one film, from a stream of their
+    own (so drawing them changed no image): the site's ranges, the mAs scaled by its dose."""
+    rng = np.random.default_rng([seed, patient, image + 1, 98])
+    kvp = float(rng.uniform(*site.kvp))
+    mas = float(rng.uniform(*site.mas)) * site.dose
+    return round(kvp), round(mas, 1)

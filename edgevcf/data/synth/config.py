@@ -76,7 +76,30 @@ Photometric = Literal["MONOCHROME1", "MONOCHROME2"]
 
 @dataclass(frozen=True)
 class Site:
-    """An acquisition site: detector kind and how it stores images."""
+    """An acquisition site's detector: what it is, how it stores images and how its console
+    processes them (vendors differ in exactly these; see :mod:`edgevcf.data.synth.sites`).
+
+    The processing fields at their defaults leave an image untouched, so the built-in sites
+    render the same bytes as before they existed.
+
+    Attributes:
+        name: The site's name (the manifest's ``site`` column).
+        modality: ``DX`` or ``CR``.
+        photometric: How pixels are stored.
+        pixel_scale: Times ``SynthConfig.pixel_mm``.
+        rescale_slope: Modality LUT slope written to DICOM.
+        rescale_intercept: Modality LUT intercept.
+        manufacturer: DICOM Manufacturer.
+        model: DICOM ManufacturerModelName.
+        institution: DICOM InstitutionName (default: ``name``).
+        kvp: Tube voltage range (kV), drawn per film for the header.
+        dose: Quanta at the detector times this (lower dose: noisier films).
+        mas: Exposure range (mAs) at ``dose`` 1, drawn per film for the header (scaled by dose).
+        edge_enhance: Unsharp-mask amount of the console (0: none; 1: the detail doubled).
+        edge_radius_mm: The unsharp mask's Gaussian sigma.
+        display_gamma: The console's display curve, applied as ``d ** display_gamma`` (< 1
+            brighter, > 1 darker).
+    """
 
     name: str
     modality: Literal["DX", "CR"]
@@ -85,6 +108,19 @@ class Site:
     rescale_slope: float = 1.0
     rescale_intercept: float = 0.0
     manufacturer: str = "edgevcf-synth"
+    model: str = "synth-detector"
+    institution: str = ""
+    kvp: tuple[float, float] = (75.0, 90.0)
+    dose: float = 1.0
+    mas: tuple[float, float] = (8.0, 32.0)
+    edge_enhance: float = 0.0
+    edge_radius_mm: float = 2.0
+    display_gamma: float = 1.0
+
+    @property
+    def processed(self) -> bool:
+        """Whether the console changes the image beyond the detector's own curve."""
+        return self.edge_enhance != 0.0 or self.display_gamma != 1.0
 
 
 DEFAULT_SITES = (
@@ -115,6 +151,7 @@ class SynthConfig:
     grid_line_prob: float = 0.3
     heel_effect: float = 0.08
     sites: tuple[Site, ...] = DEFAULT_SITES
+    site_weights: tuple[float, ...] = ()  # empty: each site equally likely
     # --- anatomy -------------------------------------------------------------------------
     height_jitter: float = 0.08
     stature: tuple[float, float] = (0.9, 1.1)
@@ -145,6 +182,9 @@ class SynthConfig:
     prevalence: float = 0.45  # patients with >= 1 fresh fracture
     old_fracture_prob: float = 0.45  # among patients without a fresh one; 0.15 among those with
     label_noise: float = 0.07
+    age_mean: float = 70.0  # years; clipped to 40-95
+    age_sd: float = 11.0
+    female_share: float = 0.7
     images_per_patient: tuple[float, ...] = (0.72, 0.22, 0.06)  # P(1), P(2), P(3)
     difficulty: float = 0.0
 
@@ -162,6 +202,19 @@ class SynthConfig:
             problems.append(f"bits_stored must be 8, 10, 12, 14 or 16, got {self.bits_stored}")
         if not self.sites:
             problems.append("at least one site is needed")
+        if self.site_weights and (
+            len(self.site_weights) != len(self.sites)
+            or min(self.site_weights) < 0
+            or sum(self.site_weights) <= 0
+        ):
+            problems.append("site_weights must give one non-negative weight per site")
+        if not 0.0 <= self.female_share <= 1.0:
+            problems.append(f"female_share must be in 0..1, got {self.female_share}")
+        for site in self.sites:
+            if site.dose <= 0 or site.display_gamma <= 0 or site.edge_radius_mm <= 0:
+                problems.append(
+                    f"site {site.name}: dose, display_gamma, edge_radius_mm must be > 0"
+                )
         if abs(sum(self.images_per_patient) - 1.0) > 1e-6:
             problems.append("images_per_patient probabilities must sum to 1")
         if problems:

@@ -19,7 +19,7 @@ from typing import Any, Literal
 import numpy as np
 
 from edgevcf import progress
-from edgevcf.data.synth.anatomy import Patient, sample_patient, sample_view
+from edgevcf.data.synth.anatomy import Patient, exposure_facts, sample_patient, sample_view
 from edgevcf.data.synth.config import SynthConfig
 from edgevcf.errors import ConfigError, DataError
 
@@ -93,10 +93,12 @@ def _render_job(job: _Job) -> dict[str, Any]:
     rel = f"images/{image_id}.{ext}"
     dest = job.out_dir / rel
     tmp = dest.with_name(dest.name + ".part")
+    kvp, mas = exposure_facts(patient.site, job.seed, job.patient, job.image)
     if job.fmt == "dicom":
         write_dicom(
-            tmp, rendered, patient, view, seed=job.seed, image=job.image, bits=job.cfg.bits_stored
-        )
+            tmp, rendered, patient, view, seed=job.seed, image=job.image, bits=job.cfg.bits_stored,
+            kvp=kvp, mas=mas,
+        )  # fmt: skip
     else:
         write_png(tmp, rendered, job.cfg.bits_stored)
     os.replace(tmp, dest)
@@ -109,6 +111,11 @@ def _render_job(job: _Job) -> dict[str, Any]:
             "view": "lateral",
             **_patient_row(patient),
             "photometric": patient.site.photometric,
+            "manufacturer": patient.site.manufacturer,
+            "model": patient.site.model,
+            "modality": patient.site.modality,
+            "kvp": f"{kvp:g}",
+            "exposure_mas": f"{mas:g}",
             "pixel_spacing_mm": f"{rendered.pixel_mm:.4g}",
             "magnification": f"{view.magnification:.3f}",
             "faces": "right" if view.face_right else "left",

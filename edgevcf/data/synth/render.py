@@ -27,6 +27,7 @@ from edgevcf.data.synth.config import (
     MU_PER_MG_CM3,
     MU_SOFT_PER_CM,
     RENDER_LEVELS,
+    Site,
     SynthConfig,
 )
 
@@ -332,6 +333,8 @@ def render(cfg: SynthConfig, patient: Patient, view: View, seed: int, image: int
 
     field = _field_box(canvas, fx, fy, view)
     display = detector(canvas, field, view, cfg, px, rng)
+    if patient.site.processed:
+        display = console(display, field, patient.site, px)
 
     levels = {}
     for vert, fr in zip(patient.vertebrae, frames, strict=True):
@@ -523,4 +526,23 @@ def detector(
     mid = float(np.clip((med - lo) / max(hi - lo, 1e-6), 0.05, 0.95))
     d = d ** (math.log(0.45) / math.log(mid) * view.gamma)
     d[~inside] = np.clip(d[~inside], 0.97, 1.0)
+    return d.astype(np.float32)
+
+
+def console(
+    display: np.ndarray, field: tuple[int, int, int, int], site: Site, px: float
+) -> np.ndarray:
+    """The vendor console's processing after the detector's own curve: an unsharp mask (edge
+    enhancement) and a display curve. Both change what a network sees at a fixed threshold
+    while the anatomy stays the same — what moves an operating point between vendors."""
+    d = display
+    if site.edge_enhance:
+        d = d + site.edge_enhance * (d - gaussian(d, site.edge_radius_mm / px))
+    if site.display_gamma != 1.0:
+        d = np.clip(d, 0.0, 1.0) ** site.display_gamma
+    d = np.clip(d, 0.0, 1.0)
+    r0, c0, r1, c1 = field
+    inside = np.zeros(d.shape, dtype=bool)
+    inside[r0:r1, c0:c1] = True
+    d[~inside] = np.clip(display[~inside], 0.97, 1.0)  # shutters stay white
     return d.astype(np.float32)

@@ -59,6 +59,8 @@ def write_dicom(
     seed: int,
     image: int,
     bits: int,
+    kvp: float | None = None,
+    mas: float | None = None,
 ) -> None:
     """A valid DX (MONOCHROME2) or CR (MONOCHROME1, rescaled) object that pydicom reads back."""
     from pydicom.dataset import Dataset, FileMetaDataset
@@ -103,7 +105,8 @@ def write_dicom(
     ds.AccessionNumber = f"SYN{seed % 1000:03d}{patient.index:06d}{image}"
     ds.Modality = site.modality
     ds.Manufacturer = site.manufacturer
-    ds.InstitutionName = site.name
+    ds.ManufacturerModelName = site.model
+    ds.InstitutionName = site.institution or site.name
     ds.ReferringPhysicianName = ""
     ds.StudyDescription = "SPINE THORACOLUMBAR LAT (SYNTHETIC)"
     # Synthetic identities: they exist so that PHI-scrubbing can be tested on real DICOM fields.
@@ -113,6 +116,11 @@ def write_dicom(
     ds.PatientSex = patient.sex
     ds.PatientAge = f"{patient.age_years:03d}Y"
     ds.BodyPartExamined = "SPINE"
+    if kvp is not None:
+        ds.KVP = f"{kvp:g}"
+    if mas is not None:
+        ds.Exposure = max(1, round(mas))  # IS, mAs
+        ds.ExposureInuAs = round(mas * 1000)
     ds.ViewPosition = "RL" if view.face_right else "LL"
     ds.PatientOrientation = ["P", "F"] if view.face_right else ["A", "F"]
     ds.EstimatedRadiographicMagnificationFactor = f"{view.magnification:.4f}"
