@@ -424,6 +424,7 @@ def new_manifest(
     versions: dict[str, str],
     quality_gate: dict[str, Any] | None,
     patients: dict[str, Any],
+    threshold_envelope: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """A new bundle's manifest, in schema order (:func:`write_manifest` adds files and checksum).
 
@@ -441,7 +442,11 @@ def new_manifest(
         "preprocess": preprocess.to_dict(),
         "classes": list(CLASSES),
         "output": {"kind": "logit", "positive_class": CLASSES[1], "probability": "sigmoid"},
-        "threshold": {"value": threshold, "method": threshold_method},
+        "threshold": {
+            "value": threshold,
+            "method": threshold_method,
+            **({"envelope": threshold_envelope} if threshold_envelope else {}),
+        },
         "artifacts": {a.name: a.to_dict() for a in artifacts},
         "default_artifact": default.name,
         "metrics": metrics,

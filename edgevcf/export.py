@@ -410,4 +410,19 @@ def _manifest(
             tuning_patients,
             salt=salt[:32],
         ),
+        threshold_envelope=_envelope(ctx) if both else None,
     )
+
+
+def _envelope(ctx: ExportContext) -> dict[str, Any]:
+    """Where a site may move the threshold later (see :func:`metrics.threshold_envelope`)."""
+    margin = ctx.profile.tolerance.site_threshold_margin
+    low, high = metrics.threshold_envelope(ctx.tuning_labels, ctx.fp32_probs, ctx.threshold, margin)
+    return {
+        "low": low,
+        "high": high,
+        "margin": margin,
+        "rule": f"FP32 sensitivity and specificity on the {TUNING_SPLIT} split each within "
+        f"{margin:g} of those at the exported threshold",
+        "source": "export",
+    }

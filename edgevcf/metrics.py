@@ -71,7 +71,9 @@ __all__ = [
     "paired_proportion_diff",
     "roc_curve",
     "scores_of",
+    "threshold_envelope",
     "threshold_for_sensitivity",
+    "threshold_for_specificity",
     "wilson",
     "youden_threshold",
     "z_critical",
@@ -650,6 +652,53 @@ def threshold_for_sensitivity(y_true: npt.ArrayLike, scores: npt.ArrayLike, targ
     thr, tps, _ = _cumulative_counts(y, s)
     ok = tps / n_pos >= target - 1e-12
     return operating_threshold(thr, int(np.argmax(ok)))  # the last has sensitivity 1: some ok
+
+
+def threshold_for_specificity(y_true: npt.ArrayLike, scores: npt.ArrayLike, target: float) -> float:
+    """Lowest threshold whose specificity reaches ``target`` (the best sensitivity among those
+    meeting it), strictly between two tuning scores like every operating threshold here; above
+    the highest score (nothing called positive) when no lower one reaches the target."""
+    if not (isinstance(target, (int, float)) and math.isfinite(target) and 0.0 < target <= 1.0):
+        raise ConfigError(
+            f"target specificity must lie in (0, 1], got {target!r}", hint="e.g. 0.9 for 90 %"
+        )
+    y = _labels(y_true)
+    s = _scores(scores)
+    _check_lengths(y.size, s.size)
+    n_neg = int(y.size - y.sum())
+    if n_neg == 0:
+        raise DataError(
+            f"a specificity target needs negative cases; got 0 negatives among {y.size} cases",
+            hint="tune the threshold on a split that contains films without a fresh fracture",
+        )
+    thr, _, fps = _cumulative_counts(y, s)
+    ok = np.flatnonzero((n_neg - fps) / n_neg >= target - 1e-12)
+    if ok.size == 0:  # even the highest score's call costs too much specificity
+        top = float(thr[0])
+        return top + max(abs(top), 1.0) * 1e-6
+    return operating_threshold(thr, int(ok[-1]))
+
+
+def threshold_envelope(
+    y_true: npt.ArrayLike, scores: npt.ArrayLike, threshold: float, margin: float
+) -> tuple[float, float]:
+    """The thresholds whose tuning-split sensitivity and specificity each stay within
+    ``margin`` of those at ``threshold``: the pre-specified range a site may later move the
+    threshold in (what FDA change-control plans call the range of a change), fixed at export.
+
+    Sensitivity falls and specificity rises with the threshold, so the range is an interval:
+    from the lowest threshold keeping specificity (:func:`threshold_for_specificity`) to the
+    highest keeping sensitivity (:func:`threshold_for_sensitivity`).
+    """
+    y = _labels(y_true)
+    s = _scores(scores)
+    _check_lengths(y.size, s.size)
+    m = binary_metrics(y, s, threshold)
+    sens_floor = m.sensitivity.value - margin
+    spec_floor = m.specificity.value - margin
+    low = threshold_for_specificity(y, s, spec_floor) if spec_floor > 0 else 0.0
+    high = threshold_for_sensitivity(y, s, sens_floor) if sens_floor > 0 else 1.0
+    return min(low, threshold), max(high, threshold)
 
 
 def operating_threshold(distinct: npt.ArrayLike, i: int) -> float:

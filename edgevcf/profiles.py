@@ -111,6 +111,9 @@ class Tolerance:
     max_flip_rate: float = 0.02  # fails when the flip rate's CI lies wholly above this
     max_sensitivity_drop: float = 0.05  # paired Δsensitivity CI lower bound above -this
     max_specificity_drop: float = 0.05  # paired Δspecificity CI lower bound above -this
+    # A site may re-threshold the bundle only where the tuning split's sensitivity and
+    # specificity each stay within this of the validated ones (recorded at export).
+    site_threshold_margin: float = 0.25
 
 
 @dataclass(frozen=True)

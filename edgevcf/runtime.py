@@ -243,6 +243,16 @@ class Predictor:
         t2 = time.perf_counter()
         return x, verdict, {"preprocess_ms": (t1 - t0) * 1e3, "quality_ms": (t2 - t1) * 1e3}
 
+    def examine(self, image: str | os.PathLike[str] | np.ndarray) -> tuple[np.ndarray, Assessment]:
+        """The graph input of one image *and* the quality gate's verdict, from one read: what a
+        site validation needs to score every film and still count what the gate refuses.
+
+        Raises:
+            DataError: the image is unreadable.
+        """
+        x, verdict, _ = self._check(image)
+        return x, verdict
+
     def _assess(self, img: np.ndarray, meta: ImageMeta | None, unit: np.ndarray) -> Assessment:
         if self.gate is None:
             return assess_rules(img, meta)

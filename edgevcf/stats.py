@@ -37,6 +37,7 @@ __all__ = [
     "CalibrationResult",
     "HeterogeneityResult",
     "ProportionPlan",
+    "benjamini_hochberg",
     "chi2_sf",
     "cochran_q",
     "films_for_auc",
@@ -177,7 +178,7 @@ def cochran_q(estimates: dict[str, tuple[float, float]]) -> HeterogeneityResult:
     Args:
         estimates: level -> (estimate, variance).
     """
-    test = "Cochran's Q (inverse-variance, DeLong variances)"
+    test = "Cochran's Q (inverse-variance weights)"
     kept = {lvl: (float(e), float(v)) for lvl, (e, v) in estimates.items()
             if math.isfinite(e) and math.isfinite(v) and v > 0}  # fmt: skip
     dropped = sorted(set(estimates) - set(kept))
@@ -480,3 +481,19 @@ def net_benefit(
         treat_all.append(prev - (1.0 - prev) * odds)
     return {"threshold": [float(t) for t in pts], "model": model, "treat_all": treat_all,
             "treat_none": [0.0] * int(pts.size)}  # fmt: skip
+
+
+def benjamini_hochberg(p_values: Sequence[float]) -> list[float]:
+    """Benjamini-Hochberg adjusted p-values (q-values), nan kept as nan — statsmodels'
+    ``multipletests(method="fdr_bh")``. Why: a validation tests heterogeneity in several fields
+    and measures at once; unadjusted, one in twenty would look different by chance."""
+    p = np.asarray(p_values, dtype=np.float64)
+    out = np.full(p.shape, np.nan)
+    ok = np.flatnonzero(np.isfinite(p))
+    if ok.size:
+        order = ok[np.argsort(p[ok], kind="stable")]
+        m = ok.size
+        q = p[order] * m / np.arange(1, m + 1)
+        q = np.minimum.accumulate(q[::-1])[::-1]
+        out[order] = np.minimum(q, 1.0)
+    return [float(v) for v in out]

@@ -45,6 +45,7 @@ LAZY_COMMANDS: dict[str, str] = {
     "predict": "edgevcf.cli.runtime:predict",
     "verify": "edgevcf.cli.runtime:verify",
     "bench": "edgevcf.cli.runtime:bench",
+    "validate": "edgevcf.cli.site:validate",
     "demo": "edgevcf.cli.runtime:demo",
     "serve": "edgevcf.cli.serve:serve",
     "keys": "edgevcf.cli.keys:keys",

@@ -128,3 +128,28 @@ def test_reliability_curve_bins() -> None:
     assert [r["n"] for r in rows] == [2] * 5
     assert [r["observed"] for r in rows] == [0.0, 0.5, 1.0, 0.5, 1.0]
     assert all(r["ci_low"] <= r["observed"] <= r["ci_high"] for r in rows)
+
+
+def test_benjamini_hochberg_matches_statsmodels() -> None:
+    multitest = pytest.importorskip("statsmodels.stats.multitest")
+    p = [0.01, 0.04, 0.03, 0.2, 0.005, 0.9, 0.04]
+    want = multitest.multipletests(p, method="fdr_bh")[1]
+    assert np.allclose(stats.benjamini_hochberg(p), want, rtol=1e-12)
+    got = stats.benjamini_hochberg([0.02, float("nan"), 0.01])
+    assert math.isnan(got[1]) and np.allclose([got[0], got[2]], [0.02, 0.02])
+
+
+def test_threshold_for_specificity_is_the_lowest_meeting_the_target() -> None:
+    from edgevcf import metrics
+
+    rng = np.random.default_rng(2)
+    y = rng.integers(0, 2, 200)
+    s = rng.normal(size=200) + y
+    for target in (0.5, 0.8, 0.95, 1.0):
+        t = metrics.threshold_for_specificity(y, s, target)
+        spec = np.mean(s[y == 0] < t)
+        assert spec >= target - 1e-12 and not np.any(s == t)
+        lower = np.sort(np.unique(s))
+        below = lower[lower < t]
+        if below.size:  # one more score called positive would miss the target
+            assert np.mean(s[y == 0] < below[-1]) < target

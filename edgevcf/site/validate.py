@@ -1,0 +1,247 @@
+"""``edgevcf validate``: a bundle on a site's own films, by subgroup, judged by the site's own
+protocol — and, asked for, re-thresholded into a new signed bundle.
+
+One function, :func:`validate`, runs the whole job; scoring (:mod:`.score`), the statistics
+(:mod:`.analysis`), the protocol (:mod:`.protocol`), re-thresholding (:mod:`.rethreshold`) and the
+report (:mod:`.report`) each live in their own module.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgevcf import __version__
+from edgevcf.errors import ConfigError
+from edgevcf.site import analysis
+from edgevcf.site.protocol import judge, load_protocol
+from edgevcf.site.rethreshold import (
+    Objective,
+    check_envelope,
+    envelope_of,
+    parent_record,
+    split_parts,
+    write_site_bundle,
+)
+from edgevcf.site.score import score_site
+
+log = logging.getLogger(__name__)
+
+SCHEMA = "edgevcf.site-validation"
+SCHEMA_VERSION = 1
+
+
+@dataclass
+class ValidateOptions:
+    """What ``edgevcf validate`` was asked (CLI flags)."""
+
+    baseline: str | os.PathLike[str] | None = None
+    protocol: str | os.PathLike[str] | None = None
+    rethreshold: str | None = None
+    envelope: tuple[float, float] | None = None
+    site_bundle: str | os.PathLike[str] | None = None
+    sign_key: str | os.PathLike[str] | None = None
+    seed: int = 0
+    backend: str = "auto"
+    trust: Any = None
+    institution_salt: str | None = None
+    min_films: int | None = None
+    min_positives: int | None = None
+    figures: bool = True
+    force: bool = False
+
+
+def _json_safe(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {str(k): _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_json_safe(v) for v in obj]
+    if isinstance(obj, float) and not np.isfinite(obj):
+        return None
+    if isinstance(obj, np.generic):
+        return _json_safe(obj.item())
+    return obj
+
+
+def validate(
+    bundle: str | os.PathLike[str],
+    data: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    opts: ValidateOptions | None = None,
+) -> dict[str, Any]:
+    """Validate ``bundle`` on the site manifest ``data``; write ``validation.json``,
+    ``validation.md`` and figures to ``out``; returns the result (``passed``: the protocol's
+    verdict, None without a protocol)."""
+    from edgevcf.bundle import Bundle
+    from edgevcf.data.manifest import Manifest
+
+    opts = opts or ValidateOptions()
+    t0 = time.perf_counter()
+    if opts.rethreshold and not opts.site_bundle:
+        raise ConfigError("--rethreshold writes a new bundle: say where with --site-bundle DIR")
+    objective = Objective.parse(opts.rethreshold) if opts.rethreshold else None
+    parent = Bundle.load(bundle, trust=opts.trust)
+    envelope = envelope_of(parent, opts.envelope) if objective else None
+    proto = load_protocol(opts.protocol) if opts.protocol else None
+    manifest = Manifest.load(data)
+    films = score_site(
+        parent.path,
+        manifest,
+        baseline=opts.baseline,
+        backend=opts.backend,
+        trust=opts.trust,
+        institution_salt=opts.institution_salt,
+    )
+    head = proto.head if proto else None
+    settings = analysis.Settings(
+        threshold=parent.threshold,
+        min_films=opts.min_films or (head.min_films if head else analysis.MIN_FILMS),
+        min_positives=opts.min_positives
+        or (head.min_positives if head else analysis.MIN_POSITIVES),
+        level=head.level if head else 0.95,
+        tolerance=parent.manifest["profile"]["tolerance"] if opts.baseline else None,
+    )
+    result: dict[str, Any] = {
+        "schema": SCHEMA,
+        "schema_version": SCHEMA_VERSION,
+        "edgevcf": __version__,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "bundle": parent_record(parent),
+        "site": {
+            "manifest": Path(data).name,
+            "fingerprint": manifest.fingerprint(),
+            "films": len(films.paths),
+            "patients": len(set(films.patients)),
+            "positives": int(films.labels.sum()),
+            "unreadable": int((films.status == "refused").sum()),
+            "institution_hashed": opts.institution_salt is not None,
+        },
+        "baseline": {"name": films.base_name, "threshold": films.base_threshold}
+        if opts.baseline
+        else None,
+        "protocol": proto.to_dict() if proto else None,
+        "settings": {
+            "min_films": settings.min_films,
+            "min_positives": settings.min_positives,
+            "level": settings.level,
+        },
+    }
+    everything = np.ones(len(films.paths), dtype=bool)
+    evaluated = everything
+    if objective is None:
+        result["evaluated_on"] = "all films"
+        result["analysis"] = analysis.analyse(films, everything, settings)
+        result["rethreshold"] = None
+    else:
+        assert envelope is not None
+        tune, confirm, how = split_parts(films, opts.seed)
+        scored_tune = tune & films.scored
+        new_t = objective.choose(films.labels[scored_tune], films.probs()[scored_tune])
+        check_envelope(new_t, envelope)
+        site_settings = analysis.Settings(**{**settings.__dict__, "threshold": new_t})
+        evaluated = confirm
+        result["evaluated_on"] = "confirmation part"
+        result["before"] = analysis.analyse(films, confirm, settings)
+        result["analysis"] = analysis.analyse(films, confirm, site_settings)
+        tuning = analysis.cell(films, tune, site_settings)
+        result["rethreshold"] = {
+            "objective": objective.describe(),
+            "split": how,
+            "tuning": {
+                k: tuning[k] for k in ("films", "n", "positives", "sensitivity", "specificity")
+            },
+            "confirmation_films": int(confirm.sum()),
+            "threshold": new_t,
+            "parent_threshold": parent.threshold,
+            "envelope": envelope,
+        }
+    rules = judge(proto, result["analysis"]) if proto else []
+    result["rules"] = rules
+    result["passed"] = all(r["verdict"] == "pass" for r in rules) if rules else None
+    if objective is not None:
+        result["site_bundle"] = _site_bundle(parent, films, result, opts, objective, tune)
+    result["seconds"] = round(time.perf_counter() - t0, 1)
+    _write(Path(out), result, films, evaluated, opts)
+    return result
+
+
+def _site_bundle(
+    parent: Any,
+    films: Any,
+    result: dict[str, Any],
+    opts: ValidateOptions,
+    objective: Objective,
+    tune: np.ndarray,
+) -> dict[str, Any] | None:
+    """Write the re-thresholded bundle unless the protocol failed (never ship what failed)."""
+    if result["passed"] is False:
+        return {
+            "written": False,
+            "why": "the protocol failed on the confirmation films: no site bundle written",
+        }
+    r = result["rethreshold"]
+    a = result["analysis"]["overall"]
+    lineage = {
+        "parent": result["bundle"],
+        "site": result["site"],
+        "objective": r["objective"],
+        "split": r["split"],
+        "envelope": r["envelope"],
+        "protocol": result["protocol"],
+        "confirmation": {
+            "films": a["films"],
+            "n": a["n"],
+            "positives": a["positives"],
+            "sensitivity": a["sensitivity"],
+            "specificity": a["specificity"],
+            "auc": a["auc"],
+            "rules": [(x["rule"], x["verdict"]) for x in result["rules"]],
+        },
+        "edgevcf": __version__,
+    }
+    method = (
+        f"site: {r['objective']} on {r['tuning']['n']} tuning films "
+        f"({r['split']}), confirmed on {a['n']}"
+    )
+    site = write_site_bundle(
+        parent,
+        opts.site_bundle or "",
+        threshold=r["threshold"],
+        method=method,
+        lineage=lineage,
+        films=films,
+        tune=tune,
+        backend=opts.backend,
+        sign_key=opts.sign_key,
+        force=opts.force,
+    )
+    from edgevcf.hashing import sha256_file
+
+    return {
+        "written": True,
+        "path": str(site.path),
+        "model_id": site.id,
+        "manifest_sha256": sha256_file(site.path / "manifest.json"),
+        "signed": opts.sign_key is not None,
+    }
+
+
+def _write(
+    out: Path, result: dict[str, Any], films: Any, evaluated: np.ndarray, opts: ValidateOptions
+) -> None:
+    from edgevcf.site import report
+
+    out.mkdir(parents=True, exist_ok=True)
+    figures = report.figures(out, result, films, evaluated) if opts.figures else {}
+    result["figures"] = figures
+    (out / "validation.json").write_text(
+        json.dumps(_json_safe(result), indent=2, sort_keys=False) + "\n", encoding="utf-8"
+    )
+    (out / "validation.md").write_text(report.markdown(result), encoding="utf-8")
