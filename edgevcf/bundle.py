@@ -291,6 +291,20 @@ class Bundle:
         return float(self.manifest["threshold"]["value"])
 
     @property
+    def site_calibration(self) -> str | None:
+        """One line naming the site calibration this bundle carries (``edgevcf validate
+        --rethreshold``), or None for a bundle as exported: the cart shows it beside the model."""
+        lin = self.manifest.get("site_calibration")
+        if not lin:
+            return None
+        parent = lin.get("parent", {})
+        return (
+            f"site calibration {str(lin.get('site', {}).get('fingerprint', ''))[:12]} "
+            f"({lin.get('objective', '')}; threshold {parent.get('threshold', float('nan')):.4f}"
+            f" -> {self.threshold:.4f}), parent {str(parent.get('model_id', ''))[:12]}"
+        )
+
+    @property
     def artifacts(self) -> dict[str, Artifact]:
         """Runnable files by name (a device-built engine first)."""
         arts = {k: Artifact.from_dict(k, v) for k, v in self.manifest["artifacts"].items()}

@@ -82,6 +82,7 @@ class Prediction:
     assessable: bool = True
     quality: dict[str, Any] = field(default_factory=dict)
     signer_key_id: str | None = None  # who signed the bundle, when checked (--trust); else None
+    site_calibration: str | None = None  # the site calibration the bundle carries, if any
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
@@ -330,6 +331,7 @@ class Predictor:
     def _signed(self, p: Prediction) -> Prediction:
         """Every result names who signed the model (None: origin not checked)."""
         p.signer_key_id = self.bundle.signer_key_id
+        p.site_calibration = self.bundle.site_calibration
         return p
 
     def predict_many(
@@ -467,6 +469,7 @@ class VerifyResult:
     #: signed it when checked (--trust).
     engine_source: str | None = None
     engine_signer_key_id: str | None = None
+    site_calibration: str | None = None
 
     @property
     def passed(self) -> bool:
@@ -484,6 +487,7 @@ class VerifyResult:
             "signer_key_id": self.signer_key_id,
             "engine_source": self.engine_source,
             "engine_signer_key_id": self.engine_signer_key_id,
+            "site_calibration": self.site_calibration,
             "checks": [asdict(c) for c in self.checks],
         }
 
@@ -541,6 +545,7 @@ def verify(
     return VerifyResult(
         str(bundle.path), bundle.id, checks, bundle.signer_key_id, signer_hint(bundle.path),
         dev.source["file"] if dev else None, dev.signer_key_id if dev else None,
+        bundle.site_calibration,
     )  # fmt: skip
 
 

@@ -67,6 +67,8 @@ def predict(
             + (f"signed by {pred.bundle.signer_key_id[:16]} (trusted)"
                if pred.bundle.signer_key_id else "origin not checked (no --trust)")
         )  # fmt: skip
+        if pred.bundle.site_calibration:
+            echo(pred.bundle.site_calibration)
         echo("| image | P(fresh) | decision | assessable | status |")
         echo("|---|---|---|---|---|")
         for r in results:
@@ -117,6 +119,8 @@ def verify(
         echo(json.dumps(res.to_dict(), indent=2))
     else:
         echo(f"bundle {res.bundle} (id {res.model_id[:12]}): checksums ok")
+        if res.site_calibration:
+            echo(res.site_calibration)
         if res.signer_key_id:
             echo(f"origin: signed by trusted key {res.signer_key_id}")
         else:

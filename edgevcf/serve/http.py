@@ -98,7 +98,8 @@ table{{border-collapse:collapse;margin:.5em 0 1.5em}}
 td,th{{border:1px solid #ccc;padding:.2em .6em;text-align:left}}</style></head>
 <body><h1>edgevcf serve: {e(s["ae_title"])}</h1>
 <p id="model">Model <b>{e(s["backbone"])}</b> {e(s["precision"])} on {e(s["runtime"])},
-threshold {s["threshold"]:.4f}<br>bundle id <code id="bundle">{e(s["model_id"])}</code></p>
+threshold {s["threshold"]:.4f}<br>bundle id <code id="bundle">{e(s["model_id"])}</code>
+{"<br>" + e(s["site_calibration"]) if s.get("site_calibration") else ""}</p>
 <p id="totals">received {s["received"]}, refused {s["refused"]}, scoring queue
 {s["scoring_queue"]}, quarantined {s.get("quarantined", 0)}, scoring workers alive
 {sum(w["alive"] for w in s.get("workers", []))} of {len(s.get("workers", []))},

@@ -520,6 +520,7 @@ class Service:
             "precision": self.identity.precision,
             "runtime": self.identity.runtime,
             "signer_key_id": self.identity.signer_key_id,
+            "site_calibration": self.identity.site_calibration,
             "threshold": self.threshold,
             "jobs": self.journal.counts(),
             "quarantined": self.journal.count_quarantined(),
@@ -554,6 +555,7 @@ def _identity(bundle: Any, artifact: Any) -> Any:
         precision=str(m.get("precision", "unknown")),
         runtime=artifact.runtime,
         signer_key_id=bundle.signer_key_id,
+        site_calibration=bundle.site_calibration,
     )
 
 

@@ -59,6 +59,7 @@ class ModelIdentity:
     precision: str
     runtime: str
     signer_key_id: str | None = None
+    site_calibration: str | None = None  # a re-thresholded site bundle names it
 
     @property
     def device_uid(self) -> str:
@@ -109,6 +110,7 @@ CONCEPTS = {
     "device_uid": _code("device-uid", PRIVATE_SCHEME, "Algorithm device UID"),
     "bundle": _code("bundle-id", PRIVATE_SCHEME, "Model bundle id"),
     "signer": _code("signer-key-id", PRIVATE_SCHEME, "Signer key id"),
+    "site": _code("site-calibration", PRIVATE_SCHEME, "Site calibration"),
     "source": _code("121233", "DCM", "Source image"),
 }
 PRESENT = _code("52101004", "SCT", "Present")
@@ -273,6 +275,8 @@ def _content(film: Dataset, f: Finding, model: ModelIdentity) -> list[Dataset]:
     items.append(uid)
     items.append(_text("bundle", model.model_id))
     items.append(_text("signer", model.signer_key_id or "unsigned"))
+    if model.site_calibration:
+        items.append(_text("site", model.site_calibration[:1024]))
     image = _item("IMAGE", "source")
     ref = Dataset()
     ref.ReferencedSOPClassUID = film.SOPClassUID

@@ -135,6 +135,22 @@ def test_validate_rethreshold_sign_verify(
     assert lineage["protocol"]["sha256"] and lineage["confirmation"]["n"] == cell["n"]
     res = _run(["verify", str(sb), "--trust", str(pub)])
     assert res.exit_code == 0, res.output
+    assert "site calibration" in res.output and parent.id[:12] in res.output
+    film = next((site.parent / "images").glob("*.dcm"))
+    res = _run(["predict", str(sb), str(film), "--json"])
+    assert json.loads(res.output.splitlines()[0])["site_calibration"] == site_b.site_calibration
+    # the cart's SR names it beside the model
+    from pydicom import dcmread
+
+    from edgevcf.serve.service import _identity
+    from edgevcf.serve.sr import Finding, result_sr
+
+    sr = result_sr(
+        dcmread(film),
+        Finding(True, True, 0.9, site_b.threshold, ""),
+        _identity(site_b, site_b.artifact()),
+    )
+    assert site_b.site_calibration in [el.value for el in sr.iterall() if el.keyword == "TextValue"]
 
 
 @pytest.mark.requires_onnxruntime
