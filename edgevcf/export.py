@@ -365,6 +365,8 @@ def _manifest(
         "threshold_method": meta.threshold_method,
         "sha256": sha256_file(Path(checkpoint)),
     }
+    if meta.train_config.get("data_source"):  # what the model was trained on (model card)
+        ckpt["data_source"] = meta.train_config["data_source"]
     imported = meta.train_config.get("imported_from")
     if imported:  # where a network brought from elsewhere came from
         ckpt["imported_from"] = imported

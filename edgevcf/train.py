@@ -206,6 +206,23 @@ def _lr_at(step: int, total: int, warmup: int, base: float) -> float:
     return base * 0.5 * (1 + math.cos(math.pi * min(1.0, progress_)))
 
 
+def data_source(manifest_path: str | os.PathLike[str]) -> dict[str, Any]:
+    """What the training data were, for the model card: edgevcf's synthetic generator (its
+    ``synth_config.json`` beside the manifest) or the user's own films."""
+    import json
+
+    synth = Path(manifest_path).parent / "synth_config.json"
+    if synth.is_file():
+        try:
+            c = json.loads(synth.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            c = {}
+        return {"kind": "synthetic", "generator": "edgevcf data synth",
+                "generator_version": c.get("generator_version"), "seed": c.get("seed"),
+                "patients": c.get("patients")}  # fmt: skip
+    return {"kind": "user data", "manifest": Path(manifest_path).name}
+
+
 def train(
     manifest_path: str | os.PathLike[str],
     out_dir: str | os.PathLike[str],
@@ -330,7 +347,7 @@ def train(
                 threshold=thr,
                 threshold_method=how,
                 metrics=_val_metrics(va, probs, thr, epoch + 1),
-                train_config=asdict(cfg),
+                train_config={**asdict(cfg), "data_source": data_source(manifest_path)},
                 data_fingerprint=manifest.fingerprint(),
                 seed=cfg.seed,
             )

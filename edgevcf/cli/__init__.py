@@ -46,6 +46,7 @@ LAZY_COMMANDS: dict[str, str] = {
     "verify": "edgevcf.cli.runtime:verify",
     "bench": "edgevcf.cli.runtime:bench",
     "validate": "edgevcf.cli.site:validate",
+    "card": "edgevcf.cli.site:card",
     "demo": "edgevcf.cli.runtime:demo",
     "serve": "edgevcf.cli.serve:serve",
     "keys": "edgevcf.cli.keys:keys",

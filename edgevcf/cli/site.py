@@ -338,3 +338,51 @@ def summary(r: dict[str, Any]) -> list[str]:
             + (f" in {', '.join(x['failed'])}" if x["failed"] else "")
         )
     return lines
+
+
+@click.command("card")
+@click.argument("bundle", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option(
+    "--validation",
+    type=click.Path(exists=True, path_type=Path),
+    default=None,
+    help="The --out folder (or validation.json) of `edgevcf validate` on this bundle "
+    "or its parent: the site figures, subgroups and protocol verdict.",
+)
+@click.option(
+    "--about",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="TOML [about] table: model_name, developer, contact, "
+    "release_stage, release_date, funding, stakeholders, publications.",
+)
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    required=True,
+    help="Folder for card.md, card.html, card.json and card.xml.",
+)
+@trust_options
+def card(
+    bundle: Path,
+    validation: Path | None,
+    about: Path | None,
+    out: Path,
+    trust: tuple[Path, ...],
+    revoked: tuple[str, ...],
+) -> None:
+    """The bundle's model card, from what was measured: intended use, training data (saying
+    when it was synthetic), the export gate, the site validation by subgroup, the quality
+    gate's scope, limits, versions, signer. Markdown and HTML for people, JSON, and the
+    Coalition for Health AI's applied model card (card.xml, schema v0.2).
+
+    \b
+    Example:
+      edgevcf card bundles/openvino-int8-site --validation site-report --out card/
+    """
+    from edgevcf.site.card import write_card
+
+    paths = write_card(
+        bundle, out, validation=validation, about=about, trust=load_trust(trust, revoked)
+    )
+    echo("Wrote " + ", ".join(str(p) for p in paths.values()))
