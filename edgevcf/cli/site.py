@@ -181,6 +181,13 @@ def _envelope(text: str | None) -> tuple[float, float] | None:
     "the other half: sensitivity=0.90, specificity=0.90 or youden.",
 )
 @click.option(
+    "--refit-gate",
+    is_flag=True,
+    help="Re-fit the quality gate with the site's tuning films as in scope (the site's "
+    "legitimate films refused by the export's gate); checked on held-out generated "
+    "out-of-scope images as export checks it. Needs --site-bundle.",
+)
+@click.option(
     "--site-bundle",
     type=click.Path(file_okay=False, path_type=Path),
     default=None,
@@ -233,6 +240,7 @@ def run_cmd(
     protocol: Path | None,
     baseline: Path | None,
     rethreshold: str | None,
+    refit_gate: bool,
     site_bundle: Path | None,
     sign_key: Path | None,
     envelope: str | None,
@@ -262,6 +270,7 @@ def run_cmd(
         baseline=baseline,
         protocol=protocol,
         rethreshold=rethreshold,
+        refit_gate=refit_gate,
         envelope=_envelope(envelope),
         site_bundle=site_bundle,
         sign_key=sign_key,
@@ -320,8 +329,20 @@ def summary(r: dict[str, Any]) -> list[str]:
     if r.get("rethreshold"):
         t = r["rethreshold"]
         before = r["before"]["overall"]
+        what = (
+            "threshold kept"
+            if t["threshold"] == t["parent_threshold"]
+            else f"re-thresholded for {t['objective']}"
+        )
+        if r.get("gate_refit"):
+            sr = r["gate_refit"]["site_refit"]
+            what = (
+                f"quality gate re-fitted (refused on confirmation films "
+                f"{_p(sr['confirmation_refused_before'])} -> "
+                f"{_p(sr['confirmation_refused_after'])}); {what}"
+            )
         lines.append(
-            f"  re-thresholded for {t['objective']}: {t['parent_threshold']:.3f} -> "
+            f"  {what}: {t['parent_threshold']:.3f} -> "
             f"{t['threshold']:.3f}; on {a['n']} confirmation films sensitivity "
             f"{_p(before['sensitivity'])} -> {_p(a['sensitivity'])}, specificity "
             f"{_p(before['specificity'])} -> {_p(a['specificity'])}"

@@ -196,4 +196,5 @@ def _restrict(films: SiteFilms, mask: np.ndarray) -> SiteFilms:
         base_logits=None if films.base_logits is None else films.base_logits[idx],
         base_name=films.base_name,
         base_threshold=films.base_threshold,
+        stages=[films.stages[i] for i in pick] if films.stages else [],
     )

@@ -93,6 +93,22 @@ def markdown(r: dict[str, Any]) -> str:
             else f"No site bundle written: {sb.get('why', '')}.",
             "",
         ]
+    g = r.get("gate_refit")
+    if g:
+        sr = g["site_refit"]
+        fams = g.get("check_oos_scored_by_family", {})
+        worst = max(fams.items(), key=lambda kv: kv[1]) if fams else ("-", 0.0)
+        lines += [
+            "## Quality gate re-fitted on the site's films",
+            "",
+            f"In scope: {sr['in_scope_films']} site tuning films. On the {sr['confirmation_films']}"
+            f" confirmation films the gate refused {_pct(sr['confirmation_refused_before'])} "
+            f"before and {_pct(sr['confirmation_refused_after'])} after. Held-out generated "
+            f"out-of-scope images let through: {100 * g['check_oos_scored']:.1f} % (the "
+            f"parent's gate: {100 * float(sr['parent_check_oos_scored'] or 0):.1f} %); worst "
+            f"family {worst[0]} {100 * worst[1]:.1f} %.",
+            "",
+        ]
     lines += ["## Overall", "", *_table({"all": a["overall"]}, base), ""]
     for name, f in a["subgroups"].items():
         if len(f["levels"]) == 1 and subgroups.UNKNOWN in f["levels"]:

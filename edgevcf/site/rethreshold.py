@@ -199,6 +199,7 @@ def write_site_bundle(
     films: SiteFilms,
     tune: np.ndarray,
     backend: str = "auto",
+    gate: tuple[Any, dict[str, Any]] | None = None,
     sign_key: str | os.PathLike[str] | None = None,
     force: bool = False,
 ) -> Bundle:
@@ -217,6 +218,10 @@ def write_site_bundle(
             dest.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(parent.path / name, dest)
         golden.save(root / GOLDEN)
+        if gate is not None:  # the site's re-fitted quality gate replaces the parent's
+            from edgevcf.quality import GATE_FILE
+
+            gate[0].save(root / GATE_FILE)
         manifest = {
             k: v
             for k, v in parent.manifest.items()
@@ -234,6 +239,8 @@ def write_site_bundle(
             "chosen_for": "site threshold",
         }
         manifest["site_calibration"] = lineage
+        if gate is not None:
+            manifest["quality_gate"] = gate[1]
         write_manifest(root, manifest)
         if sign_key is not None:
             from edgevcf.signing import sign_bundle

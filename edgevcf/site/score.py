@@ -58,6 +58,7 @@ class SiteFilms:
     base_logits: np.ndarray | None = None
     base_name: str = ""
     base_threshold: float | None = None
+    stages: list[str] = field(default_factory=list)  # which gate stage refused ("" if none)
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -133,14 +134,16 @@ def score_site(
     pred = Predictor.from_bundle(bundle, backend=backend, trust=trust)
     pred.warm()
     logits, verdicts = _examine_all(pred, paths, "score site films")
-    status, reasons, gate = [], [], np.full(len(paths), np.nan)
+    status, reasons, stages, gate = [], [], [], np.full(len(paths), np.nan)
     for i, v in enumerate(verdicts):
         if isinstance(v, EdgeVCFError):
             status.append("refused")
             reasons.append(v.message)
+            stages.append("read")
         else:
             status.append("ok" if v.assessable else "not_assessable")
             reasons.append(v.reason)
+            stages.append(v.stage)
             if v.score is not None:
                 gate[i] = v.score
     films = SiteFilms(
@@ -156,6 +159,7 @@ def score_site(
         reasons=reasons,
         logits=logits,
         gate_scores=gate,
+        stages=stages,
     )
     if baseline is not None:
         films.base_logits, films.base_name, films.base_threshold = _baseline(

@@ -45,6 +45,7 @@ class ValidateOptions:
     baseline: str | os.PathLike[str] | None = None
     protocol: str | os.PathLike[str] | None = None
     rethreshold: str | None = None
+    refit_gate: bool = False
     envelope: tuple[float, float] | None = None
     site_bundle: str | os.PathLike[str] | None = None
     sign_key: str | os.PathLike[str] | None = None
@@ -84,8 +85,10 @@ def validate(
 
     opts = opts or ValidateOptions()
     t0 = time.perf_counter()
-    if opts.rethreshold and not opts.site_bundle:
-        raise ConfigError("--rethreshold writes a new bundle: say where with --site-bundle DIR")
+    if (opts.rethreshold or opts.refit_gate) and not opts.site_bundle:
+        raise ConfigError(
+            "--rethreshold and --refit-gate write a new bundle: say where with --site-bundle DIR"
+        )
     objective = Objective.parse(opts.rethreshold) if opts.rethreshold else None
     parent = Bundle.load(bundle, trust=opts.trust)
     envelope = envelope_of(parent, opts.envelope) if objective else None
@@ -135,24 +138,35 @@ def validate(
     }
     everything = np.ones(len(films.paths), dtype=bool)
     evaluated = everything
-    if objective is None:
+    result["rethreshold"] = result["gate_refit"] = None
+    gate = None
+    if objective is None and not opts.refit_gate:
         result["evaluated_on"] = "all films"
         result["analysis"] = analysis.analyse(films, everything, settings)
-        result["rethreshold"] = None
     else:
-        assert envelope is not None
         tune, confirm, how = split_parts(films, opts.seed)
-        scored_tune = tune & films.scored
-        new_t = objective.choose(films.labels[scored_tune], films.probs()[scored_tune])
-        check_envelope(new_t, envelope)
+        site_films = films
+        if opts.refit_gate:
+            from edgevcf.site.gate import refit
+
+            gate, gate_record, site_films = refit(parent, films, tune, confirm)
+            result["gate_refit"] = gate_record
+        new_t = parent.threshold
+        if objective is not None:
+            assert envelope is not None
+            scored_tune = tune & site_films.scored
+            new_t = objective.choose(
+                site_films.labels[scored_tune], site_films.probs()[scored_tune]
+            )
+            check_envelope(new_t, envelope)
         site_settings = analysis.Settings(**{**settings.__dict__, "threshold": new_t})
         evaluated = confirm
         result["evaluated_on"] = "confirmation part"
         result["before"] = analysis.analyse(films, confirm, settings)
-        result["analysis"] = analysis.analyse(films, confirm, site_settings)
-        tuning = analysis.cell(films, tune, site_settings)
+        result["analysis"] = analysis.analyse(site_films, confirm, site_settings)
+        tuning = analysis.cell(site_films, tune, site_settings)
         result["rethreshold"] = {
-            "objective": objective.describe(),
+            "objective": objective.describe() if objective else "the parent's threshold kept",
             "split": how,
             "tuning": {
                 k: tuning[k] for k in ("films", "n", "positives", "sensitivity", "specificity")
@@ -160,13 +174,15 @@ def validate(
             "confirmation_films": int(confirm.sum()),
             "threshold": new_t,
             "parent_threshold": parent.threshold,
-            "envelope": envelope,
+            "envelope": envelope
+            or {"low": 0.0, "high": 1.0, "rule": "threshold unchanged", "source": "none needed"},
         }
+        films = site_films
     rules = judge(proto, result["analysis"]) if proto else []
     result["rules"] = rules
     result["passed"] = all(r["verdict"] == "pass" for r in rules) if rules else None
-    if objective is not None:
-        result["site_bundle"] = _site_bundle(parent, films, result, opts, objective, tune)
+    if result["rethreshold"] is not None:
+        result["site_bundle"] = _site_bundle(parent, films, result, opts, tune, gate)
     result["seconds"] = round(time.perf_counter() - t0, 1)
     _write(Path(out), result, films, evaluated, opts)
     return result
@@ -177,8 +193,8 @@ def _site_bundle(
     films: Any,
     result: dict[str, Any],
     opts: ValidateOptions,
-    objective: Objective,
     tune: np.ndarray,
+    gate: Any,
 ) -> dict[str, Any] | None:
     """Write the re-thresholded bundle unless the protocol failed (never ship what failed)."""
     if result["passed"] is False:
@@ -195,6 +211,7 @@ def _site_bundle(
         "split": r["split"],
         "envelope": r["envelope"],
         "protocol": result["protocol"],
+        "quality_gate": "re-fitted on the site's tuning films" if gate is not None else "parent's",
         "confirmation": {
             "films": a["films"],
             "n": a["n"],
@@ -219,6 +236,7 @@ def _site_bundle(
         films=films,
         tune=tune,
         backend=opts.backend,
+        gate=(gate, result["gate_refit"]) if gate is not None else None,
         sign_key=opts.sign_key,
         force=opts.force,
     )

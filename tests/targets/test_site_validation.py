@@ -248,3 +248,43 @@ def _check_card(bundle: Path, validation: Path, pub: Path, out: Path) -> None:
     doc = etree.parse(str(out / "card.xml"))
     assert schema.validate(doc), schema.error_log
     assert "<html" in (out / "card.html").read_text()
+
+
+@pytest.mark.requires_onnxruntime
+def test_refit_gate_keeps_refusing_out_of_scope(
+    export_bundle: Any, site: Path, tmp_path: Path
+) -> None:
+    from edgevcf.bundle import Bundle
+    from edgevcf.hashing import sha256_file
+
+    _, parent = export_bundle("onnx-cpu")
+    sb = tmp_path / "sb"
+    res = _run(
+        [
+            "validate",
+            str(parent.path),
+            "--data",
+            str(site),
+            "--out",
+            str(tmp_path / "r"),
+            "--refit-gate",
+            "--site-bundle",
+            str(sb),
+            "--no-figures",
+        ]
+    )
+    assert res.exit_code == 0, res.output
+    site_b = Bundle.load(sb)
+    assert site_b.threshold == parent.threshold  # only the gate changed
+    assert sha256_file(sb / "quality_gate.npz") != sha256_file(parent.path / "quality_gate.npz")
+    for name, digest in parent.manifest["files"].items():
+        if name not in ("golden.npz", "quality_gate.npz"):
+            assert site_b.manifest["files"][name] == digest, name
+    g = site_b.manifest["quality_gate"]
+    refit = g["site_refit"]
+    assert refit["in_scope_films"] > 0 and refit["confirmation_films"] > 0
+    assert {"confirmation_refused_before", "confirmation_refused_after"} <= set(refit)
+    # the same held-out check as export: every generated family judged, none wholly let in
+    assert g["check_n"] > 0 and max(g["check_oos_scored_by_family"].values()) < 1.0
+    assert site_b.manifest["site_calibration"]["quality_gate"].startswith("re-fitted")
+    assert _run(["verify", str(sb)]).exit_code == 0
