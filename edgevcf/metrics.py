@@ -615,6 +615,20 @@ def youden_threshold(y_true: npt.ArrayLike, scores: npt.ArrayLike) -> float:
     return operating_threshold(thr, int(np.argmax(j_scaled)))  # argmax: first = highest
 
 
+def _target_inputs(
+    y_true: npt.ArrayLike, scores: npt.ArrayLike, target: float, what: str
+) -> tuple[BoolArray, FloatArray]:
+    """Checked labels and scores for a threshold chosen for a target ``what`` in (0, 1]."""
+    if not (isinstance(target, (int, float)) and math.isfinite(target) and 0.0 < target <= 1.0):
+        raise ConfigError(
+            f"target {what} must lie in (0, 1], got {target!r}", hint="e.g. 0.9 for 90 %"
+        )
+    y = _labels(y_true)
+    s = _scores(scores)
+    _check_lengths(y.size, s.size)
+    return y, s
+
+
 def threshold_for_sensitivity(y_true: npt.ArrayLike, scores: npt.ArrayLike, target: float) -> float:
     """Highest threshold whose sensitivity reaches ``target``.
 
@@ -636,13 +650,7 @@ def threshold_for_sensitivity(y_true: npt.ArrayLike, scores: npt.ArrayLike, targ
         ConfigError: ``target`` outside (0, 1].
         DataError: Invalid labels/scores, lengths differ, or no positive case.
     """
-    if not (isinstance(target, (int, float)) and math.isfinite(target) and 0.0 < target <= 1.0):
-        raise ConfigError(
-            f"target sensitivity must lie in (0, 1], got {target!r}", hint="e.g. 0.9 for 90 %"
-        )
-    y = _labels(y_true)
-    s = _scores(scores)
-    _check_lengths(y.size, s.size)
+    y, s = _target_inputs(y_true, scores, target, "sensitivity")
     n_pos = int(y.sum())
     if n_pos == 0:
         raise DataError(
@@ -658,13 +666,7 @@ def threshold_for_specificity(y_true: npt.ArrayLike, scores: npt.ArrayLike, targ
     """Lowest threshold whose specificity reaches ``target`` (the best sensitivity among those
     meeting it), strictly between two tuning scores like every operating threshold here; above
     the highest score (nothing called positive) when no lower one reaches the target."""
-    if not (isinstance(target, (int, float)) and math.isfinite(target) and 0.0 < target <= 1.0):
-        raise ConfigError(
-            f"target specificity must lie in (0, 1], got {target!r}", hint="e.g. 0.9 for 90 %"
-        )
-    y = _labels(y_true)
-    s = _scores(scores)
-    _check_lengths(y.size, s.size)
+    y, s = _target_inputs(y_true, scores, target, "specificity")
     n_neg = int(y.size - y.sum())
     if n_neg == 0:
         raise DataError(

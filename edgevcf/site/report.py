@@ -29,7 +29,13 @@ def _auc(d: dict[str, Any] | None) -> str:
 def _row(name: str, c: dict[str, Any]) -> str:
     flag = "" if c["sufficient"] else " *insufficient*"
     gate = c.get("baseline_gate")
-    g = f" | {gate['verdict']}" if gate else ""
+    g = ""
+    if gate:
+        need = max(gate.get("films_needed", {}).values(), default=0)
+        more = (
+            f" (~{need} films would decide)" if gate["verdict"] == "inconclusive" and need else ""
+        )
+        g = f" | {gate['verdict']}{more}"
     return (
         f"| {name}{flag} | {c['films']} | {c['n']} | {c['positives']} | "
         f"{_pct(c['refusal_rate'])} | {_auc(c['auc'])} | {_pct(c['sensitivity'])} | "
