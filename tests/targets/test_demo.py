@@ -24,15 +24,21 @@ def test_demo_builds_then_reuses_and_rebuilds_on_change(
         test=0.15,
         calibration="small",
         fallback=False,
+        site_patients=16,
     )
     first = demo.run_demo(tmp_path, cfg)
     assert first.reused == []
     assert first.verify == {"onnx-cpu-int8": True}
     assert first.report_paths["markdown"].is_file()
     assert first.report["accuracy"]["split"] == "test"
+    # the clinic step ran: a validation report, or the site's "no" said as such (a tiny model)
+    assert first.clinic is not None
+    assert "error" in first.clinic or first.clinic_paths["json"].is_file()
 
+    cfg = dataclasses.replace(cfg, site_patients=0)  # the clinic step once is enough
     again = demo.run_demo(tmp_path, cfg)
     assert again.reused == ["data", "training", "bundle onnx-cpu-int8"]
+    assert again.clinic is None
 
     changed = demo.run_demo(tmp_path, dataclasses.replace(cfg, epochs=2))
     assert changed.reused == ["data"]  # new training config -> new model -> new bundle
