@@ -104,7 +104,7 @@ min_positives = 8
 [[rules]]
 measure = "sensitivity"
 bound = "value"
-at_least = 0.85
+at_least = 0.75
 where = "overall"
 
 [[rules]]
@@ -115,6 +115,8 @@ where = "overall"
 """
 #: The demo's clinic: a DX room whose console enhances edges (moves the operating point).
 CLINIC_PROFILE = "clinic-edge"
+#: The site asks back the sensitivity the demo bundle was validated at (about 0.80 on val).
+CLINIC_SENSITIVITY = 0.80
 
 
 def _clinic(
@@ -169,7 +171,7 @@ def _clinic(
             out,
             ValidateOptions(
                 protocol=protocol,
-                rethreshold="sensitivity=0.90",
+                rethreshold=f"sensitivity={CLINIC_SENSITIVITY}",
                 site_bundle=root / "bundles" / f"{label}-site",
                 force=True,
             ),

@@ -68,7 +68,7 @@ PROFILES: dict[str, SiteProfile] = {
                     institution="Synth Clinic",
                     kvp=(85.0, 100.0),
                     mas=(6.0, 20.0),
-                    edge_enhance=1.5,
+                    edge_enhance=1.0,
                     edge_radius_mm=3.0,
                 ),
                 age_mean=76.0,
