@@ -8,6 +8,7 @@ report (:mod:`.report`) each live in their own module.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -159,7 +160,7 @@ def validate(
                 site_films.labels[scored_tune], site_films.probs()[scored_tune]
             )
             check_envelope(new_t, envelope)
-        site_settings = analysis.Settings(**{**settings.__dict__, "threshold": new_t})
+        site_settings = dataclasses.replace(settings, threshold=new_t)
         evaluated = confirm
         result["evaluated_on"] = "confirmation part"
         result["before"] = analysis.analyse(films, confirm, settings)
