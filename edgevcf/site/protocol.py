@@ -109,6 +109,10 @@ def load_protocol(path: str | os.PathLike[str]) -> Protocol:
 
 
 def _rule(r: Rule, p: Path) -> Rule:
+    for key in ("at_least", "at_most"):
+        v = getattr(r, key)
+        if v is not None and (isinstance(v, bool) or not isinstance(v, int | float)):
+            raise ConfigError(f"{p}: [[rules]] {key} must be a number, got {v!r}")
     where = f"{p}: rule {r.describe() if (r.at_least is None) != (r.at_most is None) else r}"
     if (r.at_least is None) == (r.at_most is None):
         raise ConfigError(f"{where}: give exactly one of at_least, at_most")
