@@ -126,6 +126,7 @@ def _clinic(
     small shifted site and re-thresholded into a site bundle (docs/site.md)."""
     from edgevcf.data.synth import SynthConfig, generate
     from edgevcf.data.synth.sites import apply_profile
+    from edgevcf.errors import EdgeVCFError
     from edgevcf.site.validate import ValidateOptions, validate
 
     label = (
@@ -162,8 +163,6 @@ def _clinic(
             preview=False,
         ).manifest
     out = root / "report" / "site"
-    from edgevcf.errors import EdgeVCFError
-
     try:
         result = validate(
             bundles[label],

@@ -59,6 +59,7 @@ __all__ = [
     "auc",
     "auc_ci",
     "binary_metrics",
+    "cases_for_margin",
     "decision_flips",
     "films_needed",
     "films_to_show_non_inferiority",
@@ -1192,8 +1193,17 @@ def films_to_show_non_inferiority(n: int, diff: float, ci_low: float, margin: fl
     reaches the margin at ``n * (half-width / (diff + margin))**2``, at this Δ and spread; an
     estimate, not a promise: ``diff`` itself is uncertain.
     """
+    if ci_low > -margin:
+        return None
+    return cases_for_margin(n, diff, ci_low, margin)
+
+
+def cases_for_margin(n: int, diff: float, ci_low: float, margin: float) -> int | None:
+    """Cases at which a CI of this spread (``diff - ci_low`` on ``n`` cases, shrinking as 1 /
+    sqrt(n)) would have its lower bound at ``-margin``; None when ``diff`` is itself at or
+    below ``-margin``. Also a site's plan, from a pilot whose CI already clears the margin."""
     room = diff + margin
-    if ci_low > -margin or room <= 0:
+    if room <= 0:
         return None
     return math.ceil(n * ((diff - ci_low) / room) ** 2)
 

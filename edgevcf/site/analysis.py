@@ -169,7 +169,7 @@ def probability_checks(films: SiteFilms, mask: np.ndarray, level: float) -> dict
 
 def analyse(films: SiteFilms, mask: np.ndarray, cfg: Settings) -> dict[str, Any]:
     """Everything the report shows, on the films of ``mask``."""
-    sub = _restrict(films, mask)
+    sub = films.subset(mask)
     everything = np.ones(len(sub.paths), dtype=bool)
     return {
         "threshold": cfg.threshold,
@@ -177,24 +177,3 @@ def analyse(films: SiteFilms, mask: np.ndarray, cfg: Settings) -> dict[str, Any]
         "subgroups": by_subgroup(sub, cfg),
         **probability_checks(sub, everything, cfg.level),
     }
-
-
-def _restrict(films: SiteFilms, mask: np.ndarray) -> SiteFilms:
-    """The films of ``mask`` as a SiteFilms of their own."""
-    idx = np.flatnonzero(mask)
-    pick = [int(i) for i in idx]
-    return SiteFilms(
-        paths=[films.paths[i] for i in pick],
-        patients=[films.patients[i] for i in pick],
-        labels=films.labels[idx],
-        splits=[films.splits[i] for i in pick],
-        levels=[films.levels[i] for i in pick],
-        status=films.status[idx],
-        reasons=[films.reasons[i] for i in pick],
-        logits=films.logits[idx],
-        gate_scores=films.gate_scores[idx],
-        base_logits=None if films.base_logits is None else films.base_logits[idx],
-        base_name=films.base_name,
-        base_threshold=films.base_threshold,
-        stages=[films.stages[i] for i in pick] if films.stages else [],
-    )

@@ -11,6 +11,7 @@ never saw, every family of which must still be refused. The refusal rate on the 
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import numpy as np
@@ -51,7 +52,7 @@ def refit(
     status = films.status.copy()
     for k, i in enumerate(all_idx):
         status[i] = "not_assessable" if refused_new[k] else "ok"
-    after = SiteFilms(**{**films.__dict__, "status": status})
+    after = dataclasses.replace(films, status=status)
     conf = confirm & films.readable
     n = int(conf.sum())
 

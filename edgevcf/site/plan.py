@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from edgevcf import stats
+from edgevcf import metrics, stats
 
 
 def plan(
@@ -68,11 +68,9 @@ def _non_inferiority(bundle: Any, prevalence: float) -> list[dict[str, Any]]:
             criteria[key] = (d["diff"], d["ci_low"], tol[margin], cases)
     rows = []
     for key, (diff, low, margin, cases) in criteria.items():
-        room = diff + margin
-        if room <= 0:
-            films = None
-        else:
-            need_cases = math.ceil(cases * ((diff - low) / room) ** 2)
+        need_cases = metrics.cases_for_margin(cases, diff, low, margin)
+        films = None
+        if need_cases is not None:
             share = 1.0 if key == "auc" else prevalence if key == "sensitivity" else 1 - prevalence
             films = math.ceil(need_cases / share)
         rows.append(

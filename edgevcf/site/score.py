@@ -8,6 +8,7 @@ Unreadable films are kept with their reason, never dropped.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 from concurrent.futures import ThreadPoolExecutor
@@ -70,6 +71,19 @@ class SiteFilms:
     def readable(self) -> np.ndarray:
         """Films with a logit (in scope or refused by the gate)."""
         return np.asarray(self.status != "refused")
+
+    def subset(self, mask: np.ndarray) -> SiteFilms:
+        """The films of ``mask`` as a SiteFilms of their own (per-film fields sliced alike)."""
+        idx = np.flatnonzero(mask)
+
+        def pick(v: Any) -> Any:
+            if isinstance(v, np.ndarray):
+                return v[idx]
+            return [v[int(i)] for i in idx] if isinstance(v, list) and v else v
+
+        per_film = ("paths", "patients", "labels", "splits", "levels", "status", "reasons",
+                    "logits", "gate_scores", "base_logits", "stages")  # fmt: skip
+        return dataclasses.replace(self, **{k: pick(getattr(self, k)) for k in per_film})
 
     def probs(self) -> np.ndarray:
         """P(fresh) of every film (nan where unreadable)."""

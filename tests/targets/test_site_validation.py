@@ -71,6 +71,11 @@ def _run(args: list[str]) -> Any:
     return CliRunner().invoke(cli, ["-q", *args], catch_exceptions=False)
 
 
+def _validate(bundle: Path, site: Path, *args: str) -> Any:
+    """``edgevcf validate BUNDLE --data SITE ARGS...``."""
+    return _run(["validate", str(bundle), "--data", str(site), *args])
+
+
 @pytest.mark.requires_onnxruntime
 def test_validate_rethreshold_sign_verify(
     export_bundle: Any, tiny_export: Any, site: Path, tmp_path: Path
@@ -87,27 +92,23 @@ def test_validate_rethreshold_sign_verify(
     protocol.write_text(PASSING)
     key, pub, _ = new_key(tmp_path / "site")
     out, sb = tmp_path / "report", tmp_path / "site-bundle"
-    res = _run(
-        [
-            "validate",
-            str(parent.path),
-            "--data",
-            str(site),
-            "--out",
-            str(out),
-            "--protocol",
-            str(protocol),
-            "--baseline",
-            str(tiny_export.checkpoint),
-            "--rethreshold",
-            "youden",
-            "--site-bundle",
-            str(sb),
-            "--sign",
-            str(key),
-            "--envelope",
-            "0.0001:0.9999",
-        ]
+    res = _validate(
+        parent.path,
+        site,
+        "--out",
+        str(out),
+        "--protocol",
+        str(protocol),
+        "--baseline",
+        str(tiny_export.checkpoint),
+        "--rethreshold",
+        "youden",
+        "--site-bundle",
+        str(sb),
+        "--sign",
+        str(key),
+        "--envelope",
+        "0.0001:0.9999",
     )
     assert res.exit_code == 0, res.output
     r = json.loads((out / "validation.json").read_text())
@@ -161,49 +162,37 @@ def test_failed_protocol_and_envelope_refuse(
     _, parent = export_bundle("onnx-cpu")
     protocol = tmp_path / "p.toml"
     protocol.write_text(PASSING.replace("at_least = 0.0", "at_least = 1.01"))
-    res = CliRunner().invoke(
-        cli,
-        [
-            "-q",
-            "validate",
-            str(parent.path),
-            "--data",
-            str(site),
-            "--out",
-            str(tmp_path / "r"),
-            "--protocol",
-            str(protocol),
-            "--rethreshold",
-            "sensitivity=0.9",
-            "--site-bundle",
-            str(tmp_path / "sb"),
-            "--envelope",
-            "0.0001:0.9999",
-            "--no-figures",
-        ],
+    res = _validate(
+        parent.path,
+        site,
+        "--out",
+        str(tmp_path / "r"),
+        "--protocol",
+        str(protocol),
+        "--rethreshold",
+        "sensitivity=0.9",
+        "--site-bundle",
+        str(tmp_path / "sb"),
+        "--envelope",
+        "0.0001:0.9999",
+        "--no-figures",
     )
     assert res.exit_code == 4, res.output
     assert "site protocol failed" in res.output and not (tmp_path / "sb").exists()
     r = json.loads((tmp_path / "r" / "validation.json").read_text())
     assert r["site_bundle"]["written"] is False
-    res = CliRunner().invoke(
-        cli,
-        [
-            "-q",
-            "validate",
-            str(parent.path),
-            "--data",
-            str(site),
-            "--out",
-            str(tmp_path / "r2"),
-            "--rethreshold",
-            "youden",
-            "--site-bundle",
-            str(tmp_path / "sb2"),
-            "--envelope",
-            "0.999:0.9999",
-            "--no-figures",
-        ],
+    res = _validate(
+        parent.path,
+        site,
+        "--out",
+        str(tmp_path / "r2"),
+        "--rethreshold",
+        "youden",
+        "--site-bundle",
+        str(tmp_path / "sb2"),
+        "--envelope",
+        "0.999:0.9999",
+        "--no-figures",
     )
     assert res.exit_code != 0 and "outside the range the bundle allows" in res.output
     assert "Traceback" not in res.output and not (tmp_path / "sb2").exists()
@@ -259,19 +248,15 @@ def test_refit_gate_keeps_refusing_out_of_scope(
 
     _, parent = export_bundle("onnx-cpu")
     sb = tmp_path / "sb"
-    res = _run(
-        [
-            "validate",
-            str(parent.path),
-            "--data",
-            str(site),
-            "--out",
-            str(tmp_path / "r"),
-            "--refit-gate",
-            "--site-bundle",
-            str(sb),
-            "--no-figures",
-        ]
+    res = _validate(
+        parent.path,
+        site,
+        "--out",
+        str(tmp_path / "r"),
+        "--refit-gate",
+        "--site-bundle",
+        str(sb),
+        "--no-figures",
     )
     assert res.exit_code == 0, res.output
     site_b = Bundle.load(sb)

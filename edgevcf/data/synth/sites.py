@@ -44,9 +44,22 @@ _CR_HOME_LIKE = Site(
 )
 
 
-def _clinic(dx: Site, **cohort: Any) -> dict[str, Any]:
-    """A clinic with a processed DX room (60 % of films) and a home-like CR reader (40 %)."""
-    return {"sites": (dx, _CR_HOME_LIKE), "site_weights": (0.6, 0.4), **cohort}
+def _clinic(
+    manufacturer: str, model: str, *, cohort: dict[str, Any] | None = None, **room: Any
+) -> dict[str, Any]:
+    """A clinic with a DX room (60 % of films) made by ``manufacturer`` / ``model`` and set up
+    as ``room`` says (its processing, dose, pixel size), beside a home-like CR reader (40 %)."""
+    dx = Site(
+        "synth-clinic-dx",
+        "DX",
+        "MONOCHROME2",
+        room.pop("pixel_scale", 1.0),
+        manufacturer=manufacturer,
+        model=model,
+        institution="Synth Clinic",
+        **room,
+    )
+    return {"sites": (dx, _CR_HOME_LIKE), "site_weights": (0.6, 0.4), **(cohort or {})}
 
 
 PROFILES: dict[str, SiteProfile] = {
@@ -58,69 +71,34 @@ PROFILES: dict[str, SiteProfile] = {
             "a DX room whose console enhances edges (unsharp mask), beside a CR reader; older "
             "patients: moves the operating point while AUC holds",
             _clinic(
-                Site(
-                    "synth-clinic-dx",
-                    "DX",
-                    "MONOCHROME2",
-                    0.93,
-                    manufacturer="SynthVendor Edge",
-                    model="EdgeDR 500",
-                    institution="Synth Clinic",
-                    kvp=(85.0, 100.0),
-                    mas=(6.0, 20.0),
-                    edge_enhance=1.0,
-                    edge_radius_mm=3.0,
-                ),
-                age_mean=76.0,
+                "SynthVendor Edge",
+                "EdgeDR 500",
+                pixel_scale=0.93,
+                kvp=(85.0, 100.0),
+                mas=(6.0, 20.0),
+                edge_enhance=1.0,
+                edge_radius_mm=3.0,
+                cohort={"age_mean": 76.0},
             ),
         ),
         SiteProfile(
             "clinic-bright",
             "a DX room with a brighter display curve (gamma 0.7), beside a CR reader",
-            _clinic(
-                Site(
-                    "synth-clinic-dx",
-                    "DX",
-                    "MONOCHROME2",
-                    1.0,
-                    manufacturer="SynthVendor Lux",
-                    model="LuxDR 300",
-                    institution="Synth Clinic",
-                    display_gamma=0.7,
-                ),
-            ),
+            _clinic("SynthVendor Lux", "LuxDR 300", display_gamma=0.7),
         ),
         SiteProfile(
             "clinic-dark",
             "a DX room with a darker display curve (gamma 1.5), beside a CR reader",
-            _clinic(
-                Site(
-                    "synth-clinic-dx",
-                    "DX",
-                    "MONOCHROME2",
-                    1.0,
-                    manufacturer="SynthVendor Umbra",
-                    model="UmbraDR 100",
-                    institution="Synth Clinic",
-                    display_gamma=1.5,
-                ),
-            ),
+            _clinic("SynthVendor Umbra", "UmbraDR 100", display_gamma=1.5),
         ),
         SiteProfile(
             "clinic-lowdose",
             "a DX room run at a third of the dose (noisier films), beside a CR reader",
             _clinic(
-                Site(
-                    "synth-clinic-dx",
-                    "DX",
-                    "MONOCHROME2",
-                    1.0,
-                    manufacturer="SynthVendor Lite",
-                    model="LiteDR 50",
-                    institution="Synth Clinic",
-                    dose=0.33,
-                    mas=(2.0, 8.0),
-                ),
+                "SynthVendor Lite",
+                "LiteDR 50",
+                dose=0.33,
+                mas=(2.0, 8.0),
             ),
         ),
     )
