@@ -95,28 +95,7 @@ class FloatBlockFallback(Target):
             for k, v in layer_groups(ctx.fp32_onnx).items()
             if not set(v) <= set(q.excluded_layers)
         }
-        cost: dict[str, float] = {}
-        unusable: dict[str, str] = {}
-        for key in progress.track(
-            list(groups), desc=f"{self.name}: block sensitivity", unit="block"
-        ):
-            try:
-                arts = self._quantize(ctx, tuple(groups[key]))
-            except (ExportError, QuantizationError) as exc:
-                # ONNX Runtime's quantiser writes an invalid graph for some exclusions (seen:
-                # the classifier's Gemm in float with int8 asymmetric activations, "Gemm_bias_dq"
-                # with a missing input): such a block is simply not a candidate.
-                unusable[key] = exc.message
-                log.info(  # the toolchain's own words go to the log file (and the manifest)
-                    "%s: block %s cannot be kept in float alone (%s)",
-                    self.name,
-                    key,
-                    type(exc).__name__,
-                )
-                log.debug("%s: block %s: %s", self.name, key, exc)
-                continue
-            z = ctx.run(arts[0], x).reshape(-1)
-            cost[key] = float(np.abs(z - ref).mean())
+        cost, unusable = self._rank_blocks(ctx, groups, x, ref)
         ranked = sorted(cost, key=cost.__getitem__)
         tried: list[dict[str, Any]] = []
         floated: list[str] = []
@@ -143,3 +122,35 @@ class FloatBlockFallback(Target):
         )
         ctx.extra["mixed_precision"] = {"float_blocks": [], "tried": tried, **facts}
         return self._quantize(ctx, ())  # the plain INT8 artefacts again, measured again
+
+    def _rank_blocks(
+        self, ctx: ExportContext, groups: dict[str, list[str]], x: np.ndarray, ref: np.ndarray
+    ) -> tuple[dict[str, float], dict[str, str]]:
+        """Each block's cost (mean |Δlogit| from FP32 on ``x`` with only that block in float),
+        and the blocks that cannot be kept in float alone (with the toolchain's words).
+
+        Here: one INT8 quantisation per block. A target whose quantiser is slow may derive the
+        per-block models from one quantised model instead (OpenVINO does)."""
+        cost: dict[str, float] = {}
+        unusable: dict[str, str] = {}
+        for key in progress.track(
+            list(groups), desc=f"{self.name}: block sensitivity", unit="block"
+        ):
+            try:
+                arts = self._quantize(ctx, tuple(groups[key]))
+            except (ExportError, QuantizationError) as exc:
+                # ONNX Runtime's quantiser writes an invalid graph for some exclusions (seen:
+                # the classifier's Gemm in float with int8 asymmetric activations, "Gemm_bias_dq"
+                # with a missing input): such a block is simply not a candidate.
+                unusable[key] = exc.message
+                log.info(  # the toolchain's own words go to the log file (and the manifest)
+                    "%s: block %s cannot be kept in float alone (%s)",
+                    self.name,
+                    key,
+                    type(exc).__name__,
+                )
+                log.debug("%s: block %s: %s", self.name, key, exc)
+                continue
+            z = ctx.run(arts[0], x).reshape(-1)
+            cost[key] = float(np.abs(z - ref).mean())
+        return cost, unusable

@@ -211,13 +211,46 @@ class OpenVINOTarget(FloatBlockFallback):
         """INT8 with the blocks of ``exclude`` (ONNX node names) in float: NNCF's ignored scope
         by name prefix (OpenVINO keeps the ONNX names, adding suffixes such as
         ``/WithoutBiases``)."""
-        blocks = sorted({"/".join(n.split("/")[:3]) for n in exclude})
-        patterns = tuple(re.escape(b) + "/.*" for b in blocks)
+        blocks, patterns = _block_patterns(exclude)
         model = self._ptq(ctx, self._float_model(ctx), patterns)
         ctx.extra["nncf"] = "quantize" + (f" (ignored: {', '.join(blocks)})" if blocks else "")
         self._store_float_weights(ctx, model)
         self._save(ctx, model)
         return [Artifact("model", XML, "openvino", "int8", self._options(ctx))]
+
+    def _rank_blocks(
+        self, ctx: ExportContext, groups: dict[str, list[str]], x: np.ndarray, ref: np.ndarray
+    ) -> tuple[dict[str, float], dict[str, str]]:
+        """The ranking from one ``nncf.quantize`` instead of one per block: each block's model
+        is a copy of the plain INT8 model with that block's ops given their float inputs back
+        (:func:`float_block_copy`). Re-quantizing per block cost 6-10 s a block (statistics,
+        bias correction, compilation: 19 calls made OpenVINO the demo's slowest export); the
+        copies differ from it only in what NNCF's statistics and bias correction do downstream
+        of the block, which a ranking does not need. The mixes then tried are real
+        ignored-scope quantizations, measured by the gate."""
+        import shutil
+
+        plain = self._ptq(ctx, self._float_model(ctx))
+        float_ops = {op.get_friendly_name(): op for op in self._float_model(ctx).get_ordered_ops()}
+        rank_dir = ctx.work / "rank-blocks"
+        rank_dir.mkdir(exist_ok=True)
+        art = Artifact("model", f"{rank_dir.name}/{XML}", "openvino", "int8", self._options(ctx))
+        ov = require("openvino", "OpenVINO export")
+        cost: dict[str, float] = {}
+        unusable: dict[str, str] = {}
+        try:
+            for key in progress.track(
+                list(groups), desc=f"{self.name}: block sensitivity", unit="block"
+            ):
+                model, touched = float_block_copy(plain, float_ops, _block_patterns(groups[key])[1])
+                if not touched:
+                    unusable[key] = "no OpenVINO operation of this block is quantized"
+                    continue
+                ov.save_model(model, str(ctx.work / art.file), compress_to_fp16=False)
+                cost[key] = float(np.abs(ctx.run(art, x).reshape(-1) - ref).mean())
+        finally:
+            shutil.rmtree(rank_dir, ignore_errors=True)
+        return cost, unusable
 
     def _save(self, ctx: ExportContext, model: Any, fp16: bool = False) -> None:
         ov = require("openvino", "OpenVINO export")
@@ -316,6 +349,53 @@ class OpenVINOTarget(FloatBlockFallback):
 
 
 _WEIGHT_CONSUMERS = ("Convolution", "GroupConvolution", "MatMul")
+
+
+def _block_patterns(exclude: tuple[str, ...]) -> tuple[list[str], tuple[str, ...]]:
+    """The blocks of ``exclude`` (ONNX node names) and NNCF ignored-scope patterns for them
+    (NNCF matches with ``re.match``; OpenVINO keeps the ONNX names, adding suffixes)."""
+    blocks = sorted({"/".join(n.split("/")[:3]) for n in exclude})
+    return blocks, tuple(re.escape(b) + "/.*" for b in blocks)
+
+
+def float_block_copy(
+    quantized: Any, float_ops: dict[str, Any], patterns: tuple[str, ...]
+) -> tuple[Any, int]:
+    """A copy of NNCF's INT8 ``quantized`` model whose ops matching ``patterns`` compute on
+    float inputs, as if NNCF had ignored them: every FakeQuantize feeding such an op is
+    bypassed, and its constant inputs (weights, stored int8 by NNCF, and biases, moved by bias
+    correction) are the FP32 model's again, found by OpenVINO's node names (``float_ops``), which
+    NNCF keeps. Returns the copy and how many inputs were given back.
+    """
+    import openvino.opset13 as ops
+
+    model = quantized.clone()
+    touched = 0
+    for op in model.get_ordered_ops():
+        name = op.get_friendly_name()
+        if op.get_type_name() in ("Constant", "FakeQuantize") or not any(
+            re.match(p, name) for p in patterns
+        ):
+            continue
+        fop = float_ops.get(name)
+        for i, port in enumerate(op.inputs()):
+            src = port.get_source_output().get_node()
+            fsrc = (
+                fop.input_value(i).get_node()
+                if fop is not None and i < fop.get_input_size()
+                else None
+            )
+            if fsrc is not None and fsrc.get_type_name() == "Constant":
+                if src.get_type_name() != "Constant" or not np.array_equal(
+                    src.get_data(), fsrc.get_data()
+                ):
+                    port.replace_source_output(ops.constant(fsrc.get_data()).output(0))
+                    touched += 1
+            elif src.get_type_name() == "FakeQuantize":
+                port.replace_source_output(src.input_value(0))
+                touched += 1
+    model.validate_nodes_and_infer_types()
+    return model, touched
 
 
 def compress_float_weights(model: Any, mode: str, min_elements: int = 1024) -> dict[str, int]:

@@ -212,3 +212,38 @@ def test_openvino_refuses_to_compute_in_a_precision_other_than_validated(
     be = OpenVINOBackend(tmp_path / "m.xml", inference_precision=precision)
     assert be.effective_precision == got
     assert be.run(np.zeros((1, 4, 8, 8), np.float32)).shape == (1, 2 * 8 * 8)
+
+
+@pytest.mark.requires_openvino
+def test_float_block_copy_gives_the_blocks_their_float_inputs_back(export_bundle: Any) -> None:
+    """The OpenVINO ranking's per-block models (one nncf.quantize, then copies): every op given
+    back its float inputs is the FP32 network again (weights and biases restored, every
+    FakeQuantize bypassed); a pattern that matches nothing leaves the INT8 model as it was."""
+    import nncf
+    import openvino as ov
+
+    from edgevcf.targets.openvino import float_block_copy
+
+    _, fp32 = export_bundle("onnx-cpu")
+    onnx_file = str(fp32.path / fp32.artifact().file)
+    x = fp32.golden().inputs
+    ref = open_backend("onnxruntime", onnx_file).run_all(x)
+    quantized = nncf.quantize(
+        ov.convert_model(onnx_file),
+        nncf.Dataset([x[i : i + 1] for i in range(len(x))]),
+        subset_size=len(x),
+    )
+    float_ops = {op.get_friendly_name(): op for op in ov.convert_model(onnx_file).get_ordered_ops()}
+    core = ov.Core()
+
+    def run(model: Any) -> np.ndarray:
+        compiled = core.compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+        return np.concatenate([compiled(x[i : i + 1])[0] for i in range(len(x))])
+
+    as_float, touched = float_block_copy(quantized, float_ops, (".*",))
+    assert touched > 0
+    np.testing.assert_allclose(run(as_float), ref, atol=1e-4, rtol=0)
+    untouched, none = float_block_copy(quantized, float_ops, ("/no/such/block/.*",))
+    assert none == 0
+    np.testing.assert_array_equal(run(untouched), run(quantized))
+    assert np.abs(run(quantized) - ref).max() > 1e-3  # the INT8 model really differs
