@@ -31,7 +31,7 @@ from edgevcf.site.rethreshold import (
     split_parts,
     write_site_bundle,
 )
-from edgevcf.site.score import score_site
+from edgevcf.site.score import SiteFilms, score_site
 
 log = logging.getLogger(__name__)
 
@@ -138,47 +138,15 @@ def validate(
         },
     }
     everything = np.ones(len(films.paths), dtype=bool)
-    evaluated = everything
+    evaluated, tune, gate = everything, everything, None
     result["rethreshold"] = result["gate_refit"] = None
-    gate = None
     if objective is None and not opts.refit_gate:
         result["evaluated_on"] = "all films"
         result["analysis"] = analysis.analyse(films, everything, settings)
     else:
-        tune, confirm, how = split_parts(films, opts.seed)
-        site_films = films
-        if opts.refit_gate:
-            from edgevcf.site.gate import refit
-
-            gate, gate_record, site_films = refit(parent, films, tune, confirm)
-            result["gate_refit"] = gate_record
-        new_t = parent.threshold
-        if objective is not None:
-            assert envelope is not None
-            scored_tune = tune & site_films.scored
-            new_t = objective.choose(
-                site_films.labels[scored_tune], site_films.probs()[scored_tune]
-            )
-            check_envelope(new_t, envelope)
-        site_settings = dataclasses.replace(settings, threshold=new_t)
-        evaluated = confirm
-        result["evaluated_on"] = "confirmation part"
-        result["before"] = analysis.analyse(films, confirm, settings)
-        result["analysis"] = analysis.analyse(site_films, confirm, site_settings)
-        tuning = analysis.cell(site_films, tune, site_settings)
-        result["rethreshold"] = {
-            "objective": objective.describe() if objective else "the parent's threshold kept",
-            "split": how,
-            "tuning": {
-                k: tuning[k] for k in ("films", "n", "positives", "sensitivity", "specificity")
-            },
-            "confirmation_films": int(confirm.sum()),
-            "threshold": new_t,
-            "parent_threshold": parent.threshold,
-            "envelope": envelope
-            or {"low": 0.0, "high": 1.0, "rule": "threshold unchanged", "source": "none needed"},
-        }
-        films = site_films
+        films, evaluated, tune, gate = _site_change(
+            parent, films, settings, objective, envelope, opts, result
+        )
     rules = judge(proto, result["analysis"]) if proto else []
     result["rules"] = rules
     result["passed"] = all(r["verdict"] == "pass" for r in rules) if rules else None
@@ -187,6 +155,50 @@ def validate(
     result["seconds"] = round(time.perf_counter() - t0, 1)
     _write(Path(out), result, films, evaluated, opts)
     return result
+
+
+def _site_change(
+    parent: Any,
+    films: SiteFilms,
+    settings: analysis.Settings,
+    objective: Objective | None,
+    envelope: dict[str, Any] | None,
+    opts: ValidateOptions,
+    result: dict[str, Any],
+) -> tuple[SiteFilms, np.ndarray, np.ndarray, Any]:
+    """What a site bundle changes, decided on the tuning part and judged on the confirmation
+    part (never on films that chose it): the films split by patient, the gate re-fitted when
+    asked, the threshold chosen inside the envelope. Fills ``result`` (``before``,
+    ``analysis``, ``rethreshold``, ``gate_refit``); returns the films as the site bundle sees
+    them, the confirmation and tuning masks and the re-fitted gate (None: the parent's)."""
+    tune, confirm, how = split_parts(films, opts.seed)
+    site_films, gate = films, None
+    if opts.refit_gate:
+        from edgevcf.site.gate import refit
+
+        gate, result["gate_refit"], site_films = refit(parent, films, tune, confirm)
+    new_t = parent.threshold
+    if objective is not None:
+        assert envelope is not None
+        scored_tune = tune & site_films.scored
+        new_t = objective.choose(site_films.labels[scored_tune], site_films.probs()[scored_tune])
+        check_envelope(new_t, envelope)
+    site_settings = dataclasses.replace(settings, threshold=new_t)
+    result["evaluated_on"] = "confirmation part"
+    result["before"] = analysis.analyse(films, confirm, settings)
+    result["analysis"] = analysis.analyse(site_films, confirm, site_settings)
+    tuning = analysis.cell(site_films, tune, site_settings)
+    result["rethreshold"] = {
+        "objective": objective.describe() if objective else "the parent's threshold kept",
+        "split": how,
+        "tuning": {k: tuning[k] for k in ("films", "n", "positives", "sensitivity", "specificity")},
+        "confirmation_films": int(confirm.sum()),
+        "threshold": new_t,
+        "parent_threshold": parent.threshold,
+        "envelope": envelope
+        or {"low": 0.0, "high": 1.0, "rule": "threshold unchanged", "source": "none needed"},
+    }
+    return site_films, confirm, tune, gate
 
 
 def _site_bundle(

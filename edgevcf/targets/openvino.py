@@ -242,7 +242,9 @@ class OpenVINOTarget(FloatBlockFallback):
             for key in progress.track(
                 list(groups), desc=f"{self.name}: block sensitivity", unit="block"
             ):
-                model, touched = float_block_copy(plain, float_ops, _block_patterns(groups[key])[1])
+                model, touched = float_block_copy(
+                    plain, float_ops, _block_patterns(tuple(groups[key]))[1]
+                )
                 if not touched:
                     unusable[key] = "no OpenVINO operation of this block is quantized"
                     continue
