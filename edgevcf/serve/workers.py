@@ -83,13 +83,9 @@ PRELOAD = ["numpy", "pydicom", "edgevcf.runtime", "edgevcf.serve.workers"]
 def _context() -> Any:
     """Fork-server processes where the platform has them (a worker starts in a fraction of a
     second: the fork server is single-threaded and has numpy and pydicom loaded), else spawn."""
-    import multiprocessing
+    from edgevcf import processes
 
-    if "forkserver" in multiprocessing.get_all_start_methods():
-        ctx = multiprocessing.get_context("forkserver")
-        ctx.set_forkserver_preload(PRELOAD)
-        return ctx
-    return multiprocessing.get_context("spawn")
+    return processes.context(PRELOAD)
 
 
 class WorkerLostError(Exception):

@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from edgevcf import progress
+from edgevcf import processes, progress
 from edgevcf.data.synth.anatomy import Patient, exposure_facts, sample_patient, sample_view
 from edgevcf.data.synth.config import SynthConfig
 from edgevcf.errors import ConfigError, DataError
@@ -210,7 +210,7 @@ def generate(
             progress.track(map(_render_job, jobs), total=len(jobs), desc="synth", unit="img")
         )
     else:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
+        with ProcessPoolExecutor(max_workers=workers, mp_context=processes.context()) as pool:
             it = pool.map(_render_job, jobs, chunksize=max(1, len(jobs) // (workers * 8)))
             results = list(progress.track(it, total=len(jobs), desc="synth", unit="img"))
 
