@@ -17,7 +17,7 @@ CART = [
     "edgevcf.bundle", "edgevcf.runtime", "edgevcf.quality", "edgevcf.signing",
     "edgevcf.backends.onnxruntime", "edgevcf.backends.openvino", "edgevcf.backends.litert",
     "edgevcf.backends.tensorrt", "edgevcf.serve.service", "edgevcf.serve.scp", "edgevcf.serve.sr",
-    "edgevcf.serve.workers", "edgevcf.serve.systemd",
+    "edgevcf.serve.workers", "edgevcf.serve.systemd", "edgevcf.watch.drift", "edgevcf.cusum",
 ]  # fmt: skip
 #: What it must never load: toolchains, and the workstation side of edgevcf.
 WORKSTATION = [
