@@ -47,6 +47,8 @@ def one_sided_arl(cdf: Cdf, h: float, states: int = _STATES) -> float:
     width ``2h / (2 states - 1)``, cell 0 holding every value below half a cell)."""
     if h <= 0:
         raise ValueError("h must be > 0")
+    if float(cdf(np.zeros(1))[0]) >= 1.0:
+        return math.inf  # the sum can never grow: no signal, ever
     m = states
     w = 2.0 * h / (2 * m - 1)
     d = np.arange(-(m - 1), m, dtype=np.float64)  # j - i
@@ -55,12 +57,16 @@ def one_sided_arl(cdf: Cdf, h: float, states: int = _STATES) -> float:
     j = np.arange(m)[None, :]
     r = band[(j - i) + m - 1]
     r[:, 0] = cdf((0.5 - np.arange(m, dtype=np.float64)) * w)
-    arl = np.linalg.solve(np.eye(m) - r, np.ones(m))
-    return float(arl[0])
+    try:
+        arl = np.linalg.solve(np.eye(m) - r, np.ones(m))
+    except np.linalg.LinAlgError:  # no way past h from some cell
+        return math.inf
+    return float(arl[0]) if np.isfinite(arl[0]) and arl[0] > 0 else math.inf
 
 
 def _two_sided(up: float, down: float) -> float:
-    return 1.0 / (1.0 / up + 1.0 / down)
+    rate = 1.0 / up + 1.0 / down
+    return math.inf if rate == 0 else 1.0 / rate
 
 
 def normal_arl(

@@ -34,6 +34,11 @@ Relative paths are relative to the config file. Example::
     film_timeout_s = 60
     max_tries = 2
     stall_s = 180
+
+    [watch]                   # the drift watch (docs/serve.md, "Over time on the cart")
+    period = "day"            # or "films:200": a block of 200 films
+    burn_in = 28              # periods of this cart's own stream as the reference, when the
+    burn_in_films = 1000      # bundle carries no site validation
 """
 
 from __future__ import annotations
@@ -115,6 +120,23 @@ class Scoring:
 
 
 @dataclass(frozen=True)
+class Watch:
+    """The drift watch (:mod:`edgevcf.watch.drift`): ``period`` is ``"day"`` or ``"films:N"``
+    (a block of N films); the reference is the site validation the bundle carries, else the
+    first ``burn_in`` periods (and at least ``burn_in_films`` films) of this cart's own stream;
+    ``films_per_period`` is the volume the charts are tuned for when the reference comes from
+    the bundle (a burn-in measures it)."""
+
+    enabled: bool = True
+    period: str = "day"
+    burn_in: int = 28
+    burn_in_films: int = 1000
+    films_per_period: float = 40.0
+    window: int = 14
+    alpha: float = 0.01
+
+
+@dataclass(frozen=True)
 class Model:
     """What the node serves: a bundle folder (so a service unit names no model path)."""
 
@@ -160,6 +182,7 @@ class ServeConfig:
     scoring: Scoring = field(default_factory=Scoring)
     trust: TrustKeys = field(default_factory=TrustKeys)
     model: Model = field(default_factory=Model)
+    watch: Watch = field(default_factory=Watch)
     allowed: tuple[Peer, ...] = ()
     destinations: tuple[Destination, ...] = ()
     source: str = "defaults"
@@ -169,7 +192,7 @@ ISOLATIONS = ("process", "thread")
 
 TABLES: dict[str, type] = {
     "listen": Listen, "tls": Tls, "storage": Storage, "forward": Forward, "http": Http,
-    "scoring": Scoring, "trust": TrustKeys, "model": Model,
+    "scoring": Scoring, "trust": TrustKeys, "model": Model, "watch": Watch,
 }  # fmt: skip
 LISTS: dict[str, type] = {"allowed": Peer, "destinations": Destination}
 
@@ -275,6 +298,15 @@ def _check_values(c: ServeConfig) -> None:
         problems.append(
             "[scoring] stall_s must be longer than film_timeout_s (a film may take that long)"
         )
+    w = c.watch
+    if w.period != "day" and not (
+        w.period.startswith("films:") and w.period[6:].isdigit() and int(w.period[6:]) >= 10
+    ):
+        problems.append('[watch] period must be "day" or "films:N" with N >= 10')
+    if w.burn_in < 1 or w.burn_in_films < 1 or w.window < 1 or w.films_per_period <= 0:
+        problems.append("[watch] burn_in, burn_in_films, window and films_per_period must be > 0")
+    if not 0 < w.alpha < 1:
+        problems.append("[watch] alpha must be in (0, 1)")
     if problems:
         raise ConfigError(f"{c.source}: " + "; ".join(problems))
 

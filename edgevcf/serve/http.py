@@ -107,10 +107,66 @@ up {s["uptime_s"]:.0f} s</p>
 <h2>Jobs</h2><table id="jobs"><tr><th>state</th><th>jobs</th></tr>{jobs}</table>
 <h2>Destinations</h2><table id="destinations"><tr><th>destination</th><th>confirmed</th>
 <th>failures in a row</th><th>last error</th></tr>{dests}</table>
+{_watch(s.get("watch"))}
 <h2>Last results</h2><table id="recent"><tr><th>film (SHA-256 of its UID)</th><th>state</th>
 <th>status</th><th>decision</th><th>P(fresh)</th><th>time</th></tr>{rows}</table>
 </body></html>
 """
+
+
+def _spark(values: list[Any], ref: float | None) -> str:
+    """A small SVG line of a signal's last periods, its reference dashed."""
+    pts = [(i, float(v)) for i, v in enumerate(values) if isinstance(v, int | float)]
+    if len(pts) < 2:
+        return "-"
+    ys = [y for _, y in pts] + ([ref] if ref is not None else [])
+    lo, hi = min(ys), max(ys)
+    span = (hi - lo) or 1.0
+    w, h = 160, 32
+
+    def xy(i: float, y: float) -> str:
+        return f"{i * w / max(1, len(values) - 1):.1f},{h - 2 - (y - lo) / span * (h - 4):.1f}"
+
+    line = " ".join(xy(i, y) for i, y in pts)
+    dash = ""
+    if ref is not None:
+        y = xy(0, ref).split(",")[1]
+        dash = f'<line x1="0" x2="{w}" y1="{y}" y2="{y}" stroke="#999" stroke-dasharray="3,3"/>'
+    return (f'<svg width="{w}" height="{h}" role="img">{dash}'
+            f'<polyline fill="none" stroke="#236" points="{line}"/></svg>')  # fmt: skip
+
+
+def _watch(w: dict[str, Any] | None) -> str:
+    """The drift watch: reference, each signal's chart and CUSUM, the alarms of the window."""
+    if w is None:
+        return "<h2>Drift watch</h2><p>off ([watch] enabled = false)</p>"
+    e = html.escape
+
+    def num(v: Any, f: str = ".3f") -> str:
+        return "-" if v is None else format(v, f)
+
+    rows = "".join(
+        f"<tr><td>{e(name)}</td><td>{num(v['reference'])}</td>"
+        f"<td>{_spark(v['history'], v['reference'])}</td><td>{num(v['upper'], '.2f')} / "
+        f"{num(v['lower'], '.2f')} of {num(v['h'], '.2f')}</td></tr>"
+        for name, v in w["signals"].items()
+    )
+    alarms = (
+        "".join(
+            f"<tr><td>{e(a['signal'])}</td><td>{e(a['direction'])}</td><td>{e(a['began'])}</td>"
+            f"<td>{e(a['raised'])}</td></tr>"
+            for a in w["active"]
+        )
+        or "<tr><td colspan=4>none</td></tr>"
+    )
+    return (
+        f'<h2>Drift watch</h2><p id="watch">per {e(w["period"])}; reference: '
+        f"{e(w['reference'])}; {w['open_films']} film(s) in the open period</p>"
+        '<table id="signals"><tr><th>signal</th><th>reference</th><th>last periods</th>'
+        f"<th>CUSUM up / down of h</th></tr>{rows}</table>"
+        '<table id="alarms"><tr><th>alarm</th><th>direction</th><th>began</th><th>raised</th>'
+        f"</tr>{alarms}</table>"
+    )
 
 
 def _row(r: dict[str, Any]) -> str:

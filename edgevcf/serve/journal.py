@@ -76,6 +76,11 @@ class Journal:
             "at REAL NOT NULL, PRIMARY KEY (key, destination))"
         )
         self._db.execute("CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT)")
+        # the drift watch: the open period's film records (no identifier) and its state in meta
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS watch_films (seq INTEGER PRIMARY KEY AUTOINCREMENT, "
+            "period TEXT NOT NULL, record TEXT NOT NULL)"
+        )
         row = self._db.execute("SELECT v FROM meta WHERE k = 'schema'").fetchone()
         if row is not None and int(row[0]) > SCHEMA_VERSION:
             raise ConfigError(
@@ -267,6 +272,41 @@ class Journal:
         out = dict.fromkeys((*STATES, FAILED), 0)
         out.update({str(s): int(n) for s, n in rows})
         return out
+
+    def watch_add(self, period: str, record: dict[str, Any]) -> None:
+        """Keep one film's drift record (no identifier) in the open period ``period``."""
+        with self._lock:
+            self._db.execute("INSERT INTO watch_films (period, record) VALUES (?, ?)",
+                             (period, json.dumps(record, sort_keys=True)))  # fmt: skip
+
+    def watch_open(self) -> list[tuple[str, dict[str, Any]]]:
+        """The records not yet judged, in arrival order."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT period, record FROM watch_films ORDER BY seq"
+            ).fetchall()
+        return [(str(p), json.loads(r)) for p, r in rows]
+
+    def watch_close(self, periods: list[str], state: dict[str, Any]) -> None:
+        """Drop the records of ``periods`` (now judged) and keep the watch's new ``state``, in
+        one transaction: a crash leaves either both or neither."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.executemany("DELETE FROM watch_films WHERE period = ?",
+                                     [(p,) for p in periods])  # fmt: skip
+                self._db.execute("INSERT OR REPLACE INTO meta VALUES ('watch', ?)",
+                                 (json.dumps(state),))  # fmt: skip
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+
+    def watch_state(self) -> dict[str, Any] | None:
+        """The watch's state as last closed (None: never)."""
+        with self._lock:
+            row = self._db.execute("SELECT v FROM meta WHERE k = 'watch'").fetchone()
+        return json.loads(row[0]) if row else None
 
     def count_quarantined(self) -> int:
         """How many films were quarantined (ever: they stay until the site removes them)."""

@@ -48,6 +48,7 @@ class Metrics:
         "worker_restarts_total": "Scoring workers killed and replaced, by reason (timeout, died).",
         "worker_start_failures_total": "Scoring workers that could not load the bundle.",
         "quarantined_total": "Films quarantined after their tries ran out (undetermined SR).",
+        "watch_alarms_total": "Drift alarms raised, by signal (docs/serve.md, over time).",
         "score_seconds": "Time from reading a stored film to its decision.",
         "result_seconds": "Time from a film's receipt to its result at every destination.",
     }

@@ -146,6 +146,13 @@ class Service:
         self.result_log = root / "results.jsonl"
         self.journal = Journal(st.journal)
         self.metrics.gauges(self._gauges)
+        self.watch = None
+        if self.config.watch.enabled:
+            from edgevcf.serve.watching import NodeWatch
+
+            self.watch = NodeWatch(self.journal, self.config.watch, self.bundle.id,
+                                   self.bundle.manifest)  # fmt: skip
+            self.metrics.gauges(self.watch.gauges)
         self.outbox = Outbox(self.config, self.journal, self.metrics, self._finished)
         resumed = self.journal.unfinished()
         for job in resumed:
@@ -432,8 +439,10 @@ class Service:
         self.metrics.inc("results_written_total")
         line = {"uid_sha256": job.key, "received_at": round(job.received_at, 3),
                 "written_at": round(time.time(), 3), **result}  # fmt: skip
+        lines = [line, *self._watched(film, result, job.received_at)]
         with self._log_lock, open(self.result_log, "a", encoding="utf-8") as f:
-            f.write(json.dumps(line, sort_keys=True) + "\n")
+            for one in lines:
+                f.write(json.dumps(one, sort_keys=True) + "\n")
             f.flush()
             os.fsync(f.fileno())
         if not self.config.destinations:  # nobody to send to: the result log is the output
@@ -441,6 +450,21 @@ class Service:
             self._finished(job)
         else:
             self.outbox.wake()
+
+    def _watched(self, film: Any, result: dict[str, Any], received_at: float) -> list[Any]:
+        """The film's record to the drift watch; the alarms of a period it closed, as lines
+        for the JSON-lines log (also logged and counted). An engine error is no evidence."""
+        if self.watch is None or result.get("status") == "error":
+            return []
+        from edgevcf import subgroups
+
+        alarms = self.watch.add(result, subgroups.from_header(film), received_at)
+        for a in alarms:
+            self.metrics.inc("watch_alarms_total", "signal", a.signal)
+            log.warning("drift alarm: %s %s since period %s (raised %s)", a.signal,
+                        a.direction, a.began, a.raised)  # fmt: skip
+        return [{"event": "drift_alarm", "model_id": self.bundle.id, **a.to_dict()}
+                for a in alarms]  # fmt: skip
 
     def _finished(self, job: Job) -> None:
         """A job's result reached everyone: its film and SR leave the spool (retention 0)."""
@@ -539,6 +563,7 @@ class Service:
             "refused": self.metrics.count("refused_total"),
             "uptime_s": round(time.time() - self.started_at, 1),
             "recent": recent,
+            "watch": self.watch.status() if self.watch is not None else None,
         }
 
 

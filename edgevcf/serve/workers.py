@@ -121,6 +121,7 @@ def score_film(predictor: Predictor, path: str) -> dict[str, Any]:
         return {
             "status": p.status, "probability": p.probability, "decision": p.decision,
             "reason": p.reason if p.status != "ok" else "",
+            "gate_score": p.quality.get("score"),  # the drift watch's input distance
             "timings_ms": {k: round(v, 2) for k, v in p.timings_ms.items()},
         }  # fmt: skip
     except EdgeVCFError as exc:

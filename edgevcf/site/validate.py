@@ -151,7 +151,7 @@ def validate(
     result["rules"] = rules
     result["passed"] = all(r["verdict"] == "pass" for r in rules) if rules else None
     if result["rethreshold"] is not None:
-        result["site_bundle"] = _site_bundle(parent, films, result, opts, tune, gate)
+        result["site_bundle"] = _site_bundle(parent, films, result, opts, tune, evaluated, gate)
     result["seconds"] = round(time.perf_counter() - t0, 1)
     _write(Path(out), result, films, evaluated, opts)
     return result
@@ -207,6 +207,7 @@ def _site_bundle(
     result: dict[str, Any],
     opts: ValidateOptions,
     tune: np.ndarray,
+    confirm: np.ndarray,
     gate: Any,
 ) -> dict[str, Any] | None:
     """Write the re-thresholded bundle unless the protocol failed (never ship what failed)."""
@@ -235,6 +236,7 @@ def _site_bundle(
             "rules": [(x["rule"], x["verdict"]) for x in result["rules"]],
         },
         "edgevcf": __version__,
+        "drift_reference": drift_reference(films, confirm, r["threshold"]),
     }
     method = (
         f"site: {r['objective']} on {r['tuning']['n']} tuning films "
@@ -262,6 +264,28 @@ def _site_bundle(
         "manifest_sha256": sha256_file(site.path / "manifest.json"),
         "signed": opts.sign_key is not None,
     }
+
+
+def drift_reference(films: SiteFilms, mask: np.ndarray, threshold: float) -> dict[str, Any]:
+    """What the cart's drift watch takes as in control (:mod:`edgevcf.watch.drift`): the films
+    of ``mask`` as the site bundle scores them (its gate, its threshold); the volume per period
+    is the node's to say (``[watch] films_per_period``)."""
+    from edgevcf.watch.drift import FilmRecord, Reference
+
+    probs = films.probs()
+    records = []
+    for i in np.flatnonzero(mask):
+        ok = bool(films.status[i] == "ok")
+        gate = float(films.gate_scores[i])
+        p = float(probs[i])
+        records.append(
+            FilmRecord("", ok, p >= threshold if ok else None, p if ok else None,
+                       gate if np.isfinite(gate) else None, films.levels[i])
+        )  # fmt: skip
+    ref = Reference.from_records(
+        records, f"site validation: the {len(records)} confirmation films", per_period=0.0
+    )
+    return _json_safe(ref.to_dict())
 
 
 def _write(

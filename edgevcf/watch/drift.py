@@ -40,6 +40,8 @@ from edgevcf import cusum, stats, subgroups
 RATE_SIGNALS = ("positive_rate", "refusal_rate")
 MEAN_SIGNALS = ("mean_score", "gate_distance")
 SIGNALS = (*RATE_SIGNALS, *MEAN_SIGNALS)
+#: Periods of per-period values kept with the state (the status page's charts).
+HISTORY = 400
 #: Gauss-Hermite nodes for averaging the run length over the reference's sampling error.
 _GH = np.polynomial.hermite_e.hermegauss(9)
 
@@ -128,6 +130,15 @@ class Reference:
             per_period=float(per_period),
         )
 
+    def value(self, signal: str) -> float:
+        """The in-control value of ``signal``."""
+        return {
+            "positive_rate": self.positive_rate,
+            "refusal_rate": self.refusal_rate,
+            "mean_score": self.score_mean,
+            "gate_distance": self.gate_mean,
+        }[signal]
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
@@ -207,6 +218,11 @@ def _mean_h(n: float, n_ref: int, k: float, target: float) -> float:
         )
 
     return cusum.calibrate_h(arl, target, lo=1.0, hi=20.0)
+
+
+def _mean(values: Sequence[float | None]) -> float | None:
+    v = [x for x in values if x is not None and math.isfinite(x)]
+    return float(np.mean(v)) if v else None
 
 
 def _z_rate(x: int, n: int, p0: float) -> float:
@@ -315,9 +331,8 @@ class DriftWatch:
             "films": len(records),
             "positive_rate": len([r for r in pos if r.positive]) / len(pos) if pos else None,
             "refusal_rate": 1 - len(ok) / len(records),
-            "mean_score": float(np.mean([r.probability for r in ok if r.probability is not None]))
-            if ok
-            else None,
+            "mean_score": _mean([r.probability for r in ok]),
+            "gate_distance": _mean([r.gate for r in ok]),
         }
         for s in SIGNALS:
             chart = self.charts[s]
@@ -326,23 +341,13 @@ class DriftWatch:
                 began = self.periods[min(chart.since, len(self.periods) - 1)]
                 raised.append(Alarm(s, side, label, began, {
                     "z": x[s], "h": chart.h, "k": chart.k,
-                    "reference": self._ref_value(s), "this_period": values.get(s),
+                    "reference": ref.value(s), "this_period": values.get(s),
                 }))  # fmt: skip
         raised += self._mix(label, records)
         sums = {s: (c.upper, c.lower) for s, c in self.charts.items()}
         self.history.append({"period": label, **values, "z": x, "sums": sums})
         self.alarms += raised
         return raised
-
-    def _ref_value(self, signal: str) -> float:
-        ref = self.reference
-        assert ref is not None
-        return {
-            "positive_rate": ref.positive_rate,
-            "refusal_rate": ref.refusal_rate,
-            "mean_score": ref.score_mean,
-            "gate_distance": ref.gate_mean,
-        }[signal]
 
     def _mix(self, label: str, records: Sequence[FilmRecord]) -> list[Alarm]:
         """Add the period to the metadata window; at its end, test every field."""
@@ -392,6 +397,7 @@ class DriftWatch:
             "window_start": self.window_start,
             "window_periods": self.window_periods,
             "alarms": [a.to_dict() for a in self.alarms],
+            "history": self.history[-HISTORY:],
         }
 
     @classmethod
@@ -406,6 +412,7 @@ class DriftWatch:
         w.window_start = d.get("window_start", "")
         w.window_periods = int(d.get("window_periods", 0))
         w.alarms = [Alarm(**a) for a in d.get("alarms", [])]
+        w.history = list(d.get("history", []))
         return w
 
 

@@ -71,6 +71,10 @@ def test_health_metrics_and_status_page_in_a_browser(
         assert 'edgevcf_serve_jobs{state="forwarded"} 3' in samples
         assert "edgevcf_serve_result_seconds_count 3" in samples
         assert 'edgevcf_serve_forwarded_total{destination="PACS"} 3' in samples
+        # the drift watch is in its burn-in: the three films wait in the open period
+        assert "edgevcf_serve_watch_ready 0" in samples
+        assert "edgevcf_serve_watch_open_films 3" in samples
+        assert 'edgevcf_serve_watch_alarm_active{signal="positive_rate"} 0' in samples
         host, port = svc.addresses.http
         dom = subprocess.run(
             [browser, "--headless", "--no-sandbox", "--disable-gpu", "--dump-dom",
@@ -85,6 +89,7 @@ def test_health_metrics_and_status_page_in_a_browser(
         )  # fmt: skip
         status = json.loads(_get(svc, "/status.json")[1])
     assert "<h1>edgevcf serve: EDGEVCF</h1>" in dom
+    assert 'id="signals"' in dom and "burn-in: 0 of 28 periods" in dom
     assert status["model_id"] in dom
     for f in films[:3]:
         key = uid_key(str(pydicom.dcmread(f, stop_before_pixels=True).SOPInstanceUID))
