@@ -186,21 +186,23 @@ class Alarm:
 
 def _rate_h(n: float, p0: float, n_ref: int, k: float, target: float) -> float:
     """``h`` for a binomial rate of ``n`` films a period, whose in-control value ``p0`` was
-    estimated from ``n_ref`` films: the false-alarm rate averaged over p ~ N(p0, p0 (1-p0) /
-    n_ref)."""
+    estimated from ``n_ref`` films: the false-alarm rate averaged over where the true rate may
+    lie, its Jeffreys posterior Beta(x + 1/2, n_ref - x + 1/2) (skewed for a rare rate such as
+    1 % refusals, where a normal spread would understate how far above ``p0`` it may be), at
+    the midpoints of 20 equal-probability bins (drawn with a fixed seed: the same h each time)."""
     n_i = max(2, round(n))
     if not 0 < p0 < 1:
         return math.inf
-    sd_ref = math.sqrt(p0 * (1 - p0) / max(n_ref, 1))
-    ps = np.clip(p0 + _GH[0] * sd_ref, 1e-6, 1 - 1e-6)
-    w = _GH[1] / _GH[1].sum()
+    x = p0 * n_ref
+    draws = np.sort(np.random.default_rng(0).beta(x + 0.5, n_ref - x + 0.5, 12_000))
+    ps = np.clip(draws[300::600], 1e-6, 1 - 1e-6)
 
     def arl(h: float) -> float:
-        rate = sum(
-            wi / cusum.binomial_arl(n_i, p0, k, h, float(pi), cusum.CALIBRATION_STATES)
-            for pi, wi in zip(ps, w, strict=True)
-        )
-        return 1.0 / rate
+        rate = np.mean(
+            [1.0 / cusum.binomial_arl(n_i, p0, k, h, float(pi), cusum.CALIBRATION_STATES)
+             for pi in ps]
+        )  # fmt: skip
+        return float(1.0 / rate)
 
     return cusum.calibrate_h(arl, target, lo=1.0, hi=20.0)
 
