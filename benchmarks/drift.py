@@ -49,10 +49,10 @@ SHIFT_DAY = 60  # days after the burn-in
 READING = (
     "Reading: false alarms are per signal; watching them all (four CUSUMs at about 0.8 a year "
     "each, the metadata tests at 0.2) one run in three has one somewhere in 60 days. The "
-    "low-dose room leaves the model's output and the gate as they were here; it is caught by its header (the "
-    "exposure band) at the end of its first 14-day window. A processing update that keeps the "
-    "header is caught by the output (mean score, positive rate), a wrong-body-part stream by "
-    "the gate the next day."
+    "low-dose room leaves the model's output and the gate as they were here; it is caught by "
+    "its header (the exposure band) at the end of its first 14-day window. A processing update "
+    "that keeps the header is caught by the output (mean score, positive rate), a "
+    "wrong-body-part stream by the gate the next day."
 )
 BOUNDS = {  # the area's goal: days to detect
     "new detector": 14,
