@@ -18,6 +18,7 @@ CART = [
     "edgevcf.backends.onnxruntime", "edgevcf.backends.openvino", "edgevcf.backends.litert",
     "edgevcf.backends.tensorrt", "edgevcf.serve.service", "edgevcf.serve.scp", "edgevcf.serve.sr",
     "edgevcf.serve.workers", "edgevcf.serve.systemd", "edgevcf.watch.drift", "edgevcf.cusum",
+    "edgevcf.watch.shadow",
 ]  # fmt: skip
 #: What it must never load: toolchains, and the workstation side of edgevcf.
 WORKSTATION = [
