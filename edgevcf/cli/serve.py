@@ -75,6 +75,13 @@ STOP_BOUND_S = 30.0
     help="Seconds a worker may take for one film before it is replaced [60].",
 )
 @click.option("--backend", help="Engine (as for predict) [auto].")
+@click.option(
+    "--shadow",
+    "shadow",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="A candidate bundle scored after BUNDLE on every film and compared with it (status "
+    "page, /metrics, the journal); its results never reach a destination. Same trust rules.",
+)
 @trust_options
 def serve(
     bundle: Path | None,
@@ -91,6 +98,7 @@ def serve(
     isolation: str | None,
     film_timeout: float | None,
     backend: str | None,
+    shadow: Path | None,
     trust: tuple[Path, ...],
     revoked: tuple[str, ...],
 ) -> None:
@@ -131,6 +139,8 @@ def serve(
     for key, setting in scoring.items():
         if setting is not None:
             data.setdefault("scoring", {})[key] = setting
+    if shadow is not None:
+        data.setdefault("shadow", {})["bundle"] = str(shadow.resolve())
     if trust or revoked:
         t = data.setdefault("trust", {})
         t["keys"] = [*t.get("keys", []), *(str(p.resolve()) for p in trust)]
@@ -175,6 +185,9 @@ def serve(
     )
     if addresses.http:
         echo(f"  status: http://{addresses.http[0]}:{addresses.http[1]}/ (metrics: /metrics)")
+    if service.candidate is not None:
+        echo(f"  shadow: candidate {service.candidate.id[:12]} scored after every film, compared "
+             "on the status page; never sent to a destination")  # fmt: skip
     echo(f"  spool: {cfg.storage.spool}; journal: {cfg.storage.journal}")
     sc = cfg.scoring
     echo(

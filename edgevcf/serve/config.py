@@ -137,6 +137,15 @@ class Watch:
 
 
 @dataclass(frozen=True)
+class Shadow:
+    """A candidate bundle scored beside the served one on every accepted film, after it, under
+    the same trust rules; its decisions go to the journal and the shadow statistics, never to a
+    destination (``edgevcf shadow report``, docs/serve.md)."""
+
+    bundle: str = ""
+
+
+@dataclass(frozen=True)
 class Model:
     """What the node serves: a bundle folder (so a service unit names no model path)."""
 
@@ -183,6 +192,7 @@ class ServeConfig:
     trust: TrustKeys = field(default_factory=TrustKeys)
     model: Model = field(default_factory=Model)
     watch: Watch = field(default_factory=Watch)
+    shadow: Shadow = field(default_factory=Shadow)
     allowed: tuple[Peer, ...] = ()
     destinations: tuple[Destination, ...] = ()
     source: str = "defaults"
@@ -193,6 +203,7 @@ ISOLATIONS = ("process", "thread")
 TABLES: dict[str, type] = {
     "listen": Listen, "tls": Tls, "storage": Storage, "forward": Forward, "http": Http,
     "scoring": Scoring, "trust": TrustKeys, "model": Model, "watch": Watch,
+    "shadow": Shadow,
 }  # fmt: skip
 LISTS: dict[str, type] = {"allowed": Peer, "destinations": Destination}
 
@@ -239,6 +250,9 @@ def parse_serve_config(data: dict[str, Any], source: str, base: Path | None = No
         md = built["model"]
         if md.bundle:
             built["model"] = dataclasses.replace(md, bundle=str(base / md.bundle))
+        sh = built["shadow"]
+        if sh.bundle:
+            built["shadow"] = dataclasses.replace(sh, bundle=str(base / sh.bundle))
         t = built["tls"]
         built["tls"] = dataclasses.replace(
             t, **{k: str(base / getattr(t, k)) for k in ("cert", "key", "ca") if getattr(t, k)}

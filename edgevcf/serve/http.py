@@ -108,6 +108,7 @@ up {s["uptime_s"]:.0f} s</p>
 <h2>Destinations</h2><table id="destinations"><tr><th>destination</th><th>confirmed</th>
 <th>failures in a row</th><th>last error</th></tr>{dests}</table>
 {_watch(s.get("watch"))}
+{_shadow(s.get("shadow"))}
 <h2>Last results</h2><table id="recent"><tr><th>film (SHA-256 of its UID)</th><th>state</th>
 <th>status</th><th>decision</th><th>P(fresh)</th><th>time</th></tr>{rows}</table>
 </body></html>
@@ -166,6 +167,29 @@ def _watch(w: dict[str, Any] | None) -> str:
         f"<th>CUSUM up / down of h</th></tr>{rows}</table>"
         '<table id="alarms"><tr><th>alarm</th><th>direction</th><th>began</th><th>raised</th>'
         f"</tr>{alarms}</table>"
+    )
+
+
+def _shadow(c: dict[str, Any] | None) -> str:
+    """Shadow mode: the candidate's decisions against the served bundle's, live."""
+    if c is None:
+        return ""
+    e = html.escape
+    head = (f'<h2>Shadow candidate</h2><p id="shadow">candidate <code>{e(c["candidate"][:16])}'
+            f"</code> beside <code>{e(c['primary'][:16])}</code>: {c['films']} film(s) "
+            f"compared, {c['unpaired']} not assessed by one of them</p>")  # fmt: skip
+    if not c["films"]:
+        return head
+    k = c["kappa"]["value"]
+    d = c["difference"]
+    return head + (
+        '<table id="shadow-stats"><tr><th>agreement</th><th>Cohen\'s kappa</th>'
+        "<th>positive rate served / candidate</th><th>difference (95 % CI)</th>"
+        "<th>McNemar p (exact)</th></tr>"
+        f"<tr><td>{c['agreement']['value']:.3f}</td><td>{'-' if k is None else f'{k:.3f}'}</td>"
+        f"<td>{c['positive_rate']['primary']:.3f} / {c['positive_rate']['candidate']:.3f}</td>"
+        f"<td>{d['value']:+.3f} ({d['ci_low']:+.3f} to {d['ci_high']:+.3f})</td>"
+        f"<td>{c['mcnemar_p']:.3g}</td></tr></table>"
     )
 
 

@@ -76,6 +76,11 @@ class Journal:
             "at REAL NOT NULL, PRIMARY KEY (key, destination))"
         )
         self._db.execute("CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT)")
+        # shadow mode: each film's candidate result beside the primary's (hashed key only)
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS shadow_results (key TEXT PRIMARY KEY, candidate TEXT "
+            "NOT NULL, primary_result TEXT NOT NULL, result TEXT NOT NULL, at REAL NOT NULL)"
+        )
         # the drift watch: the open period's film records (no identifier) and its state in meta
         self._db.execute(
             "CREATE TABLE IF NOT EXISTS watch_films (seq INTEGER PRIMARY KEY AUTOINCREMENT, "
@@ -272,6 +277,45 @@ class Journal:
         out = dict.fromkeys((*STATES, FAILED), 0)
         out.update({str(s): int(n) for s, n in rows})
         return out
+
+    def shadow_add(self, key: str, candidate: str, primary: dict[str, Any],
+                   result: dict[str, Any], state: dict[str, Any]) -> bool:  # fmt: skip
+        """Keep the candidate's result for film ``key`` and the shadow tally ``state``, in one
+        transaction; False (nothing changed) when this film was already compared."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                cur = self._db.execute(
+                    "INSERT OR IGNORE INTO shadow_results VALUES (?, ?, ?, ?, ?)",
+                    (key, candidate, json.dumps(primary, sort_keys=True),
+                     json.dumps(result, sort_keys=True), time.time()),
+                )  # fmt: skip
+                if cur.rowcount == 1:
+                    self._db.execute("INSERT OR REPLACE INTO meta VALUES ('shadow', ?)",
+                                     (json.dumps(state),))  # fmt: skip
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            return cur.rowcount == 1
+
+    def shadow_state(self) -> dict[str, Any] | None:
+        """The shadow tally as last kept (None: never)."""
+        with self._lock:
+            row = self._db.execute("SELECT v FROM meta WHERE k = 'shadow'").fetchone()
+        return json.loads(row[0]) if row else None
+
+    def shadow_results(self, candidate: str | None = None) -> list[dict[str, Any]]:
+        """Every film's pair of results (hashed key, when), oldest first."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT key, candidate, primary_result, result, at FROM shadow_results "
+                + ("WHERE candidate = ? " if candidate else "")
+                + "ORDER BY at",
+                (candidate,) if candidate else (),
+            ).fetchall()
+        return [{"key": k, "candidate": c, "primary": json.loads(p), "result": json.loads(r),
+                 "at": float(t)} for k, c, p, r, t in rows]  # fmt: skip
 
     def watch_add(self, period: str, record: dict[str, Any]) -> None:
         """Keep one film's drift record (no identifier) in the open period ``period``."""

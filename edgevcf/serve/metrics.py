@@ -49,6 +49,8 @@ class Metrics:
         "worker_start_failures_total": "Scoring workers that could not load the bundle.",
         "quarantined_total": "Films quarantined after their tries ran out (undetermined SR).",
         "watch_alarms_total": "Drift alarms raised, by signal (docs/serve.md, over time).",
+        "shadow_scored_total": "Films the shadow candidate scored, by outcome.",
+        "shadow_score_seconds": "Time the shadow candidate took per film (after the primary).",
         "score_seconds": "Time from reading a stored film to its decision.",
         "result_seconds": "Time from a film's receipt to its result at every destination.",
     }

@@ -125,9 +125,14 @@ class Service:
         self.artifact = choose_artifact(self.bundle, sc.backend)
         self.threshold = self.bundle.threshold
         self.identity = _identity(self.bundle, self.artifact)
+        self.candidate = None
+        if self.config.shadow.bundle:  # the same trust rules: an unsigned candidate never runs
+            self.candidate = Bundle.load(self.config.shadow.bundle, trust=trust)
+            choose_artifact(self.candidate, sc.backend)
         tk = self.config.trust
         spec = WorkerSpec(str(self.bundle_path), self.artifact.name, max(1, cores // n),
-                          tuple(tk.keys), tuple(tk.revoked))  # fmt: skip
+                          tuple(tk.keys), tuple(tk.revoked),
+                          shadow=self.config.shadow.bundle)  # fmt: skip
         self.scorers = self._start_scorers(spec, n)
         try:
             return self._open()
@@ -153,6 +158,13 @@ class Service:
             self.watch = NodeWatch(self.journal, self.config.watch, self.bundle.id,
                                    self.bundle.manifest)  # fmt: skip
             self.metrics.gauges(self.watch.gauges)
+        self.shadow = None
+        self._shadow_hold: dict[str, bool] = {}  # films the candidate has yet to see: finished?
+        if self.candidate is not None:
+            from edgevcf.serve.shadowing import NodeShadow
+
+            self.shadow = NodeShadow(self.journal, self.bundle.id, self.candidate.id)
+            self.metrics.gauges(self.shadow.gauges)
         self.outbox = Outbox(self.config, self.journal, self.metrics, self._finished)
         resumed = self.journal.unfinished()
         for job in resumed:
@@ -189,7 +201,13 @@ class Service:
             from edgevcf.runtime import Predictor
 
             predictor = Predictor(self.bundle, self.artifact, threads=spec.threads)
-            return [ThreadScorer(predictor) for _ in range(n)]
+            candidate = None
+            if self.candidate is not None:
+                from edgevcf.runtime import choose_artifact
+
+                art = choose_artifact(self.candidate, self.config.scoring.backend)
+                candidate = Predictor(self.candidate, art, threads=spec.threads)
+            return [ThreadScorer(predictor, candidate) for _ in range(n)]
         scorers = [ProcessScorer(spec, f"edgevcf-score-{i}") for i in range(n)]
         try:
             for s in scorers:  # processes load in parallel; each warms before it is ready
@@ -346,7 +364,38 @@ class Service:
             job = self.journal.get(key) or job  # a quarantined film has moved
         else:
             result = job.result or {}
-        self._write(job, result)
+        if self.shadow is not None:
+            with self._log_lock:
+                self._shadow_hold[key] = False
+        try:
+            self._write(job, result)
+        finally:
+            if self.shadow is not None:
+                self._shadow_turn(job, result, scorer)
+
+    def _shadow_turn(self, job: Job, result: dict[str, Any], scorer: Any) -> None:
+        """The candidate scores the film after the primary's result is in the outbox; a lost
+        worker or a failure costs the comparison one film, never the primary's result."""
+        assert self.shadow is not None
+        try:
+            if not result.get("quarantined"):
+                t0 = time.perf_counter()
+                try:
+                    shadow = scorer.score(job.spool, self.config.scoring.film_timeout_s,
+                                          shadow=True)  # fmt: skip
+                except WorkerLostError as exc:
+                    shadow = {"status": "error", "probability": None, "decision": None,
+                              "reason": f"candidate: {exc.reason}"}  # fmt: skip
+                    self.metrics.inc("worker_restarts_total", "reason", exc.kind)
+                shadow["model_id"] = self.shadow.candidate_id
+                self.metrics.inc("shadow_scored_total", "status", str(shadow["status"]))
+                self.metrics.observe("shadow_score_seconds", time.perf_counter() - t0)
+                self.shadow.add(job.key, result, shadow)
+        finally:
+            with self._log_lock:
+                finished = self._shadow_hold.pop(job.key, False)
+            if finished:
+                self._finished(job)
 
     def _score(self, job: Job, scorer: Any) -> dict[str, Any] | None:
         """The film's result; None when it was queued again after its worker was lost.
@@ -467,7 +516,13 @@ class Service:
                 for a in alarms]  # fmt: skip
 
     def _finished(self, job: Job) -> None:
-        """A job's result reached everyone: its film and SR leave the spool (retention 0)."""
+        """A job's result reached everyone: its film and SR leave the spool (retention 0) —
+        once the candidate, in shadow mode, has seen the film."""
+        if self.shadow is not None:
+            with self._log_lock:
+                if job.key in self._shadow_hold:
+                    self._shadow_hold[job.key] = True
+                    return
         if self.config.storage.retention_hours == 0:
             self.films.remove(job.key)
             self.results.remove(job.key)
@@ -564,6 +619,7 @@ class Service:
             "uptime_s": round(time.time() - self.started_at, 1),
             "recent": recent,
             "watch": self.watch.status() if self.watch is not None else None,
+            "shadow": self.shadow.status() if self.shadow is not None else None,
         }
 
 

@@ -68,6 +68,7 @@ class WorkerSpec:
     trust_keys: tuple[str, ...] = ()
     revoked: tuple[str, ...] = ()
     env: tuple[tuple[str, str], ...] = ()
+    shadow: str = ""  # a candidate bundle scored on request, after the primary
 
 
 def edgevcf_env() -> tuple[tuple[str, str], ...]:
@@ -101,8 +102,9 @@ class StopRequestedError(Exception):
     """The node is stopping: the film in flight was abandoned (it stays in the journal)."""
 
 
-def load_predictor(spec: WorkerSpec) -> Predictor:
-    """The bundle verified and loaded as ``spec`` says (in a worker, or in the node's threads)."""
+def load_predictor(spec: WorkerSpec, shadow: bool = False) -> Predictor:
+    """The bundle (or with ``shadow`` the candidate) verified under the same trust rules and
+    loaded as ``spec`` says (in a worker, or in the node's threads)."""
     from edgevcf.runtime import Predictor
 
     trust = None
@@ -110,7 +112,8 @@ def load_predictor(spec: WorkerSpec) -> Predictor:
         from edgevcf.signing import Trust
 
         trust = Trust.load(list(spec.trust_keys), spec.revoked)
-    return Predictor.from_bundle(spec.bundle, spec.backend, threads=spec.threads, trust=trust)
+    path = spec.shadow if shadow else spec.bundle
+    return Predictor.from_bundle(path, spec.backend, threads=spec.threads, trust=trust)
 
 
 def score_film(predictor: Predictor, path: str) -> dict[str, Any]:
@@ -176,6 +179,9 @@ def worker_main(conn: Connection, spec: WorkerSpec) -> None:
         t0 = time.perf_counter()
         predictor = load_predictor(spec)
         warm_ms = predictor.warm()
+        candidate = load_predictor(spec, shadow=True) if spec.shadow else None
+        if candidate is not None:
+            warm_ms += candidate.warm()
         conn.send(("ready", {"load_ms": round((time.perf_counter() - t0) * 1e3 - warm_ms, 1),
                              "warm_ms": round(warm_ms, 1), "pid": os.getpid()}))  # fmt: skip
     except EdgeVCFError as exc:
@@ -191,9 +197,12 @@ def worker_main(conn: Connection, spec: WorkerSpec) -> None:
             return
         if path is None:
             return
+        which = predictor
+        if isinstance(path, tuple):  # ("shadow", path): the candidate's turn
+            path, which = path[1], candidate or predictor
         if hooks:
             _test_hook(path)
-        conn.send(("result", score_film(predictor, path)))
+        conn.send(("result", score_film(which, path)))
 
 
 # ---------------------------------------------------------------- in the node
@@ -273,8 +282,8 @@ class ProcessScorer:
     def alive(self) -> bool:
         return self.proc is not None and self.proc.is_alive()
 
-    def score(self, path: str, timeout: float) -> dict[str, Any]:
-        """The worker's result for the film at ``path``.
+    def score(self, path: str, timeout: float, shadow: bool = False) -> dict[str, Any]:
+        """The worker's result for the film at ``path`` (``shadow``: the candidate's).
 
         Raises:
             WorkerLostError: no result within ``timeout`` seconds (the worker is killed), or the
@@ -286,7 +295,7 @@ class ProcessScorer:
         assert self.conn is not None and self.proc is not None
         t0 = time.monotonic()
         try:
-            self.conn.send(path)
+            self.conn.send(("shadow", path) if shadow else path)
             while not self.conn.poll(POLL_S):
                 now = time.monotonic()
                 if not self.proc.is_alive():
@@ -344,18 +353,20 @@ class ThreadScorer:
     """Scoring in a thread of the node (``isolation = "thread"``): one Predictor shared by all
     slots, each slot's engine state warmed on its own thread, one at a time."""
 
-    def __init__(self, predictor: Predictor) -> None:
+    def __init__(self, predictor: Predictor, candidate: Predictor | None = None) -> None:
         self.predictor = predictor
+        self.candidate = candidate
         self.info: dict[str, Any] = {}
         self.alive = True
 
     def start(self) -> dict[str, Any]:
-        self.info = {"warm_ms": round(self.predictor.warm(), 1), "pid": os.getpid(),
+        warm = self.predictor.warm() + (self.candidate.warm() if self.candidate else 0.0)
+        self.info = {"warm_ms": round(warm, 1), "pid": os.getpid(),
                      "thread": threading.current_thread().name}  # fmt: skip
         return self.info
 
-    def score(self, path: str, timeout: float) -> dict[str, Any]:
-        return score_film(self.predictor, path)
+    def score(self, path: str, timeout: float, shadow: bool = False) -> dict[str, Any]:
+        return score_film(self.candidate if shadow and self.candidate else self.predictor, path)
 
     def interrupt(self, at: float) -> None:
         """A thread cannot be abandoned: the film in flight finishes."""

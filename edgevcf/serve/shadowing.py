@@ -1,0 +1,76 @@
+"""The node's side of shadow mode: a candidate bundle scored after the served one, compared.
+
+Every accepted film is scored by the candidate in the same worker, *after* the primary's result
+is written and in the outbox (the primary's SR waits for nothing); the film stays in the spool
+until the candidate has seen it. The candidate's result goes to the journal beside the
+primary's (``shadow_results``) with the running tally in one transaction, never to a
+destination. ``/metrics`` and the status page show the live comparison
+(:mod:`edgevcf.watch.shadow`: agreement, Cohen's kappa, positive rates and their paired
+difference, exact McNemar) and the candidate's scoring time. A new candidate starts a new tally.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+from edgevcf.serve.journal import Journal
+from edgevcf.watch.shadow import ShadowTally
+
+log = logging.getLogger(__name__)
+
+
+def _decision(result: dict[str, Any]) -> bool | None:
+    if result.get("status") != "ok" or result.get("decision") is None:
+        return None
+    return bool(result["decision"])
+
+
+class NodeShadow:
+    """Shadow statistics of one (primary, candidate) pair, durable in the journal."""
+
+    def __init__(self, journal: Journal, primary_id: str, candidate_id: str) -> None:
+        self.journal = journal
+        self.primary_id = primary_id
+        self.candidate_id = candidate_id
+        self._lock = threading.Lock()
+        state = journal.shadow_state()
+        same = (
+            state and state.get("candidate") == candidate_id and state.get("primary") == primary_id
+        )
+        self.tally = ShadowTally.from_dict(state["tally"]) if same and state else ShadowTally()
+
+    def add(self, key: str, primary: dict[str, Any], candidate: dict[str, Any]) -> None:
+        """One film's pair of results (a film compared before is not counted again)."""
+        slim = {k: primary.get(k) for k in ("status", "probability", "decision", "model_id")}
+        with self._lock:
+            tally = ShadowTally.from_dict(self.tally.to_dict())
+            tally.add(_decision(primary), _decision(candidate))
+            state = {"primary": self.primary_id, "candidate": self.candidate_id,
+                     "tally": tally.to_dict()}  # fmt: skip
+            if self.journal.shadow_add(key, self.candidate_id, slim, candidate, state):
+                self.tally = tally
+
+    def compare(self) -> dict[str, Any]:
+        with self._lock:
+            return self.tally.compare()
+
+    def gauges(self) -> dict[str, float]:
+        """What ``/metrics`` shows (no identifier; bundle ids are in the status page)."""
+        c = self.compare()
+        out = {"shadow_films": float(c["films"]), "shadow_unpaired": float(c["unpaired"])}
+        if c["films"]:
+            out["shadow_agreement"] = c["agreement"]["value"]
+            if c["kappa"]["value"] is not None:
+                out["shadow_kappa"] = c["kappa"]["value"]
+            out['shadow_positive_rate{bundle="primary"}'] = c["positive_rate"]["primary"]
+            out['shadow_positive_rate{bundle="candidate"}'] = c["positive_rate"]["candidate"]
+            out["shadow_difference"] = c["difference"]["value"]
+            out["shadow_difference_ci_low"] = c["difference"]["ci_low"]
+            out["shadow_difference_ci_high"] = c["difference"]["ci_high"]
+            out["shadow_mcnemar_p"] = c["mcnemar_p"]
+        return out
+
+    def status(self) -> dict[str, Any]:
+        return {"primary": self.primary_id, "candidate": self.candidate_id, **self.compare()}

@@ -1,0 +1,71 @@
+"""Shadow mode with real peers: dcmtk's storescu as the modality, storescp as the PACS. The
+candidate scores every film after the served bundle, in the same worker processes; the PACS
+receives the served bundle's SRs and nothing else; the journal, /metrics and the status page
+carry the comparison."""
+
+from __future__ import annotations
+
+import json
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import pytest
+from peers import Pacs, config, running, storescu, wait_for
+
+
+def _get(svc: Any, path: str) -> str:
+    host, port = svc.addresses.http
+    with urllib.request.urlopen(f"http://{host}:{port}{path}", timeout=10) as r:
+        return str(r.read().decode())
+
+
+def test_the_candidate_is_compared_and_never_reaches_the_pacs(
+    serve_bundle: Path, export_bundle: Any, films: list[Path], pacs: Pacs, tmp_path: Path
+) -> None:
+    _, candidate = export_bundle("onnx-cpu", "int8")
+    cfg = config(tmp_path, destinations=[{"ae_title": "PACS", "host": "127.0.0.1",
+                                          "port": pacs.port}],
+                 shadow={"bundle": str(candidate.path)})  # fmt: skip
+    sent = films[:4]
+    with running(serve_bundle, cfg) as svc:
+        primary_id = svc.bundle.id
+        assert storescu(svc.addresses.dicom[1], *sent).returncode == 0
+        wait_for(lambda: svc.journal.counts()["forwarded"] == len(sent))
+        wait_for(lambda: len(svc.journal.shadow_results()) == len(sent))
+        metrics = _get(svc, "/metrics")
+        status = json.loads(_get(svc, "/status.json"))
+        page = _get(svc, "/")
+        rows = svc.journal.shadow_results()
+        wait_for(lambda: not any(Path(cfg.storage.spool, "films").iterdir()))  # then released
+    assert {r["candidate"] for r in rows} == {candidate.id}
+    assert all(r["result"]["model_id"] == candidate.id for r in rows)
+    assert all(r["primary"]["model_id"] == primary_id for r in rows)
+    reports = pacs.reports()
+    assert len(reports) == len(sent)  # the served bundle's SRs, nothing from the candidate
+    text = "".join(str(ds) for ds in reports)
+    assert primary_id[:48] in text and candidate.id[:48] not in text
+    sh = status["shadow"]
+    assert sh["candidate"] == candidate.id and sh["films"] + sh["unpaired"] == len(sent)
+    assert "edgevcf_serve_shadow_scored_total{status=" in metrics
+    assert f"edgevcf_serve_shadow_score_seconds_count {len(sent)}" in metrics
+    if sh["films"]:
+        assert "edgevcf_serve_shadow_agreement" in metrics and 0 <= sh["agreement"]["value"] <= 1
+    assert 'id="shadow"' in page
+
+
+def test_an_untrusted_candidate_is_refused(serve_bundle: Path, tmp_path: Path) -> None:
+    """The candidate passes the same trust rules as the served bundle: a candidate signed by
+    no trusted key does not start the node."""
+    import shutil
+
+    from edgevcf.errors import EdgeVCFError
+    from edgevcf.signing import new_key, sign_bundle
+
+    signed = tmp_path / "signed"
+    shutil.copytree(serve_bundle, signed)
+    _, pub, _ = new_key(tmp_path / "site")
+    sign_bundle(signed, tmp_path / "site")
+    cfg = config(tmp_path, trust={"keys": [str(pub)]}, shadow={"bundle": str(serve_bundle)})
+    with pytest.raises(EdgeVCFError), running(signed, cfg):
+        pass
