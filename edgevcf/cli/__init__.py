@@ -49,6 +49,7 @@ LAZY_COMMANDS: dict[str, str] = {
     "card": "edgevcf.cli.site:card",
     "demo": "edgevcf.cli.runtime:demo",
     "serve": "edgevcf.cli.serve:serve",
+    "shadow": "edgevcf.cli.shadow:shadow",
     "keys": "edgevcf.cli.keys:keys",
     "sign": "edgevcf.cli.keys:sign",
 }

@@ -76,10 +76,12 @@ class Journal:
             "at REAL NOT NULL, PRIMARY KEY (key, destination))"
         )
         self._db.execute("CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT)")
-        # shadow mode: each film's candidate result beside the primary's (hashed key only)
+        # shadow mode: each film's candidate result beside the primary's, keyed for labels that
+        # come later by salted hashes of its SOP Instance UID and accession number (no clear id)
         self._db.execute(
-            "CREATE TABLE IF NOT EXISTS shadow_results (key TEXT PRIMARY KEY, candidate TEXT "
-            "NOT NULL, primary_result TEXT NOT NULL, result TEXT NOT NULL, at REAL NOT NULL)"
+            "CREATE TABLE IF NOT EXISTS shadow_films (key TEXT PRIMARY KEY, candidate TEXT "
+            "NOT NULL, uid_hash TEXT NOT NULL, accession_hash TEXT NOT NULL, levels TEXT NOT "
+            "NULL, primary_result TEXT NOT NULL, result TEXT NOT NULL, at REAL NOT NULL)"
         )
         # the drift watch: the open period's film records (no identifier) and its state in meta
         self._db.execute(
@@ -278,16 +280,31 @@ class Journal:
         out.update({str(s): int(n) for s, n in rows})
         return out
 
-    def shadow_add(self, key: str, candidate: str, primary: dict[str, Any],
-                   result: dict[str, Any], state: dict[str, Any]) -> bool:  # fmt: skip
-        """Keep the candidate's result for film ``key`` and the shadow tally ``state``, in one
+    def salt(self) -> str:
+        """This journal's secret salt (made once): the key of the hashes a label file is joined
+        on (:func:`salted`), so a copied journal does not reveal which UIDs it holds."""
+        import secrets
+
+        with self._lock:
+            self._db.execute("INSERT OR IGNORE INTO meta VALUES ('salt', ?)",
+                             (secrets.token_hex(32),))  # fmt: skip
+            row = self._db.execute("SELECT v FROM meta WHERE k = 'salt'").fetchone()
+        return str(row[0])
+
+    def shadow_add(self, key: str, candidate: str, film: dict[str, Any],
+                   primary: dict[str, Any], result: dict[str, Any],
+                   state: dict[str, Any]) -> bool:  # fmt: skip
+        """Keep the candidate's result for film ``key`` (``film``: its salted ``uid_hash`` and
+        ``accession_hash`` and subgroup ``levels``) and the shadow tally ``state``, in one
         transaction; False (nothing changed) when this film was already compared."""
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 cur = self._db.execute(
-                    "INSERT OR IGNORE INTO shadow_results VALUES (?, ?, ?, ?, ?)",
-                    (key, candidate, json.dumps(primary, sort_keys=True),
+                    "INSERT OR IGNORE INTO shadow_films VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (key, candidate, film["uid_hash"], film["accession_hash"],
+                     json.dumps(film["levels"], sort_keys=True),
+                     json.dumps(primary, sort_keys=True),
                      json.dumps(result, sort_keys=True), time.time()),
                 )  # fmt: skip
                 if cur.rowcount == 1:
@@ -306,16 +323,17 @@ class Journal:
         return json.loads(row[0]) if row else None
 
     def shadow_results(self, candidate: str | None = None) -> list[dict[str, Any]]:
-        """Every film's pair of results (hashed key, when), oldest first."""
+        """Every film's pair of results (salted hashes, levels, when), oldest first."""
+        where = "WHERE candidate = ? " if candidate else ""
         with self._lock:
             rows = self._db.execute(
-                "SELECT key, candidate, primary_result, result, at FROM shadow_results "
-                + ("WHERE candidate = ? " if candidate else "")
-                + "ORDER BY at",
+                "SELECT key, candidate, uid_hash, accession_hash, levels, primary_result, "
+                f"result, at FROM shadow_films {where}ORDER BY at",
                 (candidate,) if candidate else (),
             ).fetchall()
-        return [{"key": k, "candidate": c, "primary": json.loads(p), "result": json.loads(r),
-                 "at": float(t)} for k, c, p, r, t in rows]  # fmt: skip
+        return [{"key": k, "candidate": c, "uid_hash": u, "accession_hash": a,
+                 "levels": json.loads(lv), "primary": json.loads(p), "result": json.loads(r),
+                 "at": float(t)} for k, c, u, a, lv, p, r, t in rows]  # fmt: skip
 
     def watch_add(self, period: str, record: dict[str, Any]) -> None:
         """Keep one film's drift record (no identifier) in the open period ``period``."""
@@ -359,6 +377,16 @@ class Journal:
         return int(row[0])
 
 
+def salted(salt: str, value: str) -> str:
+    """HMAC-SHA256 of an identifier under a journal's salt ("" for an empty value)."""
+    import hmac
+
+    value = value.strip()
+    if not value:
+        return ""
+    return hmac.new(salt.encode(), value.encode("utf-8", "replace"), hashlib.sha256).hexdigest()
+
+
 _COLUMNS = (
     "key, state, spool, result, sr, reason, attempts, received_at, updated_at, tries, quarantined"
 )
@@ -372,4 +400,4 @@ def _job(row: tuple[Any, ...]) -> Job:
     )  # fmt: skip
 
 
-__all__ = ["FAILED", "STATES", "Job", "Journal", "uid_key"]
+__all__ = ["FAILED", "STATES", "Job", "Journal", "salted", "uid_key"]

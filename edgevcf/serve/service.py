@@ -379,6 +379,9 @@ class Service:
         assert self.shadow is not None
         try:
             if not result.get("quarantined"):
+                from pydicom import dcmread
+
+                film = self.shadow.film(dcmread(job.spool, stop_before_pixels=True))
                 t0 = time.perf_counter()
                 try:
                     shadow = scorer.score(job.spool, self.config.scoring.film_timeout_s,
@@ -387,10 +390,12 @@ class Service:
                     shadow = {"status": "error", "probability": None, "decision": None,
                               "reason": f"candidate: {exc.reason}"}  # fmt: skip
                     self.metrics.inc("worker_restarts_total", "reason", exc.kind)
-                shadow["model_id"] = self.shadow.candidate_id
-                self.metrics.inc("shadow_scored_total", "status", str(shadow["status"]))
                 self.metrics.observe("shadow_score_seconds", time.perf_counter() - t0)
-                self.shadow.add(job.key, result, shadow)
+                assert self.candidate is not None
+                shadow |= {"model_id": self.shadow.candidate_id,
+                           "threshold": self.candidate.threshold}  # fmt: skip
+                self.metrics.inc("shadow_scored_total", "status", str(shadow["status"]))
+                self.shadow.add(job.key, film, result, shadow)
         finally:
             with self._log_lock:
                 finished = self._shadow_hold.pop(job.key, False)

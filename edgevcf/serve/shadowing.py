@@ -35,21 +35,34 @@ class NodeShadow:
         self.primary_id = primary_id
         self.candidate_id = candidate_id
         self._lock = threading.Lock()
+        self.salt = journal.salt()
         state = journal.shadow_state()
         same = (
             state and state.get("candidate") == candidate_id and state.get("primary") == primary_id
         )
         self.tally = ShadowTally.from_dict(state["tally"]) if same and state else ShadowTally()
 
-    def add(self, key: str, primary: dict[str, Any], candidate: dict[str, Any]) -> None:
+    def film(self, ds: Any) -> dict[str, Any]:
+        """What the report joins labels on, from the film's header: salted hashes of its SOP
+        Instance UID and accession number, and its subgroup levels (never a clear identifier)."""
+        from edgevcf import subgroups
+        from edgevcf.serve.journal import salted
+
+        return {"uid_hash": salted(self.salt, str(ds.get("SOPInstanceUID", ""))),
+                "accession_hash": salted(self.salt, str(ds.get("AccessionNumber", ""))),
+                "levels": subgroups.from_header(ds)}  # fmt: skip
+
+    def add(self, key: str, film: dict[str, Any], primary: dict[str, Any],
+            candidate: dict[str, Any]) -> None:  # fmt: skip
         """One film's pair of results (a film compared before is not counted again)."""
-        slim = {k: primary.get(k) for k in ("status", "probability", "decision", "model_id")}
+        keep = ("status", "probability", "decision", "model_id", "threshold")
+        slim = {k: primary.get(k) for k in keep}
         with self._lock:
             tally = ShadowTally.from_dict(self.tally.to_dict())
             tally.add(_decision(primary), _decision(candidate))
             state = {"primary": self.primary_id, "candidate": self.candidate_id,
                      "tally": tally.to_dict()}  # fmt: skip
-            if self.journal.shadow_add(key, self.candidate_id, slim, candidate, state):
+            if self.journal.shadow_add(key, self.candidate_id, film, slim, candidate, state):
                 self.tally = tally
 
     def compare(self) -> dict[str, Any]:

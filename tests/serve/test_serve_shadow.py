@@ -52,6 +52,32 @@ def test_the_candidate_is_compared_and_never_reaches_the_pacs(
     if sh["films"]:
         assert "edgevcf_serve_shadow_agreement" in metrics and 0 <= sh["agreement"]["value"] <= 1
     assert 'id="shadow"' in page
+    _report(Path(cfg.storage.journal), sent, candidate.id, tmp_path)
+
+
+def _report(journal: Path, sent: list[Path], candidate_id: str, tmp_path: Path) -> None:
+    """``edgevcf shadow report`` on the node's journal, with labels keyed by SOP Instance UID
+    (hashed with the journal's salt on the way in): every film is matched, the comparison
+    is the node's, and four films are far from the promotion rule (exit code 4)."""
+    import pydicom
+    from click.testing import CliRunner
+
+    from edgevcf.cli import cli
+
+    labels = tmp_path / "truth.csv"
+    uids = [str(pydicom.dcmread(f, stop_before_pixels=True).SOPInstanceUID) for f in sent]
+    labels.write_text("sop_instance_uid,label\n" + "".join(
+        f"{u},{i % 2}\n" for i, u in enumerate(uids)))  # fmt: skip
+    args = ["--journal", str(journal), "--labels", str(labels), "--out", str(tmp_path / "r")]
+    res = CliRunner().invoke(cli, ["-q", "shadow", "report", *args])
+    assert res.exit_code == 4, res.output
+    r = json.loads((tmp_path / "r" / "shadow.json").read_text())
+    assert r["candidate"] == candidate_id and r["films"] == len(sent)
+    assert r["labelled"]["label_rows"] == len(sent)
+    assert r["labelled"]["films"] == r["label_free"]["films"]  # every decided film matched
+    assert not r["promote"] and any(not c["passed"] for c in r["checks"])
+    for uid in uids:  # no clear identifier in what the report writes
+        assert uid not in (tmp_path / "r" / "shadow.json").read_text()
 
 
 def test_an_untrusted_candidate_is_refused(serve_bundle: Path, tmp_path: Path) -> None:

@@ -18,7 +18,8 @@ CART = [
     "edgevcf.backends.onnxruntime", "edgevcf.backends.openvino", "edgevcf.backends.litert",
     "edgevcf.backends.tensorrt", "edgevcf.serve.service", "edgevcf.serve.scp", "edgevcf.serve.sr",
     "edgevcf.serve.workers", "edgevcf.serve.systemd", "edgevcf.watch.drift", "edgevcf.cusum",
-    "edgevcf.watch.shadow",
+    "edgevcf.watch.shadow", "edgevcf.watch.shadow_report", "edgevcf.serve.shadowing",
+    "edgevcf.serve.watching",
 ]  # fmt: skip
 #: What it must never load: toolchains, and the workstation side of edgevcf.
 WORKSTATION = [
