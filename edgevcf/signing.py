@@ -187,9 +187,46 @@ def _statement(root: Path, files: dict[str, str]) -> dict[str, Any]:
     }
 
 
-def _pae(payload: bytes) -> bytes:
+def _pae(payload: bytes, payload_type: str = PAYLOAD_TYPE) -> bytes:
     """DSSE v1 pre-authentication encoding (what is actually signed)."""
-    return b"DSSEv1 %d %s %d %s" % (len(PAYLOAD_TYPE), PAYLOAD_TYPE.encode(), len(payload), payload)
+    kind = payload_type.encode()
+    return b"DSSEv1 %d %s %d %s" % (len(kind), kind, len(payload), payload)
+
+
+def sign_payload(
+    payload: bytes, private_key: str | os.PathLike[str], payload_type: str,
+    passphrase: str | None = None,
+) -> dict[str, str]:  # fmt: skip
+    """A detached DSSE signature of ``payload`` (e.g. a promotion record): ``{"keyid", "sig"}``
+    (base64), checked by :func:`verify_payload` against a cart's :class:`Trust`."""
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    key = load_private_key(private_key, passphrase)
+    sig = key.sign(_pae(payload, payload_type), ec.ECDSA(_hash_for(key.public_key())))
+    return {"keyid": key_id(key.public_key()), "sig": base64.b64encode(sig).decode()}
+
+
+def verify_payload(payload: bytes, signature: dict[str, Any], trust: Trust,
+                   payload_type: str) -> str:  # fmt: skip
+    """The key id that signed ``payload`` (see :func:`sign_payload`).
+
+    Raises:
+        BundleError: not signed by a trusted, unrevoked key, or a signature that does not verify.
+    """
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    kid = str(signature.get("keyid", ""))
+    if kid in trust.revoked or kid not in trust.keys:
+        raise BundleError(f"signed by key {kid[:16] or '(none)'}, which is not trusted here "
+                          f"(trusted: {trust.names()})")  # fmt: skip
+    key = trust.keys[kid]
+    try:
+        sig = base64.b64decode(str(signature.get("sig", "")), validate=True)
+        key.verify(sig, _pae(payload, payload_type), ec.ECDSA(_hash_for(key)))
+    except (InvalidSignature, ValueError):
+        raise BundleError("the signature does not verify: the record was altered") from None
+    return kid
 
 
 def sign_bundle(

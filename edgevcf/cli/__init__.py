@@ -50,6 +50,7 @@ LAZY_COMMANDS: dict[str, str] = {
     "demo": "edgevcf.cli.runtime:demo",
     "serve": "edgevcf.cli.serve:serve",
     "shadow": "edgevcf.cli.shadow:shadow",
+    "promote": "edgevcf.cli.shadow:promote",
     "keys": "edgevcf.cli.keys:keys",
     "sign": "edgevcf.cli.keys:sign",
 }

@@ -82,6 +82,12 @@ STOP_BOUND_S = 30.0
     help="A candidate bundle scored after BUNDLE on every film and compared with it (status "
     "page, /metrics, the journal); its results never reach a destination. Same trust rules.",
 )
+@click.option(
+    "--deployment",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="Serve the bundle of the newest signed promotion record in DIR (edgevcf promote) "
+    "that verifies against --trust; SIGHUP re-reads it. Instead of BUNDLE.",
+)
 @trust_options
 def serve(
     bundle: Path | None,
@@ -99,6 +105,7 @@ def serve(
     film_timeout: float | None,
     backend: str | None,
     shadow: Path | None,
+    deployment: Path | None,
     trust: tuple[Path, ...],
     revoked: tuple[str, ...],
 ) -> None:
@@ -120,7 +127,6 @@ def serve(
       edgevcf serve --config /etc/edgevcf/serve.toml
     """
     from edgevcf.serve.config import parse_serve_config
-    from edgevcf.serve.service import Service
     from edgevcf.tomlconf import read_toml
 
     data: dict[str, Any] = read_toml(config_path, "serve config") if config_path else {}
@@ -149,17 +155,11 @@ def serve(
     data["destinations"] = [
         *data.get("destinations", []), *(_split(f, "--forward", True) for f in forward)
     ]  # fmt: skip
+    if deployment is not None:
+        data.setdefault("model", {})["deployment"] = str(deployment.resolve())
     cfg = parse_serve_config(data, str(config_path or "command line"), base=base)
-    if bundle is None:
-        if not cfg.model.bundle:
-            raise ConfigError(
-                "no bundle to serve",
-                hint='give BUNDLE, or [model] bundle = "..." in the --config file',
-            )
-        bundle = Path(cfg.model.bundle)
-
-    service = Service(bundle, cfg)
     stop = threading.Event()
+    reload = threading.Event()
 
     def on_signal(*_: object) -> None:
         if stop.is_set():  # a second Ctrl-C / SIGTERM: leave now (the journal is consistent)
@@ -168,6 +168,52 @@ def serve(
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, on_signal)
+    if cfg.model.deployment and bundle is None and hasattr(signal, "SIGHUP"):
+        signal.signal(signal.SIGHUP, lambda *_: reload.set())
+    while True:
+        _serve_once(bundle, cfg, stop, reload)
+        if not reload.is_set() or stop.is_set():
+            break
+        reload.clear()
+        echo("SIGHUP: reading the deployment again ...")
+
+
+def _bundle_to_serve(bundle: Path | None, cfg: Any) -> Path:
+    """BUNDLE, else the deployment's newest valid promotion record, else [model] bundle."""
+    if bundle is not None:
+        return bundle
+    if cfg.model.deployment:
+        from edgevcf.signing import Trust
+        from edgevcf.watch.promotion import current
+
+        if not cfg.trust.keys:
+            raise ConfigError(
+                "a deployment's promotion records are signed: name the keys that may sign them",
+                hint="--trust KEY.pub (or [trust] keys in serve.toml)",
+            )
+        path, record, skipped = current(
+            cfg.model.deployment, Trust.load(list(cfg.trust.keys), cfg.trust.revoked)
+        )
+        for why in skipped:
+            echo(f"  skipped promotion record {why}", err=True)
+        kind, kid = record["evidence"]["kind"], record["signer_key_id"][:16]
+        echo(f"deployment {cfg.model.deployment}: record {record['sequence']} by "
+             f"{record['by']} ({kind}), signed by {kid}")  # fmt: skip
+        return path
+    if not cfg.model.bundle:
+        raise ConfigError(
+            "no bundle to serve",
+            hint='give BUNDLE, --deployment DIR, or [model] bundle = "..." in the --config file',
+        )
+    return Path(cfg.model.bundle)
+
+
+def _serve_once(bundle: Path | None, cfg: Any, stop: threading.Event,
+                reload: threading.Event) -> Any:  # fmt: skip
+    """Start a node, run it until a stop (or, serving a deployment, a reload), stop it."""
+    from edgevcf.serve.service import Service
+
+    service = Service(_bundle_to_serve(bundle, cfg), cfg)
     addresses = service.start()
     ident = service.identity
     host_, port_ = addresses.dicom
@@ -196,7 +242,7 @@ def serve(
         if sc.isolation == "process"
         else f"  scoring: {len(service.scorers)} thread(s) in this process (no per-film limit)"
     )
-    while not stop.wait(0.5):
+    while not stop.wait(0.5) and not reload.is_set():
         pass
     echo("stopping: letting films in flight finish (queued films resume at the next start) ...")
     stopper = threading.Thread(target=service.stop, name="edgevcf-stop", daemon=True)
@@ -207,3 +253,4 @@ def serve(
              "consistent: unfinished films resume at the next start)", err=True)  # fmt: skip
         os._exit(1)
     echo(f"stopped ({service.metrics.count('received_total')} film(s) received this run)")
+    return service

@@ -29,19 +29,41 @@ def shadow() -> None:
     "'sop_instance_uid' or 'accession_number' (hashed with the journal's salt, as the node did).",
 )
 @click.option("--candidate", help="Which candidate's run (bundle id) [the latest].")
-@click.option("--min-days", type=click.FloatRange(min=0), default=14.0, show_default=True,
-              help="Promotion rule: days of exposure.")  # fmt: skip
-@click.option("--min-films", type=click.IntRange(min=0), default=500, show_default=True,
-              help="Promotion rule: films compared.")  # fmt: skip
-@click.option("--min-positives", type=click.IntRange(min=0), default=50, show_default=True,
-              help="Promotion rule: labelled positives (and as many negatives).")  # fmt: skip
+@click.option(
+    "--min-days",
+    type=click.FloatRange(min=0),
+    default=14.0,
+    show_default=True,
+    help="Promotion rule: days of exposure.",
+)
+@click.option(
+    "--min-films",
+    type=click.IntRange(min=0),
+    default=500,
+    show_default=True,
+    help="Promotion rule: films compared.",
+)
+@click.option(
+    "--min-positives",
+    type=click.IntRange(min=0),
+    default=50,
+    show_default=True,
+    help="Promotion rule: labelled positives (and as many negatives).",
+)
 @click.option(
     "--out",
     type=click.Path(file_okay=False, path_type=Path),
     help="Write shadow.md and shadow.json here.",
 )
-def report(journal: Path, labels: Path | None, candidate: str | None, min_days: float,
-           min_films: int, min_positives: int, out: Path | None) -> None:  # fmt: skip
+def report(
+    journal: Path,
+    labels: Path | None,
+    candidate: str | None,
+    min_days: float,
+    min_films: int,
+    min_positives: int,
+    out: Path | None,
+) -> None:
     """Agreement, Cohen's kappa, positive rates and their paired difference, exact McNemar —
     and with --labels the paired accuracy gate (ΔAUC, Δsensitivity, Δspecificity, flips) and
     subgroups; then the promotion rule's checks. Exit code 4 while the rule is not met.
@@ -54,8 +76,12 @@ def report(journal: Path, labels: Path | None, candidate: str | None, min_days: 
     from edgevcf.errors import AccuracyGateError
     from edgevcf.watch.shadow_report import PromotionRule, markdown, shadow_report
 
-    rule = PromotionRule(min_days=min_days, min_films=min_films, min_positives=min_positives,
-                         min_negatives=min_positives)  # fmt: skip
+    rule = PromotionRule(
+        min_days=min_days,
+        min_films=min_films,
+        min_positives=min_positives,
+        min_negatives=min_positives,
+    )
     r = shadow_report(journal, labels, rule, candidate)
     text = markdown(r)
     echo(text.rstrip())
@@ -70,3 +96,88 @@ def report(journal: Path, labels: Path | None, candidate: str | None, min_days: 
             f"not ready for promotion: {', '.join(failed)}",
             hint="keep the candidate in shadow; run the report again later",
         )
+
+
+@click.command("promote")
+@click.option(
+    "--deployment",
+    type=click.Path(file_okay=False, path_type=Path),
+    required=True,
+    help="The deployment folder the cart serves from (serve --deployment DIR).",
+)
+@click.option(
+    "--bundle",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="The bundle to promote (the shadow report's candidate).",
+)
+@click.option(
+    "--report",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="shadow.json from `edgevcf shadow report --out`: the evidence; its promotion "
+    "rule must hold for this very bundle.",
+)
+@click.option(
+    "--rollback",
+    is_flag=True,
+    help="Go back to the bundle of the record before the latest (a new record).",
+)
+@click.option(
+    "--sign",
+    "key",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    required=True,
+    help="Private key that signs the record (edgevcf keys new).",
+)
+@click.option("--by", required=True, help="Who decides (a name or role; kept in the record).")
+@click.option("--note", default="", help="Why, in a few words (kept in the record).")
+@click.option(
+    "--passphrase-env",
+    metavar="VAR",
+    help="Read the key's passphrase from this environment variable.",
+)
+def promote(
+    deployment: Path,
+    bundle: Path | None,
+    report: Path | None,
+    rollback: bool,
+    key: Path,
+    by: str,
+    note: str,
+    passphrase_env: str | None,
+) -> None:
+    """Record, signed, that the cart is to serve BUNDLE from now on (or roll back).
+
+    Nothing switches by itself: a node started with `serve --deployment DIR` serves the newest
+    record that verifies against its trusted keys, after a restart or SIGHUP. The first record
+    of a deployment needs no report; every later one needs a shadow report whose promotion rule
+    held for this bundle.
+
+    \b
+    Examples:
+      edgevcf promote --deployment /var/lib/edgevcf/deploy --bundle bundles/openvino-int8 \\
+          --sign site-2026 --by "radiology QA" --note "initial"
+      edgevcf promote --deployment /var/lib/edgevcf/deploy --bundle bundles/candidate \\
+          --report shadow/shadow.json --sign site-2026 --by "radiology QA"
+      edgevcf promote --deployment /var/lib/edgevcf/deploy --rollback --sign site-2026 --by QA
+    """
+    from edgevcf.cli.keys import passphrase_from_env
+    from edgevcf.watch.promotion import promote as write
+
+    evidence = json.loads(report.read_text(encoding="utf-8")) if report else None
+    out = write(
+        deployment,
+        bundle,
+        key,
+        by=by,
+        report=evidence,
+        rollback=rollback,
+        note=note,
+        passphrase=passphrase_from_env(passphrase_env),
+    )
+    rec = json.loads(out.read_text(encoding="utf-8"))["record"]
+    echo(
+        f"record {out}: serve {rec['bundle']['id'][:12]} ({rec['bundle']['path']}), "
+        f"{rec['evidence']['kind']}, by {rec['by']}, signed by key "
+        f"{json.loads(out.read_text())['signature']['keyid'][:16]}"
+    )
+    echo("  a node serving this deployment takes it at its next start or SIGHUP")

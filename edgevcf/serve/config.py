@@ -150,6 +150,7 @@ class Model:
     """What the node serves: a bundle folder (so a service unit names no model path)."""
 
     bundle: str = ""
+    deployment: str = ""  # or: the newest valid signed promotion record here (edgevcf promote)
 
 
 @dataclass(frozen=True)
@@ -249,7 +250,9 @@ def parse_serve_config(data: dict[str, Any], source: str, base: Path | None = No
         built["trust"] = dataclasses.replace(tk, keys=tuple(str(base / k) for k in tk.keys))
         md = built["model"]
         if md.bundle:
-            built["model"] = dataclasses.replace(md, bundle=str(base / md.bundle))
+            built["model"] = md = dataclasses.replace(md, bundle=str(base / md.bundle))
+        if md.deployment:
+            built["model"] = dataclasses.replace(md, deployment=str(base / md.deployment))
         sh = built["shadow"]
         if sh.bundle:
             built["shadow"] = dataclasses.replace(sh, bundle=str(base / sh.bundle))
