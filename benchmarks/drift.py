@@ -220,6 +220,59 @@ def summarise(cond: str, results: list[dict[str, Any]], days: int) -> dict[str, 
     return out
 
 
+def shadow_runs(bundle: Path, candidate: Path, patients: int, seeds: int, per_day: float,
+                weeks: int) -> dict[str, Any]:  # fmt: skip
+    """Shadow mode on simulated weeks: the served bundle against a candidate equal to it (the
+    FP32 reference of the INT8 bundle: it passes the gate) and one worse by a known amount (the
+    same network at a threshold that costs 10 points of sensitivity on the home pool), on the
+    same films (paired), labels for every film. Each week: the label-free comparison and the
+    report's promotion rule (14 days, 500 films, 50 labelled positives and negatives, the gate,
+    no subgroup shown worse)."""
+    from edgevcf import metrics
+    from edgevcf.bundle import Bundle
+    from edgevcf.watch.shadow import ShadowTally
+
+    root = cache_root() / "drift" / Bundle.load(bundle).id
+    man = site_films("home", patients, 7, cache_root() / "site")
+    f = root / f"home-{patients}-candidate-{Bundle.load(candidate).id[:12]}"
+    if not f.with_suffix(".npz").is_file():
+        score_pool(candidate, man).save(f)
+    prim, cand = Pool.load(root / f"home-{patients}"), Pool.load(f)
+    ok = prim.assessable & cand.assessable
+    y, pp, pc = prim.label[ok].astype(bool), prim.prob[ok], cand.prob[ok]
+    tp, tc = Bundle.load(bundle).threshold, Bundle.load(candidate).threshold
+    sens_c = float((pc[y] >= tc).mean())
+    worse_t = float(np.quantile(pc[y], 1 - (sens_c - 0.10)))
+    out: dict[str, Any] = {"films_in_pool": int(ok.sum()), "thresholds": {
+        "served": tp, "equal": tc, "worse": worse_t}, "candidates": {}}  # fmt: skip
+    for name, t_c in (("equal (FP32 reference)", tc), ("worse (-10 pt sensitivity)", worse_t)):
+        weekly = []
+        for w in range(1, weeks + 1):
+            rows = {"promote": 0, "gate_passed": 0, "mcnemar_below_0.05": 0, "kappa": []}
+            for seed in range(seeds):
+                rng = np.random.default_rng([seed, 7])
+                n = int(rng.poisson(per_day * 7 * w))
+                idx = rng.integers(len(y), size=n)
+                yy, a, b = y[idx], pp[idx], pc[idx]
+                tally = ShadowTally()
+                for da, db in zip(a >= tp, b >= t_c, strict=True):
+                    tally.add(bool(da), bool(db))
+                cmp = tally.compare()
+                gate = metrics.gate_for({}, yy, a, b, tp, t_c)
+                enough = w * 7 >= 14 and n >= 500 and yy.sum() >= 50 and (~yy).sum() >= 50
+                rows["promote"] += bool(enough and gate.passed)
+                rows["gate_passed"] += bool(gate.passed)
+                rows["mcnemar_below_0.05"] += bool(cmp["mcnemar_p"] < 0.05)
+                rows["kappa"].append(cmp["kappa"]["value"])
+            weekly.append({"week": w, "films": round(per_day * 7 * w),
+                           "promote": rows["promote"] / seeds,
+                           "gate_passed": rows["gate_passed"] / seeds,
+                           "mcnemar_below_0.05": rows["mcnemar_below_0.05"] / seeds,
+                           "kappa_median": float(np.median(rows["kappa"]))})  # fmt: skip
+        out["candidates"][name] = weekly
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--bundle", type=Path, default=Path("demo-out/bundles/openvino-int8"))
@@ -230,12 +283,39 @@ def main() -> None:
     ap.add_argument("--days", type=int, default=365)
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     ap.add_argument("--conditions", nargs="*", help="only these (default: all)")
+    ap.add_argument(
+        "--shadow-candidate",
+        type=Path,
+        default=Path("demo-out/bundles/onnx-cpu-fp32"),
+        help="the equal candidate of the shadow rows (none: skip them)",
+    )
+    ap.add_argument(
+        "--shadow-weeks",
+        type=int,
+        default=4,
+        help="weeks of 40 films a day (4: about the pool; beyond, films repeat)",
+    )
+    ap.add_argument(
+        "--only-shadow",
+        action="store_true",
+        help="run the shadow rows alone, into this machine's existing results",
+    )
     args = ap.parse_args()
     from edgevcf import progress
     from edgevcf.bundle import Bundle
 
     progress.set_enabled(False)
     t0 = time.perf_counter()
+    if args.only_shadow:
+        stem = args.out / f"{machine_label()}-drift"
+        result = json.loads(stem.with_suffix(".json").read_text())
+        result["shadow"] = shadow_runs(args.bundle, args.shadow_candidate, args.patients,
+                                       args.seeds, args.per_day, args.shadow_weeks)  # fmt: skip
+        result["shadow"]["seconds"] = round(time.perf_counter() - t0, 1)
+        stem.with_suffix(".json").write_text(json.dumps(result, indent=1, default=str))
+        stem.with_suffix(".md").write_text(markdown(result))
+        print(stem.with_suffix(".md"))
+        return
     thr = Bundle.load(args.bundle).threshold
     pl = pools(args.bundle, args.patients, args.per_family)
     cfg = WatchConfig()
@@ -257,7 +337,14 @@ def main() -> None:
         rows[-1]["h"] = res[0]["h"]
         rows[-1]["seconds"] = round(time.perf_counter() - t1, 1)
         print(json.dumps(rows[-1]), flush=True)
-    result = {"machine": machine_info(), "bundle": str(args.bundle),
+    shadow = None
+    if args.shadow_candidate and args.shadow_candidate.is_dir():
+        t1 = time.perf_counter()
+        shadow = shadow_runs(args.bundle, args.shadow_candidate, args.patients, args.seeds,
+                             args.per_day, args.shadow_weeks)  # fmt: skip
+        shadow["seconds"] = round(time.perf_counter() - t1, 1)
+        print(json.dumps(shadow)[:400], flush=True)
+    result = {"machine": machine_info(), "bundle": str(args.bundle), "shadow": shadow,
               "model_id": Bundle.load(args.bundle).id, "pools": pool_facts,
               "settings": vars(args) | {"bundle": str(args.bundle), "out": str(args.out)},
               "rows": rows, "seconds": round(time.perf_counter() - t0, 1)}  # fmt: skip
@@ -312,6 +399,20 @@ def markdown(r: dict[str, Any]) -> str:
         lines.append(f"| {x['condition']} | " + " | ".join(cells)
                      + f" | {'<= ' + str(bound) + ' days' if bound else ''} |")  # fmt: skip
     lines += ["", READING]
+    sh = r.get("shadow")
+    if sh:
+        lines += ["", "## Shadow mode: a candidate beside the served bundle, week by week", "",
+                  f"Same films for both (home pool, {sh['films_in_pool']} films, resampled), "
+                  "labels for every film; share of runs where the report's promotion rule holds "
+                  "(14 days, 500 films, 50 labelled positives and negatives, the paired gate), "
+                  "the gate alone, and the label-free exact McNemar p < 0.05.", "",
+                  "| candidate | week | films | promote | gate passed | McNemar p < 0.05 "
+                  "| kappa (median) |", "|---|---|---|---|---|---|---|"]  # fmt: skip
+        for name, weekly in sh["candidates"].items():
+            for w in weekly:
+                lines.append(f"| {name} | {w['week']} | {w['films']} | {w['promote']:.0%} | "
+                             f"{w['gate_passed']:.0%} | {w['mcnemar_below_0.05']:.0%} | "
+                             f"{w['kappa_median']:.3f} |")  # fmt: skip
     return "\n".join(lines) + "\n"
 
 

@@ -131,7 +131,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
          "--http-port", str(http_port), "--spool", str(work / "spool"),
          "--journal", str(work / "journal.sqlite"), "--forward", f"PACS@127.0.0.1:{pacs_port}",
          "--allow", "CART@127.0.0.1", "--isolation", args.isolation, "--backend", args.backend,
-         *(["--workers", str(args.workers)] if args.workers else [])],
+         *(["--workers", str(args.workers)] if args.workers else []),
+         *(["--shadow", args.shadow] if args.shadow else [])],
         stdout=(work / "serve.log").open("wb"), stderr=subprocess.STDOUT,
     )  # fmt: skip
     sent: dict[str, float] = {}
@@ -227,6 +228,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "machine": args.machine,
         "bundle": args.bundle,
         "isolation": args.isolation,
+        "shadow": args.shadow,
         "backend": args.backend,
         "workers": args.workers or os.cpu_count(),
         "film": {"path": str(film), "bytes": len(factory.data)},
@@ -277,7 +279,8 @@ def _markdown(r: dict[str, Any]) -> str:
         f"`python benchmarks/serve_load.py --bundle {r['bundle']} --senders {r['senders']}"
         f" --isolation {r['isolation']}"
         f"{' --soak-minutes ' + str(r['soak_minutes']) if r['soak_minutes'] else ''}"
-        f"{' --rate ' + str(r['offered_rate']) if r['offered_rate'] else ''}`"
+        f"{' --rate ' + str(r['offered_rate']) if r['offered_rate'] else ''}"
+        f"{' --shadow ' + str(r['shadow']) if r.get('shadow') else ''}`"
         f" ({what}; film {r['film']['bytes'] / 1e6:.1f} MB, 16-bit)\n\n"
         "| sent | acked | SRs at PACS | lost | duplicated | wall s | films/s | p50 s | p95 s "
         "| max s | peak RSS MB (node + workers) |\n|---|---|---|---|---|---|---|---|---|---|---|\n"
@@ -299,10 +302,16 @@ def main() -> None:
         help="films/s offered by all senders together (0: each sends as fast as it can)",
     )  # fmt: skip
     ap.add_argument("--film", help="a DICOM to send (default: the bench's full-size film)")
-    ap.add_argument("--isolation", choices=["process", "thread"], default="process",
-                    help="score in worker processes (the default) or the node's threads")
+    ap.add_argument(
+        "--isolation",
+        choices=["process", "thread"],
+        default="process",
+        help="score in worker processes (the default) or the node's threads",
+    )
     ap.add_argument("--workers", type=int, default=0, help="scoring workers (0: one per core)")
     ap.add_argument("--backend", default="auto", help="engine or artefact (e.g. litert)")
+    ap.add_argument("--shadow", help="a candidate bundle scored after the served one (serve "
+                    "--shadow): what it costs the served bundle's results")  # fmt: skip
     ap.add_argument("--machine", default=f"{os.uname().machine}-{os.cpu_count()}cpu")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     args = ap.parse_args()
@@ -310,6 +319,7 @@ def main() -> None:
     kind = "soak" if args.soak_minutes else "load"
     kind += f"-{args.rate:g}fps" if args.rate else "-max"
     kind += f"-{Path(args.bundle).name}-{args.backend}-{args.isolation}"
+    kind += f"-shadow-{Path(args.shadow).name}" if args.shadow else ""
     from edgevcf.report import write_results
 
     text = _markdown(result)
