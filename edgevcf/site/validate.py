@@ -21,6 +21,7 @@ import numpy as np
 
 from edgevcf import __version__
 from edgevcf.errors import ConfigError
+from edgevcf.jsonutil import json_safe
 from edgevcf.site import analysis
 from edgevcf.site.protocol import judge, load_protocol
 from edgevcf.site.rethreshold import (
@@ -58,18 +59,6 @@ class ValidateOptions:
     min_positives: int | None = None
     figures: bool = True
     force: bool = False
-
-
-def _json_safe(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {str(k): _json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_json_safe(v) for v in obj]
-    if isinstance(obj, float) and not np.isfinite(obj):
-        return None
-    if isinstance(obj, np.generic):
-        return _json_safe(obj.item())
-    return obj
 
 
 def validate(
@@ -285,7 +274,7 @@ def drift_reference(films: SiteFilms, mask: np.ndarray, threshold: float) -> dic
     ref = Reference.from_records(
         records, f"site validation: the {len(records)} confirmation films", per_period=0.0
     )
-    return _json_safe(ref.to_dict())
+    return json_safe(ref.to_dict())
 
 
 def _write(
@@ -297,6 +286,6 @@ def _write(
     figures = report.figures(out, result, films, evaluated) if opts.figures else {}
     result["figures"] = figures
     (out / "validation.json").write_text(
-        json.dumps(_json_safe(result), indent=2, sort_keys=False) + "\n", encoding="utf-8"
+        json.dumps(json_safe(result), indent=2, sort_keys=False) + "\n", encoding="utf-8"
     )
     (out / "validation.md").write_text(report.markdown(result), encoding="utf-8")

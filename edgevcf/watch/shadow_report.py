@@ -16,7 +16,6 @@ CI wholly below 0). The report says which checks hold; it switches nothing.
 from __future__ import annotations
 
 import csv
-import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -25,6 +24,7 @@ import numpy as np
 
 from edgevcf import metrics
 from edgevcf.errors import DataError
+from edgevcf.jsonutil import json_safe
 from edgevcf.watch.shadow import ShadowTally
 
 #: Films a subgroup level needs (and positives among them) before its paired differences count.
@@ -173,19 +173,7 @@ def shadow_report(
         checks.append(("labels", False, "no --labels: the gate cannot be judged"))
     out["checks"] = [{"check": c, "passed": bool(ok), "detail": d} for c, ok, d in checks]
     out["promote"] = all(ok for _, ok, _ in checks)
-    return _finite(out)
-
-
-def _finite(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {k: _finite(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_finite(v) for v in obj]
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, np.generic):
-        return _finite(obj.item())
-    return obj
+    return json_safe(out)
 
 
 def markdown(r: dict[str, Any]) -> str:

@@ -19,7 +19,7 @@ CART = [
     "edgevcf.backends.tensorrt", "edgevcf.serve.service", "edgevcf.serve.scp", "edgevcf.serve.sr",
     "edgevcf.serve.workers", "edgevcf.serve.systemd", "edgevcf.watch.drift", "edgevcf.cusum",
     "edgevcf.watch.shadow", "edgevcf.watch.shadow_report", "edgevcf.serve.shadowing",
-    "edgevcf.serve.watching", "edgevcf.watch.promotion",
+    "edgevcf.serve.watching", "edgevcf.watch.promotion", "edgevcf.jsonutil",
 ]  # fmt: skip
 #: What it must never load: toolchains, and the workstation side of edgevcf.
 WORKSTATION = [
