@@ -255,7 +255,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         },
         "date": time.strftime("%Y-%m-%d %H:%M"),
     }
-    shutil.rmtree(work, ignore_errors=True)
+    if args.keep:
+        print(f"kept {work} (the node's log: serve.log)")
+    else:
+        shutil.rmtree(work, ignore_errors=True)
     return result
 
 
@@ -312,6 +315,7 @@ def main() -> None:
     ap.add_argument("--backend", default="auto", help="engine or artefact (e.g. litert)")
     ap.add_argument("--shadow", help="a candidate bundle scored after the served one (serve "
                     "--shadow): what it costs the served bundle's results")  # fmt: skip
+    ap.add_argument("--keep", action="store_true", help="keep the work folder (the node's log)")
     ap.add_argument("--machine", default=f"{os.uname().machine}-{os.cpu_count()}cpu")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     args = ap.parse_args()
