@@ -143,6 +143,10 @@ class Shadow:
     destination (``edgevcf shadow report``, docs/serve.md)."""
 
     bundle: str = ""
+    # optional: the candidate's SRs, marked NOT FOR CLINICAL USE, to one QA node (best effort)
+    qa_ae_title: str = ""
+    qa_host: str = ""
+    qa_port: int = 0
 
 
 @dataclass(frozen=True)
@@ -315,6 +319,12 @@ def _check_values(c: ServeConfig) -> None:
         problems.append(
             "[scoring] stall_s must be longer than film_timeout_s (a film may take that long)"
         )
+    sh = c.shadow
+    if sh.qa_port and not (sh.qa_ae_title and sh.qa_host and sh.bundle):
+        problems.append("[shadow] qa_port needs qa_ae_title, qa_host and a candidate bundle")
+    qa = (sh.qa_host, sh.qa_port)
+    if sh.qa_port and any((d.host, d.port) == qa for d in c.destinations):
+        problems.append("[shadow] the QA node must not be a clinical destination")
     w = c.watch
     if w.period != "day" and not (
         w.period.startswith("films:") and w.period[6:].isdigit() and int(w.period[6:]) >= 10

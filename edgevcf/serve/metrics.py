@@ -51,6 +51,8 @@ class Metrics:
         "watch_alarms_total": "Drift alarms raised, by signal (docs/serve.md, over time).",
         "shadow_scored_total": "Films the shadow candidate scored, by outcome.",
         "shadow_score_seconds": "Time the shadow candidate took per film (after the primary).",
+        "shadow_qa_sent_total": "Candidate SRs (NOT FOR CLINICAL USE) delivered to the QA node.",
+        "shadow_qa_failures_total": "Candidate SRs the QA node did not get, by reason.",
         "score_seconds": "Time from reading a stored film to its decision.",
         "result_seconds": "Time from a film's receipt to its result at every destination.",
     }

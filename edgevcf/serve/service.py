@@ -159,12 +159,22 @@ class Service:
                                    self.bundle.manifest)  # fmt: skip
             self.metrics.gauges(self.watch.gauges)
         self.shadow = None
+        self.qa: Any = None
         self._shadow_hold: dict[str, bool] = {}  # films the candidate has yet to see: finished?
         if self.candidate is not None:
             from edgevcf.serve.shadowing import NodeShadow
 
             self.shadow = NodeShadow(self.journal, self.bundle.id, self.candidate.id)
             self.metrics.gauges(self.shadow.gauges)
+            sh = self.config.shadow
+            if sh.qa_port:
+                from edgevcf.runtime import choose_artifact
+                from edgevcf.serve.shadowing import QaSender
+
+                art = choose_artifact(self.candidate, self.config.scoring.backend)
+                self.candidate_identity = _identity(self.candidate, art)
+                self.qa = QaSender(sh.qa_ae_title, sh.qa_host, sh.qa_port,
+                                   self.config.listen.ae_title, self.metrics)  # fmt: skip
         self.outbox = Outbox(self.config, self.journal, self.metrics, self._finished)
         resumed = self.journal.unfinished()
         for job in resumed:
@@ -248,6 +258,8 @@ class Service:
         for s in self.scorers:
             s.close(grace=1.0)
         self.outbox.stop(max(1.0, min(10.0, timeout / 3)))
+        if self.qa is not None:
+            self.qa.stop(max(1.0, min(5.0, timeout / 6)))
         if self._http is not None:
             self._http.shutdown()
             self._http.server_close()
@@ -381,7 +393,8 @@ class Service:
             if not result.get("quarantined"):
                 from pydicom import dcmread
 
-                film = self.shadow.film(dcmread(job.spool, stop_before_pixels=True))
+                ds = dcmread(job.spool, stop_before_pixels=True)
+                film = self.shadow.film(ds)
                 t0 = time.perf_counter()
                 try:
                     shadow = scorer.score(job.spool, self.config.scoring.film_timeout_s,
@@ -396,11 +409,26 @@ class Service:
                            "threshold": self.candidate.threshold}  # fmt: skip
                 self.metrics.inc("shadow_scored_total", "status", str(shadow["status"]))
                 self.shadow.add(job.key, film, result, shadow)
+                if self.qa is not None and shadow["status"] in ("ok", "not_assessable"):
+                    self.qa.put(self._qa_sr(ds, shadow))
         finally:
             with self._log_lock:
                 finished = self._shadow_hold.pop(job.key, False)
             if finished:
                 self._finished(job)
+
+    def _qa_sr(self, ds: Any, shadow: dict[str, Any]) -> Any:
+        """The candidate's result as an SR marked NOT FOR CLINICAL USE (QA node only)."""
+        from edgevcf.serve.sr import Finding, derived_uid, mark_not_for_clinical_use, result_sr
+
+        ok = shadow["status"] == "ok" and shadow["probability"] is not None
+        finding = Finding(ok, shadow["decision"] if ok else None, shadow["probability"],
+                          float(shadow["threshold"]), str(shadow.get("reason", "")))  # fmt: skip
+        cid = self.candidate_identity.model_id
+        sr = result_sr(ds, finding, self.candidate_identity,
+                       series_uid=derived_uid(str(ds.StudyInstanceUID), cid, "qa-series"),
+                       sop_uid=derived_uid(str(ds.SOPInstanceUID), cid, "qa"))  # fmt: skip
+        return mark_not_for_clinical_use(sr)
 
     def _score(self, job: Job, scorer: Any) -> dict[str, Any] | None:
         """The film's result; None when it was queued again after its worker was lost.

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from typing import Any
 
 from edgevcf.serve.journal import Journal
@@ -87,3 +88,74 @@ class NodeShadow:
 
     def status(self) -> dict[str, Any]:
         return {"primary": self.primary_id, "candidate": self.candidate_id, **self.compare()}
+
+
+class QaSender:
+    """Best-effort delivery of the candidate's SRs (marked NOT FOR CLINICAL USE) to one QA node:
+    a queue and a thread, a few tries each, counted — never the clinical outbox, never its
+    journal (the comparison itself is in the journal already)."""
+
+    TRIES = 3
+
+    def __init__(self, ae_title: str, host: str, port: int, our_ae: str, metrics: Any) -> None:
+        import queue
+
+        self.target = (ae_title, host, port)
+        self.our_ae = our_ae
+        self.metrics = metrics
+        self._queue: queue.Queue[Any] = queue.Queue(maxsize=1000)
+        self._thread = threading.Thread(target=self._run, name="edgevcf-shadow-qa", daemon=True)
+        self._thread.start()
+
+    def put(self, sr: Any) -> None:
+        """Queue one SR (dropped, and counted, when the QA node has fallen far behind)."""
+        import queue
+
+        try:
+            self._queue.put_nowait(sr)
+        except queue.Full:
+            self.metrics.inc("shadow_qa_failures_total", "reason", "queue full")
+
+    def _run(self) -> None:
+        while True:
+            sr = self._queue.get()
+            if sr is None:
+                return
+            for attempt in range(self.TRIES):
+                if self._send(sr):
+                    self.metrics.inc("shadow_qa_sent_total")
+                    break
+                time.sleep(2**attempt)
+            else:
+                self.metrics.inc("shadow_qa_failures_total", "reason", "not delivered")
+
+    def _send(self, sr: Any) -> bool:
+        from pynetdicom import AE
+
+        from edgevcf.serve.sr import COMPREHENSIVE_SR
+
+        ae = AE(ae_title=self.our_ae)
+        ae.add_requested_context(COMPREHENSIVE_SR, ["1.2.840.10008.1.2.1", "1.2.840.10008.1.2"])
+        ae.acse_timeout = ae.network_timeout = 15
+        ae.dimse_timeout = 60
+        title, host, port = self.target
+        assoc = ae.associate(host, port, ae_title=title)
+        if not assoc.is_established:
+            return False
+        try:
+            status = assoc.send_c_store(sr)
+            return int(getattr(status, "Status", -1)) in (0x0000, 0xB000, 0xB007, 0xB006)
+        except Exception as exc:  # a QA node's trouble never reaches the clinical path
+            log.warning("shadow QA delivery failed: %s", type(exc).__name__)
+            return False
+        finally:
+            if assoc.is_established:
+                assoc.release()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        import contextlib
+        import queue
+
+        with contextlib.suppress(queue.Full):
+            self._queue.put(None, timeout=1)
+        self._thread.join(timeout)

@@ -112,6 +112,7 @@ CONCEPTS = {
     "signer": _code("signer-key-id", PRIVATE_SCHEME, "Signer key id"),
     "site": _code("site-calibration", PRIVATE_SCHEME, "Site calibration"),
     "source": _code("121233", "DCM", "Source image"),
+    "use": _code("not-clinical", PRIVATE_SCHEME, "Intended use of this report"),
 }
 PRESENT = _code("52101004", "SCT", "Present")
 ABSENT = _code("2667000", "SCT", "Absent")
@@ -231,6 +232,18 @@ def result_sr(
         # our own texts (a reader's reason, say) may hold what the film's repertoire lacks:
         # UTF-8 holds the film's names and ours alike
         sr.SpecificCharacterSet = "ISO_IR 192"
+    return sr
+
+
+def mark_not_for_clinical_use(sr: Dataset) -> Dataset:
+    """A shadow candidate's SR, said plainly in the series, the title and the first item: not
+    for clinical use (it goes to a QA destination only, never to a clinical one)."""
+    sr.SeriesNumber = 991
+    sr.SeriesDescription = "NOT FOR CLINICAL USE - edgevcf shadow candidate"
+    sr.ContentSequence.insert(
+        0, _text("use", "NOT FOR CLINICAL USE: a candidate model scored in shadow for "
+                            "quality assurance; the clinical result is the served model's SR")
+    )  # fmt: skip
     return sr
 
 

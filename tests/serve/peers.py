@@ -156,9 +156,7 @@ def marked(src: Path, dest: Path, uid: str, comment: str = "") -> Path:
     return dest
 
 
-def node_config(
-    tmp: Path, bundle: Path | None, pacs_port: int, port: int, **scoring: Any
-) -> Path:
+def node_config(tmp: Path, bundle: Path | None, pacs_port: int, port: int, **scoring: Any) -> Path:
     """``tmp/serve.toml`` for a node run as ``edgevcf serve --config`` (the bundle in [model]
     unless None), sending to a PACS on ``pacs_port``; ``scoring`` fills [scoring]."""
     f = tmp / "serve.toml"

@@ -84,8 +84,11 @@ def test_a_film_that_hangs_or_kills_its_worker_ends_quarantined_and_the_node_car
     monkeypatch.setenv(HOOKS_ENV, "1")  # the workers inherit it
     bad = marked(films[0], tmp_path / "bad.dcm", "1.2.826.0.1.77.1", fault)
     dest = [{"ae_title": "PACS", "host": "127.0.0.1", "port": pacs.port}]
-    cfg = config(tmp_path, destinations=dest,
-                 scoring={"workers": 2, "film_timeout_s": 2.0, "max_tries": 2, "stall_s": 30.0})
+    cfg = config(
+        tmp_path,
+        destinations=dest,
+        scoring={"workers": 2, "film_timeout_s": 2.0, "max_tries": 2, "stall_s": 30.0},
+    )
     with running(serve_bundle, cfg) as svc:  # fmt: skip
         port = svc.addresses.dicom[1]
         assert storescu(port, bad).returncode == 0
@@ -203,8 +206,11 @@ def test_every_engine_serves_the_scores_the_runtime_gives(
         pytest.skip(f"needs {backend} and pynetdicom")
     _, bundle = export_bundle(profile)
     dest = [{"ae_title": "PACS", "host": "127.0.0.1", "port": pacs.port}]
-    cfg = config(tmp_path, destinations=dest,
-                 scoring={"workers": 2, "backend": backend, "isolation": isolation})
+    cfg = config(
+        tmp_path,
+        destinations=dest,
+        scoring={"workers": 2, "backend": backend, "isolation": isolation},
+    )
     with running(Path(bundle.path), cfg) as svc:  # fmt: skip
         assert svc.identity.runtime == backend
         assert storescu(svc.addresses.dicom[1], *films[:4]).returncode == 0

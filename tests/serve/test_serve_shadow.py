@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from peers import Pacs, config, running, storescu, wait_for
+from peers import Pacs, config, free_port, running, storescu, wait_for
 
 
 def _get(svc: Any, path: str) -> str:
@@ -78,6 +78,38 @@ def _report(journal: Path, sent: list[Path], candidate_id: str, tmp_path: Path) 
     assert not r["promote"] and any(not c["passed"] for c in r["checks"])
     for uid in uids:  # no clear identifier in what the report writes
         assert uid not in (tmp_path / "r" / "shadow.json").read_text()
+
+
+def test_the_candidates_srs_go_to_the_qa_node_only_marked_not_for_clinical_use(
+    serve_bundle: Path, export_bundle: Any, films: list[Path], pacs: Pacs, tmp_path: Path
+) -> None:
+    qa = Pacs("QA", free_port(), tmp_path / "qa").start()
+    try:
+        _, candidate = export_bundle("onnx-cpu", "int8")
+        dest = [{"ae_title": "PACS", "host": "127.0.0.1", "port": pacs.port}]
+        shadow = {"bundle": str(candidate.path), "qa_ae_title": "QA", "qa_host": "127.0.0.1",
+                  "qa_port": qa.port}  # fmt: skip
+        with running(serve_bundle, config(tmp_path, destinations=dest, shadow=shadow)) as svc:
+            assert storescu(svc.addresses.dicom[1], *films[:2]).returncode == 0
+            wait_for(lambda: len(pacs.reports()) == 2 and len(qa.reports()) == 2)
+        clinical, marked = pacs.reports(), qa.reports()
+    finally:
+        qa.stop()
+    assert all("NOT FOR CLINICAL USE" in ds.SeriesDescription for ds in marked)
+    assert all("NOT FOR CLINICAL USE" in ds.ContentSequence[0].TextValue for ds in marked)
+    assert all(candidate.id[:48] in str(ds) for ds in marked)
+    assert not any("NOT FOR CLINICAL USE" in str(ds) for ds in clinical)
+    assert {ds.SOPInstanceUID for ds in marked}.isdisjoint({ds.SOPInstanceUID for ds in clinical})
+    import shutil
+    import subprocess
+
+    if shutil.which("dsrdump"):  # dcmtk reads the marked SR as a valid structured report
+        one = next(p for p in sorted((tmp_path / "qa").iterdir()) if p.is_file())
+        dump = subprocess.run(["dsrdump", str(one)], capture_output=True, text=True)
+        assert dump.returncode == 0 and "NOT FOR CLINICAL USE" in dump.stdout, dump.stderr
+    with pytest.raises(Exception, match="must not be a clinical destination"):
+        config(tmp_path, destinations=dest,
+               shadow={**shadow, "qa_host": "127.0.0.1", "qa_port": pacs.port})  # fmt: skip
 
 
 def test_an_untrusted_candidate_is_refused(serve_bundle: Path, tmp_path: Path) -> None:
