@@ -44,6 +44,7 @@ LAZY_COMMANDS: dict[str, str] = {
     "build": "edgevcf.cli.export:build",
     "predict": "edgevcf.cli.runtime:predict",
     "verify": "edgevcf.cli.runtime:verify",
+    "score": "edgevcf.cli.runtime:score_cmd",
     "bench": "edgevcf.cli.runtime:bench",
     "validate": "edgevcf.cli.site:validate",
     "card": "edgevcf.cli.site:card",

@@ -354,3 +354,56 @@ def demo(out: Path, quick: bool, patients: int | None, epochs: int | None) -> No
         for line in summary(c):
             echo(f"  {line.strip()}")
     echo(f"Done in {res.seconds / 60:.1f} min.")
+
+
+@click.command("score")
+@click.argument("bundle", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option(
+    "--data",
+    type=click.Path(exists=True, path_type=Path),
+    required=True,
+    help="A manifest CSV, or a folder: every *.dcm below it.",
+)
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    required=True,
+    help="Folder of parts (Parquet with pyarrow, else CSV); run again to resume.",
+)
+@click.option(
+    "--batch-size",
+    type=click.IntRange(min=1),
+    default=8,
+    show_default=True,
+    help="Films per engine call.",
+)
+@click.option("--backend", default="auto", show_default=True, help="Engine (as for predict).")
+@trust_options
+def score_cmd(
+    bundle: Path,
+    data: Path,
+    out: Path,
+    batch_size: int,
+    backend: str,
+    trust: tuple[Path, ...],
+    revoked: tuple[str, ...],
+) -> None:
+    """Score every film of an archive: one row per film (probability, decision, status and
+    reason, subgroup bands, hashed UID and path — no identifier in clear) in whole parts, so a
+    run started again skips what is done and writes exactly one row per film.
+
+    \b
+    Examples:
+      edgevcf score bundles/openvino-int8 --data archive/ --out scores/
+      edgevcf score bundles/openvino-int8 --data site.csv --out scores/ --batch-size 16
+    """
+    from edgevcf.score import score
+
+    r = score(
+        bundle, data, out, batch_size=batch_size, backend=backend, trust=load_trust(trust, revoked)
+    )
+    st = ", ".join(f"{k} {v}" for k, v in sorted(r["statuses"].items())) or "nothing new"
+    echo(
+        f"{r['films']} films: {r['already_scored']} already scored, {r['scored_now']} now ({st}); "
+        f"{r['parts']} {r['format']} part(s) in {out}"
+    )
