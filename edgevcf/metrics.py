@@ -894,7 +894,7 @@ def _threshold(threshold: float, name: str = "threshold") -> float:
 # ------------------------------------------------------------------------ decision flips
 
 
-def mcnemar(b: int, c: int) -> float:
+def mcnemar(b: int, c: int, *, exact: bool = False) -> float:
     """Two-sided McNemar p-value for paired binary outcomes with discordant counts ``b`` and ``c``.
 
     Only the discordant pairs carry information about a systematic difference between two raters
@@ -904,6 +904,8 @@ def mcnemar(b: int, c: int) -> float:
     (``min(1, 2 P(X <= min(b, c)))``, X ~ Bin(b + c, 1/2)), computed in exact integer arithmetic;
     above, the chi-square statistic with continuity correction ``max(0, |b - c| - 1)**2 / (b + c)``
     on 1 df, whose survival function is ``erfc(sqrt(x / 2))``. ``b + c == 0`` gives 1.
+    ``exact``: the exact binomial test for any number of pairs (summed in log space), as a
+    shadow comparison reports it.
 
     Args:
         b: Discordant pairs one way (>= 0).
@@ -925,6 +927,12 @@ def mcnemar(b: int, c: int) -> float:
     if n < MCNEMAR_EXACT_BELOW:
         tail = sum(math.comb(n, i) for i in range(min(b, c) + 1))
         return min(1.0, 2 * tail / 2**n)
+    if exact:
+        k = np.arange(min(b, c) + 1)
+        logpmf = (math.lgamma(n + 1) - n * math.log(2.0)
+                  - np.array([math.lgamma(i + 1) + math.lgamma(n - i + 1) for i in k]))  # fmt: skip
+        top = float(logpmf.max())
+        return min(1.0, 2.0 * math.exp(top) * float(np.exp(logpmf - top).sum()))
     stat = max(0, abs(b - c) - 1) ** 2 / n
     return math.erfc(math.sqrt(stat / 2.0))
 

@@ -110,10 +110,14 @@ def _chunks(items: list[Film], n: int) -> Iterator[list[Film]]:
         yield items[i : i + n]
 
 
-def _uid_hash(path: str) -> str:
-    ds = subgroups.read_header(path)
-    uid = str(getattr(ds, "SOPInstanceUID", "") or "") if ds is not None else ""
-    return _sha(uid.strip()) if uid.strip() else ""
+def _header_facts(film: Film) -> tuple[str, dict[str, str]]:
+    """The UID hash and subgroup levels of a readable film, from one header read."""
+    from edgevcf.serve.journal import uid_key
+
+    ds = subgroups.read_header(film.path)
+    uid = str(getattr(ds, "SOPInstanceUID", "") or "").strip() if ds is not None else ""
+    levels = {**subgroups.from_header(ds), **subgroups.from_columns(film.extra)}
+    return (uid_key(uid) if uid else ""), levels
 
 
 def score(
@@ -158,14 +162,16 @@ def score(
         rows = []
         for f, p in zip(chunk, preds, strict=True):
             counts[p.status] = counts.get(p.status, 0) + 1
-            readable = p.status != "refused"
+            uid_hash, levels = (
+                _header_facts(f) if p.status != "refused"
+                else ("", dict.fromkeys(subgroups.NAMES, subgroups.UNKNOWN))
+            )  # fmt: skip
             rows.append({
                 "file_hash": f.file_hash,
-                "uid_hash": _uid_hash(f.path) if readable else "",
+                "uid_hash": uid_hash,
                 "status": p.status, "probability": p.probability, "decision": p.decision,
                 "reason": p.reason if p.status != "ok" else "",
-                **(subgroups.levels_for(f.path, f.extra) if readable
-                   else dict.fromkeys(subgroups.NAMES, subgroups.UNKNOWN)),
+                **levels,
             })  # fmt: skip
         _write_part(dest / f"part-{start + k:05d}.{kind}", rows)
     return {"films": len(films), "already_scored": len(films) - len(todo),

@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from edgevcf.cli import echo
+from edgevcf.cli.keys import PASS_HELP
 
 
 @click.group("shadow")
@@ -133,7 +134,7 @@ def report(
 @click.option(
     "--passphrase-env",
     metavar="VAR",
-    help="Read the key's passphrase from this environment variable.",
+    help=PASS_HELP,
 )
 def promote(
     deployment: Path,
@@ -174,10 +175,11 @@ def promote(
         note=note,
         passphrase=passphrase_from_env(passphrase_env),
     )
-    rec = json.loads(out.read_text(encoding="utf-8"))["record"]
+    doc = json.loads(out.read_text(encoding="utf-8"))
+    rec = doc["record"]
     echo(
         f"record {out}: serve {rec['bundle']['id'][:12]} ({rec['bundle']['path']}), "
         f"{rec['evidence']['kind']}, by {rec['by']}, signed by key "
-        f"{json.loads(out.read_text())['signature']['keyid'][:16]}"
+        f"{doc['signature']['keyid'][:16]}"
     )
     echo("  a node serving this deployment takes it at its next start or SIGHUP")

@@ -29,6 +29,25 @@ log = logging.getLogger(__name__)
 BATCH = 64
 
 
+#: C-STORE statuses that mean the SR is stored: success, and the coercion / element warnings.
+STORED = (0x0000, 0xB000, 0xB007, 0xB006)
+
+
+def associate_for_srs(our_ae: str, ae_title: str, host: str, port: int, tls: Any = None) -> Any:
+    """An association that may send Comprehensive SRs (Nagle off; 15 s to connect, 60 s for a
+    response): the outbox's and the shadow QA node's."""
+    from pynetdicom import AE, evt
+
+    from edgevcf.serve.sr import COMPREHENSIVE_SR
+
+    ae = AE(ae_title=our_ae)
+    ae.add_requested_context(COMPREHENSIVE_SR, ["1.2.840.10008.1.2.1", "1.2.840.10008.1.2"])
+    ae.acse_timeout = ae.network_timeout = 15
+    ae.dimse_timeout = 60
+    return ae.associate(host, port, ae_title=ae_title, tls_args=tls,
+                        evt_handlers=[(evt.EVT_CONN_OPEN, no_delay)])  # fmt: skip
+
+
 @dataclass
 class _Backoff:
     """When a destination may be tried again."""
@@ -117,19 +136,10 @@ class Outbox:
         """One association to ``dest`` for ``jobs``; back-off on any failure. Returns the keys
         the destination confirmed (each also journaled)."""
         from pydicom import dcmread
-        from pynetdicom import AE, evt
 
-        from edgevcf.serve.sr import COMPREHENSIVE_SR
-
-        ae = AE(ae_title=self.config.listen.ae_title)
-        ae.add_requested_context(COMPREHENSIVE_SR, ["1.2.840.10008.1.2.1", "1.2.840.10008.1.2"])
-        ae.acse_timeout = ae.network_timeout = 15
-        ae.dimse_timeout = 60
         tls = client_tls(self.config, dest.host) if dest.tls else None
-        assoc = ae.associate(
-            dest.host, dest.port, ae_title=dest.ae_title, tls_args=tls,
-            evt_handlers=[(evt.EVT_CONN_OPEN, no_delay)],
-        )  # fmt: skip
+        assoc = associate_for_srs(self.config.listen.ae_title, dest.ae_title, dest.host,
+                                  dest.port, tls)  # fmt: skip
         if not assoc.is_established:
             self._failed(name, "association not established (down, or not accepting us)")
             return []
@@ -140,7 +150,7 @@ class Outbox:
                     continue
                 status = assoc.send_c_store(dcmread(job.sr))
                 code = int(getattr(status, "Status", -1)) if status else -1
-                if code in (0x0000, 0xB000, 0xB007, 0xB006):  # success or warning: stored
+                if code in STORED:
                     self.journal.delivered(job.key, name)
                     confirmed.append(job.key)
                     self.metrics.inc("forwarded_total", "destination", dest.ae_title)

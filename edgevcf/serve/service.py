@@ -379,13 +379,14 @@ class Service:
         if self.shadow is not None:
             with self._log_lock:
                 self._shadow_hold[key] = False
+        header = None
         try:
-            self._write(job, result)
+            header = self._write(job, result)
         finally:
             if self.shadow is not None:
-                self._shadow_turn(job, result, scorer)
+                self._shadow_turn(job, result, scorer, header)
 
-    def _shadow_turn(self, job: Job, result: dict[str, Any], scorer: Any) -> None:
+    def _shadow_turn(self, job: Job, result: dict[str, Any], scorer: Any, header: Any) -> None:
         """The candidate scores the film after the primary's result is in the outbox; a lost
         worker or a failure costs the comparison one film, never the primary's result."""
         assert self.shadow is not None
@@ -393,7 +394,7 @@ class Service:
             if not result.get("quarantined"):
                 from pydicom import dcmread
 
-                ds = dcmread(job.spool, stop_before_pixels=True)
+                ds = header if header is not None else dcmread(job.spool, stop_before_pixels=True)
                 film = self.shadow.film(ds)
                 t0 = time.perf_counter()
                 try:
@@ -499,7 +500,9 @@ class Service:
                 "quarantined": True, "threshold": self.threshold,
                 "model_id": self.bundle.id}  # fmt: skip
 
-    def _write(self, job: Job, result: dict[str, Any]) -> None:
+    def _write(self, job: Job, result: dict[str, Any]) -> Any:
+        """The result's SR to the outbox and its line to the result log; the film's header
+        (read here without pixels) for what comes after."""
         from pydicom import dcmread
 
         from edgevcf.serve.sr import Finding, derived_uid, result_sr
@@ -532,6 +535,7 @@ class Service:
             self._finished(job)
         else:
             self.outbox.wake()
+        return film
 
     def _watched(self, film: Any, result: dict[str, Any], received_at: float) -> list[Any]:
         """The film's record to the drift watch; the alarms of a period it closed, as lines

@@ -130,21 +130,15 @@ class QaSender:
                 self.metrics.inc("shadow_qa_failures_total", "reason", "not delivered")
 
     def _send(self, sr: Any) -> bool:
-        from pynetdicom import AE
+        from edgevcf.serve.forward import STORED, associate_for_srs
 
-        from edgevcf.serve.sr import COMPREHENSIVE_SR
-
-        ae = AE(ae_title=self.our_ae)
-        ae.add_requested_context(COMPREHENSIVE_SR, ["1.2.840.10008.1.2.1", "1.2.840.10008.1.2"])
-        ae.acse_timeout = ae.network_timeout = 15
-        ae.dimse_timeout = 60
         title, host, port = self.target
-        assoc = ae.associate(host, port, ae_title=title)
+        assoc = associate_for_srs(self.our_ae, title, host, port)
         if not assoc.is_established:
             return False
         try:
             status = assoc.send_c_store(sr)
-            return int(getattr(status, "Status", -1)) in (0x0000, 0xB000, 0xB007, 0xB006)
+            return int(getattr(status, "Status", -1)) in STORED
         except Exception as exc:  # a QA node's trouble never reaches the clinical path
             log.warning("shadow QA delivery failed: %s", type(exc).__name__)
             return False

@@ -230,8 +230,9 @@ class OpenVINOTarget(FloatBlockFallback):
         ignored-scope quantizations, measured by the gate."""
         import shutil
 
-        plain = self._ptq(ctx, self._float_model(ctx))
-        float_ops = {op.get_friendly_name(): op for op in self._float_model(ctx).get_ordered_ops()}
+        fp32 = self._float_model(ctx)  # one conversion: NNCF quantizes a copy, the original
+        plain = self._ptq(ctx, fp32.clone())  # gives back the float weights and biases
+        float_ops = {op.get_friendly_name(): op for op in fp32.get_ordered_ops()}
         rank_dir = ctx.work / "rank-blocks"
         rank_dir.mkdir(exist_ok=True)
         art = Artifact("model", f"{rank_dir.name}/{XML}", "openvino", "int8", self._options(ctx))

@@ -111,10 +111,7 @@ class Reference:
         score_mean, score_sd = _mean_sd([r.probability for r in ok if r.probability is not None])
         gate_mean, gate_sd = _mean_sd(gates)
         levels: dict[str, dict[str, int]] = {}
-        for r in records:
-            for name in subgroups.NAMES:
-                lvl = r.levels.get(name, "unknown")
-                levels.setdefault(name, {})[lvl] = levels.get(name, {}).get(lvl, 0) + 1
+        _count_levels(records, levels)
         return cls(
             source=source,
             films=len(records),
@@ -129,6 +126,12 @@ class Reference:
             levels=levels,
             per_period=float(per_period),
         )
+
+    @property
+    def refusal_p0(self) -> float:
+        """The refusal rate the chart is centred on (half a film when none was refused: a
+        rate of 0 has no spread to standardise by)."""
+        return self.refusal_rate if self.refusal_rate > 0 else 0.5 / max(self.films, 1)
 
     def value(self, signal: str) -> float:
         """The in-control value of ``signal``."""
@@ -222,9 +225,16 @@ def _mean_h(n: float, n_ref: int, k: float, target: float) -> float:
     return cusum.calibrate_h(arl, target, lo=1.0, hi=20.0)
 
 
-def _mean(values: Sequence[float | None]) -> float | None:
-    v = [x for x in values if x is not None and math.isfinite(x)]
-    return float(np.mean(v)) if v else None
+def _finite(values: Sequence[float | None]) -> list[float]:
+    return [x for x in values if x is not None and math.isfinite(x)]
+
+
+def _count_levels(records: Sequence[FilmRecord], into: dict[str, dict[str, int]]) -> None:
+    """Add each record's level of every subgroup field to ``into`` (field -> level -> films)."""
+    for r in records:
+        for name in subgroups.NAMES:
+            lvl = r.levels.get(name, subgroups.UNKNOWN)
+            into.setdefault(name, {})[lvl] = into.get(name, {}).get(lvl, 0) + 1
 
 
 def _z_rate(x: int, n: int, p0: float) -> float:
@@ -233,8 +243,7 @@ def _z_rate(x: int, n: int, p0: float) -> float:
     return (x - n * p0) / math.sqrt(n * p0 * (1 - p0))
 
 
-def _z_mean(values: Sequence[float], mu: float, sd: float) -> float:
-    v = [x for x in values if x is not None and math.isfinite(x)]
+def _z_mean(v: list[float], mu: float, sd: float) -> float:
     if not v or not sd > 0:
         return math.nan
     return (float(np.mean(v)) - mu) / (sd / math.sqrt(len(v)))
@@ -279,9 +288,7 @@ class DriftWatch:
             "positive_rate": _rate_h(
                 n * (1 - ref.refusal_rate), ref.positive_rate, ref.assessable, self.cfg.k, target
             ),
-            "refusal_rate": _rate_h(n, ref.refusal_rate, ref.films, self.cfg.k, target)
-            if ref.refusal_rate > 0
-            else _rate_h(n, 0.5 / max(ref.films, 1), ref.films, self.cfg.k, target),
+            "refusal_rate": _rate_h(n, ref.refusal_p0, ref.films, self.cfg.k, target),
             "mean_score": _mean_h(n * (1 - ref.refusal_rate), ref.assessable, self.cfg.k, target),
             "gate_distance": _mean_h(n * (1 - ref.refusal_rate), ref.gate_films, self.cfg.k,
                                      target),
@@ -316,16 +323,14 @@ class DriftWatch:
         ref = self.reference
         ok = [r for r in records if r.assessable]
         pos = [r for r in ok if r.positive is not None]
+        probs = _finite([r.probability for r in ok])
+        gates = _finite([r.gate for r in ok])
         x = {
             "positive_rate": _z_rate(sum(bool(r.positive) for r in pos), len(pos),
                                      ref.positive_rate),
-            "refusal_rate": _z_rate(len(records) - len(ok), len(records),
-                                    ref.refusal_rate if ref.refusal_rate > 0
-                                    else 0.5 / max(ref.films, 1)),
-            "mean_score": _z_mean([r.probability for r in ok if r.probability is not None],
-                                  ref.score_mean, ref.score_sd),
-            "gate_distance": _z_mean([r.gate for r in ok if r.gate is not None],
-                                     ref.gate_mean, ref.gate_sd),
+            "refusal_rate": _z_rate(len(records) - len(ok), len(records), ref.refusal_p0),
+            "mean_score": _z_mean(probs, ref.score_mean, ref.score_sd),
+            "gate_distance": _z_mean(gates, ref.gate_mean, ref.gate_sd),
         }  # fmt: skip
         self.periods.append(label)
         raised: list[Alarm] = []
@@ -333,8 +338,8 @@ class DriftWatch:
             "films": len(records),
             "positive_rate": len([r for r in pos if r.positive]) / len(pos) if pos else None,
             "refusal_rate": 1 - len(ok) / len(records),
-            "mean_score": _mean([r.probability for r in ok]),
-            "gate_distance": _mean([r.gate for r in ok]),
+            "mean_score": float(np.mean(probs)) if probs else None,
+            "gate_distance": float(np.mean(gates)) if gates else None,
         }
         for s in SIGNALS:
             chart = self.charts[s]
@@ -356,10 +361,7 @@ class DriftWatch:
         if not self.window_periods:
             self.window_start = label
         self.window_periods += 1
-        for r in records:
-            for name in subgroups.NAMES:
-                lvl = r.levels.get(name, "unknown")
-                self.window.setdefault(name, {})[lvl] = self.window.get(name, {}).get(lvl, 0) + 1
+        _count_levels(records, self.window)
         if self.window_periods < self.cfg.window:
             return []
         tests = mix_tests(self.reference.levels if self.reference else {}, self.window)

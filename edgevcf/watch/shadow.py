@@ -9,8 +9,8 @@ it across restarts):
   standard error, Fleiss, Cohen & Everitt 1969);
 * each bundle's positive rate and their difference, candidate minus primary, with Newcombe's
   paired interval (:func:`edgevcf.metrics.paired_proportion_diff`);
-* McNemar's exact test on the discordant pairs (:func:`mcnemar_exact`): do the disagreements
-  lean one way (the candidate calls more, or fewer, films fresh)?
+* McNemar's exact test on the discordant pairs (:func:`edgevcf.metrics.mcnemar`, ``exact``):
+  do the disagreements lean one way (the candidate calls more, or fewer, films fresh)?
 
 Films either bundle could not assess are counted apart (a refusal is not a decision). numpy
 and :mod:`math` only: the cart runs this.
@@ -25,26 +25,6 @@ from typing import Any
 import numpy as np
 
 from edgevcf import metrics
-
-
-def mcnemar_exact(b: int, c: int) -> float:
-    """Two-sided exact McNemar p-value, ``min(1, 2 P(X <= min(b, c)))`` with X ~ Bin(b + c, 1/2),
-    for any number of discordant pairs (log-space sums; :func:`edgevcf.metrics.mcnemar` switches
-    to the chi-square approximation from 25 pairs)."""
-    if b < 0 or c < 0:
-        raise ValueError("discordant counts must be >= 0")
-    n = b + c
-    if n == 0:
-        return 1.0
-    k = np.arange(min(b, c) + 1)
-    logpmf = (
-        math.lgamma(n + 1)
-        - np.array([math.lgamma(i + 1) + math.lgamma(n - i + 1) for i in k])
-        - n * math.log(2.0)
-    )
-    top = logpmf.max()
-    tail = math.exp(top) * float(np.exp(logpmf - top).sum())
-    return min(1.0, 2.0 * tail)
 
 
 @dataclass
@@ -122,5 +102,5 @@ class ShadowTally:
                 "ci_high": diff.ci_high,
                 "method": diff.method,
             },
-            "mcnemar_p": mcnemar_exact(self.primary_only, self.candidate_only),
+            "mcnemar_p": metrics.mcnemar(self.primary_only, self.candidate_only, exact=True),
         }

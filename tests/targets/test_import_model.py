@@ -69,8 +69,20 @@ def test_a_keras_style_onnx_model_is_imported_exported_and_verified(
     assert got == pytest.approx(torch_val["auc"]["auc"], abs=1e-3)
     out = folder / "bundle"
     # `export --onnx` alone imports the foreign file itself (its .toml beside it)
-    run = CliRunner().invoke(cli, ["export", "--target", "onnx-cpu", "--onnx", str(src),
-                                   "--calib", str(tiny_export.manifest), "--out", str(out)])
+    run = CliRunner().invoke(
+        cli,
+        [
+            "export",
+            "--target",
+            "onnx-cpu",
+            "--onnx",
+            str(src),
+            "--calib",
+            str(tiny_export.manifest),
+            "--out",
+            str(out),
+        ],
+    )
     assert run.exit_code in (0, 4), run.output  # 4: written, gate failed (tiny data)
     bundle = Bundle.load(out)
     m = bundle.manifest

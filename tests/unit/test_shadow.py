@@ -8,7 +8,8 @@ import math
 import numpy as np
 import pytest
 
-from edgevcf.watch.shadow import ShadowTally, mcnemar_exact
+from edgevcf.metrics import mcnemar
+from edgevcf.watch.shadow import ShadowTally
 
 
 def _tally(primary: np.ndarray, candidate: np.ndarray) -> ShadowTally:
@@ -22,7 +23,7 @@ def _tally(primary: np.ndarray, candidate: np.ndarray) -> ShadowTally:
 def test_exact_mcnemar_matches_statsmodels(b: int, c: int) -> None:
     tables = pytest.importorskip("statsmodels.stats.contingency_tables")
     ref = tables.mcnemar(np.array([[20, b], [c, 40]]), exact=True).pvalue
-    assert mcnemar_exact(b, c) == pytest.approx(ref, rel=1e-9, abs=1e-15)
+    assert mcnemar(b, c, exact=True) == pytest.approx(ref, rel=1e-9, abs=1e-15)
 
 
 def test_kappa_and_agreement_match_scikit_learn() -> None:
