@@ -48,6 +48,7 @@ DEPENDENCIES: dict[str, Dependency] = {
     "cuda_python": Dependency("cuda", "cuda-python", "pip install 'edgevcf[jetson]'"),
     "pynetdicom": Dependency("pynetdicom", "pynetdicom", "pip install 'edgevcf[serve]'"),
     "cryptography": Dependency("cryptography", "cryptography", "pip install 'edgevcf[signing]'"),
+    "ray": Dependency("ray", "ray", "pip install 'edgevcf[ray]'"),
 }
 
 

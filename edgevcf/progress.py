@@ -7,7 +7,7 @@ terminal even while toolchain chatter is sent to the log) so stdout stays clean 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import TypeVar
 
@@ -47,6 +47,22 @@ def track(
         dynamic_ncols=True,
         leave=False,
     )
+
+
+def track_batches(
+    batches: Iterable[Sequence[T]], *, total: int, desc: str = "", unit: str = "it"
+) -> Iterator[Sequence[T]]:
+    """Iterate over batches with a bar counting their items (films, not batches)."""
+    if not _enabled:
+        yield from batches
+        return
+    from tqdm import tqdm
+
+    with tqdm(total=total, desc=desc, unit=unit, file=console.stderr(), dynamic_ncols=True,
+              leave=False) as bar:  # fmt: skip
+        for b in batches:
+            yield b
+            bar.update(len(b))
 
 
 @contextmanager

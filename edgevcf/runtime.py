@@ -89,6 +89,23 @@ class Prediction:
         return asdict(self)
 
 
+#: One film read by :meth:`Examiner.check_many`: (graph input, verdict, timings), or why not.
+Checked = tuple[np.ndarray, Assessment, dict[str, float]] | EdgeVCFError
+
+
+@dataclass
+class Examined:
+    """What one film came to in :meth:`Predictor.run_checked`: the runtime's status (``ok``,
+    ``not_assessable``, ``refused``, ``error``), the reason where there is no score, the logit
+    where the engine ran, the gate's verdict where the film was read."""
+
+    status: str
+    reason: str = ""
+    logit: float | None = None
+    verdict: Assessment | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+
+
 #: glibc mallopt parameters (malloc.h)
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
 _MALLOC_TUNED: list[bool] = []
@@ -166,44 +183,22 @@ def choose_artifact(bundle: Bundle, backend: str = "auto") -> Artifact:
     )
 
 
-class Predictor:
-    """A verified bundle loaded into one inference engine."""
+class Examiner:
+    """A verified bundle's reading, preprocessing and quality gate — everything but the engine.
 
-    def __init__(self, bundle: Bundle, artifact: Artifact, threads: int | None = None) -> None:
+    What a Ray read task holds (:mod:`edgevcf.scale`): it turns films into graph inputs and
+    verdicts where no engine is loaded, and :class:`Predictor` (which is an Examiner) scores
+    them, so both sides read a film exactly alike.
+    """
+
+    def __init__(self, bundle: Bundle) -> None:
         keep_freed_memory()
         self.bundle = bundle
-        self.artifact = artifact
         self.spec = bundle.preprocess
         self.input = bundle.input
         self.threshold = bundle.threshold
         self.model_id = bundle.id
-        options = dict(artifact.options)
-        if threads is not None:
-            options["threads"] = threads
-        if artifact.runtime == "openvino" and options.pop("model_cache", False):
-            from edgevcf.dataset import cache_root
-
-            options["cache_dir"] = str(cache_root() / "openvino-cache" / self.model_id[:16])
-        else:
-            options.pop("model_cache", None)
-        t0 = time.perf_counter()
-        self.backend = backend_class(artifact.runtime)(bundle.path / artifact.file, **options)
         self.gate = load_gate(bundle)
-        self.load_ms = (time.perf_counter() - t0) * 1e3
-
-    @classmethod
-    def from_bundle(
-        cls,
-        path: str | os.PathLike[str],
-        backend: str = "auto",
-        *,
-        threads: int | None = None,
-        trust: Trust | None = None,
-    ) -> Predictor:
-        """Verify the bundle at ``path`` (with ``trust``: its signer too, see
-        :func:`edgevcf.signing.verify_signature`) and load its artefact for ``backend``."""
-        bundle = Bundle.load(path, trust=trust)
-        return cls(bundle, choose_artifact(bundle, backend), threads=threads)
 
     # ------------------------------------------------------------ prediction
     def _read(
@@ -267,6 +262,26 @@ class Predictor:
         """
         return self._check(image)[1]
 
+    def check_many(
+        self, items: Sequence[str | os.PathLike[str] | np.ndarray], workers: int | None = None
+    ) -> list[Checked]:
+        """Read, preprocess and assess each image (``workers`` threads, default one per core:
+        decoding and resizing release the GIL); an unreadable one gives its error, in place."""
+
+        def check(img: str | os.PathLike[str] | np.ndarray) -> Checked:
+            try:
+                return self._check(img)
+            except EdgeVCFError as exc:
+                return exc
+
+        n = min(len(items), workers or os.cpu_count() or 1)
+        if n <= 1:
+            return [check(img) for img in items]
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(n, thread_name_prefix="edgevcf-read") as pool:
+            return list(pool.map(check, items))
+
     def _not_assessable(
         self, source: str, verdict: Assessment, timings: dict[str, float]
     ) -> Prediction:
@@ -282,6 +297,40 @@ class Predictor:
             assessable=False,
             quality=verdict.to_dict(),
         )
+
+
+class Predictor(Examiner):
+    """A verified bundle loaded into one inference engine."""
+
+    def __init__(self, bundle: Bundle, artifact: Artifact, threads: int | None = None) -> None:
+        t0 = time.perf_counter()
+        super().__init__(bundle)
+        self.artifact = artifact
+        options = dict(artifact.options)
+        if threads is not None:
+            options["threads"] = threads
+        if artifact.runtime == "openvino" and options.pop("model_cache", False):
+            from edgevcf.dataset import cache_root
+
+            options["cache_dir"] = str(cache_root() / "openvino-cache" / self.model_id[:16])
+        else:
+            options.pop("model_cache", None)
+        self.backend = backend_class(artifact.runtime)(bundle.path / artifact.file, **options)
+        self.load_ms = (time.perf_counter() - t0) * 1e3
+
+    @classmethod
+    def from_bundle(
+        cls,
+        path: str | os.PathLike[str],
+        backend: str = "auto",
+        *,
+        threads: int | None = None,
+        trust: Trust | None = None,
+    ) -> Predictor:
+        """Verify the bundle at ``path`` (with ``trust``: its signer too, see
+        :func:`edgevcf.signing.verify_signature`) and load its artefact for ``backend``."""
+        bundle = Bundle.load(path, trust=trust)
+        return cls(bundle, choose_artifact(bundle, backend), threads=threads)
 
     def warm(self) -> float:
         """Create and run the calling thread's engine state once; ms spent.
@@ -334,6 +383,54 @@ class Predictor:
         p.site_calibration = self.bundle.site_calibration
         return p
 
+    def run_checked(
+        self, checked: Sequence[Checked], batch_size: int = 8, *, gated: bool = True
+    ) -> list[Examined]:
+        """Score films already read by :meth:`Examiner.check_many`, ``batch_size`` consecutive
+        films to one engine call.
+
+        A batch is fixed by the films' positions, not by which of them the gate passed, so a
+        film's probability depends only on its own batch: the one-process and the Ray paths
+        (:mod:`edgevcf.scale`), which cut the same batches, give the same bits for the same
+        engine and thread count. ``gated``: only in-scope films are scored (the cart's way);
+        False scores every readable film (site validation re-fits the gate on them). An engine
+        failure on a batch is retried film by film; a film it fails on is ``error``.
+        """
+        out: list[Examined] = []
+        for start in range(0, len(checked), max(1, batch_size)):
+            group = checked[start : start + max(1, batch_size)]
+            res = [
+                Examined("refused", c.message) if isinstance(c, EdgeVCFError)
+                else Examined("ok" if c[1].assessable else "not_assessable",
+                              c[1].reason, verdict=c[1], timings=c[2])
+                for c in group
+            ]  # fmt: skip
+            run = [
+                k for k, c in enumerate(group)
+                if not isinstance(c, EdgeVCFError) and (c[1].assessable or not gated)
+            ]  # fmt: skip
+            if not run:
+                out.extend(res)
+                continue
+            try:
+                t0 = time.perf_counter()
+                z = self.logits(np.concatenate([group[k][0] for k in run]))  # type: ignore[index]
+                per = (time.perf_counter() - t0) * 1e3 / len(run)
+                for k, v in zip(run, z, strict=True):
+                    res[k].logit, res[k].timings["inference_ms"] = float(v), per
+            except Exception:  # the engine failed on this batch: find the film, keep going
+                for k in run:
+                    try:
+                        t0 = time.perf_counter()
+                        res[k].logit = float(self.logits(group[k][0])[0])  # type: ignore[index]
+                        res[k].timings["inference_ms"] = (time.perf_counter() - t0) * 1e3
+                    except Exception as exc:
+                        log.warning("inference failed on film %d: %s", start + k, exc)
+                        res[k].status = "error"
+                        res[k].reason = f"inference failed: {type(exc).__name__}: {exc}"[:300]
+            out.extend(res)
+        return out
+
     def predict_many(
         self,
         images: Iterable[str | os.PathLike[str] | np.ndarray],
@@ -345,77 +442,25 @@ class Predictor:
         silently dropped).
 
         ``workers`` threads read, preprocess and assess the images (default: one per core, so a
-        batch of films uses every core: decoding and resizing release the GIL).
+        batch of films uses every core: decoding and resizing release the GIL); then every
+        ``batch_size`` consecutive images go to the engine together (:meth:`run_checked`).
         """
         items = list(images)
-        out: list[Prediction | None] = [None] * len(items)
-        ready: list[tuple[int, np.ndarray, dict[str, float], Assessment]] = []
-
-        def check(
-            img: str | os.PathLike[str] | np.ndarray,
-        ) -> tuple[np.ndarray, Assessment, dict[str, float]] | EdgeVCFError:
-            try:
-                return self._check(img)
-            except EdgeVCFError as exc:
-                return exc
-
-        n = min(len(items), workers or os.cpu_count() or 1)
-        if n > 1:
-            from concurrent.futures import ThreadPoolExecutor
-
-            with ThreadPoolExecutor(n, thread_name_prefix="edgevcf-read") as pool:
-                checked = list(pool.map(check, items))
-        else:
-            checked = [check(img) for img in items]
-        for i, (img, res) in enumerate(zip(items, checked, strict=True)):
+        done = self.run_checked(self.check_many(items, workers), batch_size)
+        out = []
+        for img, e in zip(items, done, strict=True):
             source = "<array>" if isinstance(img, np.ndarray) else str(img)
-            if isinstance(res, EdgeVCFError):
-                exc = res
-                out[i] = Prediction(
-                    source,
-                    None,
-                    None,
-                    self.threshold,
-                    self.model_id,
-                    "refused",
-                    exc.message,
-                    assessable=False,
-                )
-                continue
-            x, verdict, timings = res
-            if verdict.assessable:
-                ready.append((i, x, timings, verdict))
+            if e.status == "ok" and e.verdict is not None and e.logit is not None:
+                out.append(self._result(source, e.logit, e.timings, e.verdict))
+            elif e.status == "not_assessable" and e.verdict is not None:
+                out.append(self._not_assessable(source, e.verdict, e.timings))
             else:
-                out[i] = self._not_assessable(source, verdict, timings)
-        for start in range(0, len(ready), batch_size):
-            chunk = ready[start : start + batch_size]
-            try:
-                x = np.concatenate([c[1] for c in chunk])
-                t0 = time.perf_counter()
-                logits = self.logits(x)
-                per = (time.perf_counter() - t0) * 1e3 / len(chunk)
-                scored = [(c, float(z), per) for c, z in zip(chunk, logits, strict=True)]
-            except Exception:  # the engine failed on this batch: find the image, keep going
-                scored = []
-                for c in chunk:
-                    try:
-                        t0 = time.perf_counter()
-                        z = float(self.logits(c[1])[0])
-                        scored.append((c, z, (time.perf_counter() - t0) * 1e3))
-                    except Exception as exc:
-                        img = items[c[0]]
-                        src = "<array>" if isinstance(img, np.ndarray) else str(img)
-                        log.warning("inference failed on %s: %s", src, exc)
-                        out[c[0]] = Prediction(
-                            src, None, None, self.threshold, self.model_id, "error",
-                            f"inference failed: {type(exc).__name__}: {exc}"[:300],
-                            c[2], quality=c[3].to_dict(),
-                        )  # fmt: skip
-            for (i, _, timings, verdict), z, infer_ms in scored:
-                img = items[i]
-                source = "<array>" if isinstance(img, np.ndarray) else str(img)
-                out[i] = self._result(source, z, {**timings, "inference_ms": infer_ms}, verdict)
-        return [self._signed(p) for p in out if p is not None]
+                out.append(Prediction(
+                    source, None, None, self.threshold, self.model_id, e.status, e.reason,
+                    e.timings, assessable=e.status == "error",
+                    quality=e.verdict.to_dict() if e.verdict is not None else {},
+                ))  # fmt: skip
+        return [self._signed(p) for p in out]
 
 
 def load_gate(bundle: Bundle) -> QualityGate | None:

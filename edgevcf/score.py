@@ -6,8 +6,9 @@ with the gate's reason, refused with the reader's, error), the subgroup bands of
 to the data root — never an identifier in clear. Rows go to numbered parts (Parquet where
 pyarrow is installed, else CSV), each written whole (temporary file, then rename), so a run that
 stops leaves whole parts only, and a run started again skips every film already in a part:
-exactly one row per film. One process (the runtime's :meth:`~edgevcf.runtime.Predictor.predict_many`
-on this machine's cores); the Ray path of issue 29 is to take the same parts.
+exactly one row per film. One process (reading on this machine's cores, as
+:meth:`~edgevcf.runtime.Predictor.predict_many` does), or a Ray cluster (:mod:`edgevcf.scale`)
+with the same engine batches and so the same probabilities.
 """
 
 from __future__ import annotations
@@ -16,13 +17,18 @@ import csv
 import hashlib
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
 
 from edgevcf import progress, subgroups
 from edgevcf.errors import DataError
+
+if TYPE_CHECKING:
+    from edgevcf.scale import Facts, RayPlan
 
 #: Films per part (a part is the unit a resumed run keeps or redoes).
 PART_FILMS = 256
@@ -105,19 +111,45 @@ def read_rows(out: str | os.PathLike[str]) -> list[dict[str, Any]]:
     return [r for p in parts(out) for r in _read_part(p)]
 
 
-def _chunks(items: list[Film], n: int) -> Iterator[list[Film]]:
-    for i in range(0, len(items), n):
-        yield items[i : i + n]
-
-
-def _header_facts(film: Film) -> tuple[str, dict[str, str]]:
-    """The UID hash and subgroup levels of a readable film, from one header read."""
+def film_facts(path: str, extra: dict[str, str]) -> dict[str, Any]:
+    """The hashed SOP Instance UID and subgroup levels of a film, from one header read (where
+    the film is read: a Ray read task, or this process)."""
     from edgevcf.serve.journal import uid_key
 
-    ds = subgroups.read_header(film.path)
+    ds = subgroups.read_header(path)
     uid = str(getattr(ds, "SOPInstanceUID", "") or "").strip() if ds is not None else ""
-    levels = {**subgroups.from_header(ds), **subgroups.from_columns(film.extra)}
-    return (uid_key(uid) if uid else ""), levels
+    levels = {**subgroups.from_header(ds), **subgroups.from_columns(extra)}
+    return {"uid_hash": uid_key(uid) if uid else "", **levels}
+
+
+Batch = Sequence[tuple[int, Any, dict[str, Any]]]
+
+
+def examine_here(
+    pred: Any,
+    films: Sequence[tuple[str, dict[str, str]]],
+    *,
+    batch_size: int,
+    gated: bool = True,
+    facts: Facts | None = None,
+    chunk: int = PART_FILMS,
+    desc: str = "score",
+) -> Iterator[Batch]:
+    """What :func:`edgevcf.scale.examine_on_ray` yields, in this process: engine batches of
+    (film index, Examined, facts), read ``chunk`` films at a time on this machine's cores
+    (:meth:`~edgevcf.runtime.Predictor.predict_many`'s way) and cut into the same batches."""
+    bs = max(1, batch_size)
+    chunk = max(bs, chunk // bs * bs)  # whole engine batches per chunk: the batches Ray cuts
+
+    def batches() -> Iterator[Batch]:
+        for s0 in range(0, len(films), chunk):
+            part = films[s0 : s0 + chunk]
+            done = pred.run_checked(pred.check_many([p for p, _ in part]), bs, gated=gated)
+            got = [(s0 + k, e, facts(*part[k]) if facts else {}) for k, e in enumerate(done)]
+            for b in range(0, len(got), bs):
+                yield got[b : b + bs]
+
+    yield from progress.track_batches(batches(), total=len(films), desc=desc, unit="film")
 
 
 def score(
@@ -129,51 +161,80 @@ def score(
     part_films: int = PART_FILMS,
     backend: str = "auto",
     trust: Any = None,
+    threads: int | None = None,
+    ray: RayPlan | None = None,
 ) -> dict[str, Any]:
-    """Score every film of ``data`` not yet in ``out``; a summary of the run."""
-    from edgevcf.runtime import Predictor
+    """Score every film of ``data`` not yet in ``out``; a summary of the run.
+
+    One process by default (``threads``: the engine's threads, default the bundle's); with
+    ``ray`` on a Ray cluster (:mod:`edgevcf.scale`, ``ray.threads`` per actor), with the same
+    batches and so the same probabilities for the same engine and thread count. A part holds
+    whole engine batches (``part_films`` rounded up to them), so a resumed run cuts the films
+    left into the batches they would have had.
+    """
+    from edgevcf.bundle import Bundle
+    from edgevcf.metrics import sigmoid
 
     films = films_of(data)
     dest = Path(out)
     dest.mkdir(parents=True, exist_ok=True)
-    pred = Predictor.from_bundle(bundle, backend=backend, trust=trust)
+    if ray is None:
+        from edgevcf.runtime import Predictor
+
+        pred = Predictor.from_bundle(bundle, backend=backend, trust=trust, threads=threads)
+        model_id, threshold = pred.model_id, pred.threshold
+    else:
+        b = Bundle.load(bundle, trust=trust)  # the driver checks the signer; workers the files
+        model_id, threshold = b.id, b.threshold
     info = dest / "score.json"
     if info.is_file():
         was = json.loads(info.read_text(encoding="utf-8"))
-        if was.get("model_id") != pred.model_id:
+        if was.get("model_id") != model_id:
             raise DataError(
                 f"{dest} holds scores of bundle {str(was.get('model_id'))[:12]}, not of this one "
-                f"({pred.model_id[:12]})",
+                f"({model_id[:12]})",
                 hint="score into a new folder",
             )
     else:
-        info.write_text(json.dumps({"model_id": pred.model_id, "threshold": pred.threshold,
+        info.write_text(json.dumps({"model_id": model_id, "threshold": threshold,
                                     "columns": list(COLUMNS)}, indent=2) + "\n")  # fmt: skip
     done = {str(r["file_hash"]) for r in read_rows(dest)}
     todo = [f for f in films if f.file_hash not in done]
+    items = [(f.path, f.extra) for f in todo]
+    if ray is None:
+        results = examine_here(pred, items, batch_size=batch_size, facts=film_facts,
+                               chunk=part_films)  # fmt: skip
+    else:
+        from edgevcf.scale import examine_on_ray
+
+        results = examine_on_ray(bundle, model_id, items, plan=ray, batch_size=batch_size,
+                                 backend=backend, facts=film_facts)  # fmt: skip
     kind = _writer()
     have = [int(p.name.split("-")[1].split(".")[0]) for p in parts(dest)]
-    start = max(have) + 1 if have else 0  # never a number in use: parts are never overwritten
+    number = max(have) + 1 if have else 0  # never a number in use: parts are never overwritten
     counts: dict[str, int] = {}
-    for k, chunk in enumerate(
-        progress.track(list(_chunks(todo, part_films)), desc="score", unit="part")
-    ):
-        preds = pred.predict_many([f.path for f in chunk], batch_size=batch_size)
-        rows = []
-        for f, p in zip(chunk, preds, strict=True):
-            counts[p.status] = counts.get(p.status, 0) + 1
-            uid_hash, levels = (
-                _header_facts(f) if p.status != "refused"
-                else ("", dict.fromkeys(subgroups.NAMES, subgroups.UNKNOWN))
-            )  # fmt: skip
+    rows: list[dict[str, Any]] = []
+    seen: set[int] = set()
+    for batch in results:
+        for i, e, fact in batch:
+            if i in seen:  # a retried batch Ray delivered twice: the first answer stands
+                continue
+            seen.add(i)
+            counts[e.status] = counts.get(e.status, 0) + 1
+            p = float(sigmoid(np.asarray(e.logit))) if e.status == "ok" else None
             rows.append({
-                "file_hash": f.file_hash,
-                "uid_hash": uid_hash,
-                "status": p.status, "probability": p.probability, "decision": p.decision,
-                "reason": p.reason if p.status != "ok" else "",
-                **levels,
+                "file_hash": todo[i].file_hash, "uid_hash": fact.get("uid_hash", ""),
+                "status": e.status, "probability": p,
+                "decision": None if p is None else p >= threshold,
+                "reason": e.reason if e.status != "ok" else "",
+                **{k: fact.get(k, subgroups.UNKNOWN) for k in subgroups.NAMES},
             })  # fmt: skip
-        _write_part(dest / f"part-{start + k:05d}.{kind}", rows)
+        if len(rows) >= part_films:
+            _write_part(dest / f"part-{number:05d}.{kind}", rows)
+            number, rows = number + 1, []
+    if rows:
+        _write_part(dest / f"part-{number:05d}.{kind}", rows)
     return {"films": len(films), "already_scored": len(films) - len(todo),
             "scored_now": len(todo), "statuses": counts, "parts": len(parts(dest)),
-            "format": kind, "model_id": pred.model_id}  # fmt: skip
+            "format": kind, "model_id": model_id,
+            "engine": "ray" if ray is not None else "one process"}  # fmt: skip

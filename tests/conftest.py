@@ -33,6 +33,7 @@ BACKEND_MARKERS: dict[str, str] = {
     "requires_litert": "litert",
     "requires_torch": "torch",
     "requires_onnxruntime": "onnxruntime",
+    "requires_ray": "ray",
 }
 CUDA_MARKER = "requires_cuda"
 SLOW_MARKER = "slow"
@@ -215,3 +216,20 @@ def export_bundle(tiny_export: TinyExport, tmp_path_factory: pytest.TempPathFact
         return cache[key]
 
     return export
+
+
+@pytest.fixture(scope="session")
+def ray_local() -> object:
+    """One real local Ray for the session (2 CPUs, a small object store, no dashboard), which
+    :func:`edgevcf.scale.connect` then finds already initialised."""
+    reason = _backend_skip_reason("ray")
+    if reason:
+        pytest.skip(reason)
+    import logging
+
+    import ray
+
+    ray.init(num_cpus=2, object_store_memory=100 * 1024 * 1024, include_dashboard=False,
+             logging_level=logging.WARNING, log_to_driver=False)  # fmt: skip
+    yield ray
+    ray.shutdown()

@@ -10,6 +10,7 @@ import click
 from edgevcf import console
 from edgevcf.cli import echo
 from edgevcf.cli.keys import load_trust, trust_options
+from edgevcf.cli.ray_options import ray_options, ray_plan
 from edgevcf.errors import BundleError, DataError
 
 _BACKEND_HELP = (
@@ -377,14 +378,26 @@ def demo(out: Path, quick: bool, patients: int | None, epochs: int | None) -> No
     show_default=True,
     help="Films per engine call.",
 )
+@click.option(
+    "--threads",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Engine threads in one process [default: the bundle's].",
+)
 @click.option("--backend", default="auto", show_default=True, help="Engine (as for predict).")
+@ray_options
 @trust_options
 def score_cmd(
     bundle: Path,
     data: Path,
     out: Path,
     batch_size: int,
+    threads: int | None,
     backend: str,
+    ray_address: str | None,
+    ray_actors: int | None,
+    ray_threads: int,
+    ray_actor_cpus: float,
     trust: tuple[Path, ...],
     revoked: tuple[str, ...],
 ) -> None:
@@ -396,12 +409,13 @@ def score_cmd(
     Examples:
       edgevcf score bundles/openvino-int8 --data archive/ --out scores/
       edgevcf score bundles/openvino-int8 --data site.csv --out scores/ --batch-size 16
+      edgevcf score bundles/openvino-int8 --data /nfs/archive --out /nfs/scores --ray
     """
     from edgevcf.score import score
 
-    r = score(
-        bundle, data, out, batch_size=batch_size, backend=backend, trust=load_trust(trust, revoked)
-    )
+    plan = ray_plan(ray_address, ray_actors, ray_threads, ray_actor_cpus)
+    r = score(bundle, data, out, batch_size=batch_size, backend=backend, threads=threads,
+              trust=load_trust(trust, revoked), ray=plan)  # fmt: skip
     st = ", ".join(f"{k} {v}" for k, v in sorted(r["statuses"].items())) or "nothing new"
     echo(
         f"{r['films']} films: {r['already_scored']} already scored, {r['scored_now']} now ({st}); "

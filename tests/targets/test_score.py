@@ -24,7 +24,7 @@ def test_score_writes_one_row_per_film_and_resumes(export_bundle: Any, tmp_path:
     broken.write_bytes(b"not a DICOM")
     folder = tmp_path / "films"
     out = tmp_path / "scores"
-    r = score(bundle.path, folder, out, part_films=3)
+    r = score(bundle.path, folder, out, part_films=3, batch_size=3)
     films = sorted(p for p in folder.rglob("*.dcm"))
     assert r["films"] == len(films) and r["scored_now"] == len(films)
     rows = read_rows(out)
@@ -33,7 +33,7 @@ def test_score_writes_one_row_per_film_and_resumes(export_bundle: Any, tmp_path:
     refused = next(x for x in rows if x["status"] == "refused")
     assert refused["reason"] and refused["probability"] in ("", None)
     # the runtime's own answers, same batch size
-    preds = Predictor.from_bundle(bundle.path).predict_many([str(p) for p in films], batch_size=8)
+    preds = Predictor.from_bundle(bundle.path).predict_many([str(p) for p in films], batch_size=3)
     by_hash = {x["file_hash"]: x for x in rows}
     import hashlib
 
@@ -45,11 +45,11 @@ def test_score_writes_one_row_per_film_and_resumes(export_bundle: Any, tmp_path:
     # resume: a lost part is redone, nothing else; a second run adds nothing
     parts = sorted(out.glob("part-*"))
     parts[0].unlink()
-    again = score(bundle.path, folder, out, part_films=3)
+    again = score(bundle.path, folder, out, part_films=3, batch_size=3)
     assert again["scored_now"] == 3 and len(read_rows(out)) == len(films)
     assert score(bundle.path, folder, out)["scored_now"] == 0
     # no identifier in clear
-    text = "".join(p.read_text() for p in out.glob("part-*"))
+    text = repr(read_rows(out))  # the values, whether the parts are Parquet or CSV
     for p in films:
         if p == broken:
             continue

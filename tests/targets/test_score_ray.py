@@ -1,0 +1,158 @@
+"""``edgevcf score --ray``: the same rows as one process, bit for bit, on a real local Ray (one
+per session), after an engine actor is killed mid-run, and on a two-node local cluster."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from edgevcf.score import _read_part, examine_here, film_facts, films_of, read_rows, score
+
+pytestmark = pytest.mark.requires_ray
+
+BATCH = 4
+
+
+@pytest.fixture(scope="module")
+def films(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Small DICOM films (not a multiple of the batch) and one unreadable file."""
+    from edgevcf.data.synth import SynthConfig, generate
+
+    root = tmp_path_factory.mktemp("ray-films")
+    generate(root, 18, cfg=SynthConfig.fast(), seed=11, fmt="dicom", workers=1, preview=False,
+             val=0, test=0)  # fmt: skip
+    (root / "images" / "broken.dcm").write_bytes(b"not a DICOM")
+    return root
+
+
+def _by_hash(out: Path) -> dict[str, dict[str, Any]]:
+    rows = read_rows(out)
+    by = {str(r["file_hash"]): r for r in rows}
+    assert len(by) == len(rows)  # exactly one row per film
+    return by
+
+
+def _same(a: dict[str, dict[str, Any]], b: dict[str, dict[str, Any]]) -> None:
+    assert a.keys() == b.keys()
+    for k, r in a.items():
+        s = b[k]
+        for col in ("status", "reason", "uid_hash"):
+            assert r[col] == s[col]
+        if r["status"] == "ok":
+            assert float(r["probability"]) == float(s["probability"])  # the same bits
+
+
+def test_ray_gives_the_one_process_rows_and_resumes(
+    ray_local: Any, export_bundle: Any, films: Path, tmp_path: Path
+) -> None:
+    from edgevcf.scale import RayPlan
+
+    _, bundle = export_bundle("onnx-cpu")
+    one, on_ray = tmp_path / "one", tmp_path / "ray"
+    r1 = score(bundle.path, films, one, batch_size=BATCH, threads=2)
+    plan = RayPlan(actors=1, threads=2, actor_cpus=1.0)
+    r2 = score(bundle.path, films, on_ray, batch_size=BATCH, part_films=8, ray=plan)
+    n = len(films_of(films))
+    assert r2["engine"] == "ray" and r2["scored_now"] == r1["scored_now"] == n
+    assert r2["statuses"] == r1["statuses"] and r2["statuses"]["refused"] == 1
+    _same(_by_hash(one), _by_hash(on_ray))
+    # resumable: a lost part is redone on Ray, and nothing else
+    lost = sorted(on_ray.glob("part-*"))[1]
+    n_lost = len(_read_part(lost))
+    lost.unlink()
+    again = score(bundle.path, films, on_ray, batch_size=BATCH, part_films=8, ray=plan)
+    assert again["scored_now"] == n_lost
+    _same(_by_hash(one), _by_hash(on_ray))
+
+
+def _scorer_pids() -> list[int]:
+    """The processes of Ray Data's engine actors (their title names the class)."""
+    pids = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                cmd = (proc / "cmdline").read_bytes()
+            except OSError:
+                continue
+            if b"_Scorer" in cmd and b"MapWorker" in cmd:
+                pids.append(int(proc.name))
+    return pids
+
+
+def test_a_killed_actor_loses_no_film_and_scores_none_twice(
+    ray_local: Any, export_bundle: Any, films: Path
+) -> None:
+    from edgevcf.runtime import Predictor
+    from edgevcf.scale import RayPlan, examine_on_ray
+
+    from ray import cloudpickle
+
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])  # _slow_facts, for the workers
+    _, bundle = export_bundle("onnx-cpu")
+    items = [(f.path, f.extra) for f in films_of(films)]
+    pred = Predictor.from_bundle(bundle.path, threads=2)
+    here = {i: e for b in examine_here(pred, items, batch_size=BATCH) for i, e, _ in b}
+    got: dict[int, Any] = {}
+    killed = []
+    for batch in examine_on_ray(bundle.path, bundle.id, items, batch_size=BATCH,
+                                plan=RayPlan(actors=1, threads=2), facts=_slow_facts):  # fmt: skip
+        for i, e, _ in batch:
+            assert i not in got  # never twice
+            got[i] = e
+        if not killed:  # the first batch is out: kill the engine actor mid-run
+            pids = _scorer_pids()
+            assert pids, "no engine actor process found"
+            for pid in pids:
+                os.kill(pid, signal.SIGKILL)
+            killed.extend(pids)
+    assert killed and sorted(got) == list(range(len(items)))  # restarted; nothing lost
+    for i, e in here.items():
+        assert (got[i].status, got[i].logit) == (e.status, e.logit)
+
+
+def _slow_facts(path: str, extra: dict[str, str]) -> dict[str, Any]:
+    """film_facts, slowed so the run is still going when the actor is killed."""
+    import time
+
+    time.sleep(0.05)
+    return film_facts(path, extra)
+
+
+def test_score_cli_on_a_two_node_cluster(export_bundle: Any, films: Path, tmp_path: Path) -> None:
+    """Two local nodes (two CPUs each: an actor and a reader) of a real cluster, reached by address from the CLI in a
+    process of its own; the rows are the one-process rows."""
+    if not _has_ray():
+        pytest.skip("needs ray: pip install 'edgevcf[ray]'")
+    from ray.cluster_utils import Cluster
+
+    _, bundle = export_bundle("onnx-cpu")
+    cluster = Cluster(initialize_head=True, connect=False,
+                      head_node_args={"num_cpus": 2, "object_store_memory": 80 * 1024 * 1024,
+                                      "include_dashboard": False})  # fmt: skip
+    try:
+        cluster.add_node(num_cpus=2, object_store_memory=80 * 1024 * 1024)
+        cluster.wait_for_nodes()
+        out = tmp_path / "two-nodes"
+        cmd = [sys.executable, "-m", "edgevcf", "score", str(bundle.path), "--data", str(films),
+               "--out", str(out), "--batch-size", str(BATCH), "--ray", cluster.address,
+               "--ray-actors", "2", "--ray-threads", "1"]  # fmt: skip
+        res = subprocess.run(cmd, capture_output=True, text=True, timeout=240)
+        assert res.returncode == 0, res.stderr[-2000:]
+        assert f"{len(films_of(films))} films" in res.stdout and "Traceback" not in res.stderr
+    finally:
+        cluster.shutdown()
+    one = tmp_path / "one"
+    score(bundle.path, films, one, batch_size=BATCH, threads=1)
+    _same(_by_hash(one), _by_hash(out))
+
+
+def _has_ray() -> bool:
+    from edgevcf import deps
+
+    return deps.available("ray")
