@@ -9,6 +9,7 @@ import click
 
 from edgevcf.cli import echo
 from edgevcf.cli.keys import load_trust, trust_options
+from edgevcf.cli.ray_options import ray_options, ray_plan
 
 
 class _DefaultToBundle(click.Group):
@@ -232,6 +233,7 @@ def _envelope(text: str | None) -> tuple[float, float] | None:
 )
 @click.option("--no-figures", is_flag=True, help="Skip the PNG figures.")
 @click.option("--force", is_flag=True, help="Replace an existing --site-bundle.")
+@ray_options
 @trust_options
 def run_cmd(
     bundle: Path,
@@ -251,6 +253,10 @@ def run_cmd(
     min_positives: int | None,
     no_figures: bool,
     force: bool,
+    ray_address: str | None,
+    ray_actors: int | None,
+    ray_threads: int,
+    ray_actor_cpus: float,
     trust: tuple[Path, ...],
     revoked: tuple[str, ...],
 ) -> None:
@@ -282,6 +288,7 @@ def run_cmd(
         min_positives=min_positives,
         figures=not no_figures,
         force=force,
+        ray=ray_plan(ray_address, ray_actors, ray_threads, ray_actor_cpus),
     )
     r = run(bundle, data, out, opts)
     for line in summary(r):

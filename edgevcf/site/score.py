@@ -9,22 +9,26 @@ Unreadable films are kept with their reason, never dropped.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import os
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from edgevcf import progress, subgroups
-from edgevcf.errors import DataError, EdgeVCFError
+from edgevcf.errors import DataError
+
+if TYPE_CHECKING:
+    from edgevcf.scale import Facts, RayPlan
 
 log = logging.getLogger(__name__)
 
-#: Films per inference batch (bounded memory: one batch of graph inputs at a time).
-CHUNK = 32
+#: Films per engine batch (bounded memory: a few batches of graph inputs at a time, also in a
+#: Ray cluster's object store).
+CHUNK = 16
 
 
 @dataclass
@@ -98,34 +102,52 @@ class SiteFilms:
             return np.asarray(1.0 / (1.0 + np.exp(-self.base_logits)), dtype=np.float64)
 
 
-def _examine_all(pred: Any, paths: list[str], desc: str) -> tuple[np.ndarray, list[Any]]:
-    """Logits and verdicts (or the refusal) for every film, read in threads, run in chunks."""
-    n = len(paths)
+def _site_levels(path: str, extra: dict[str, str], salt: str | None = None) -> dict[str, Any]:
+    """A film's subgroup levels, where it is read (this process or a Ray read task)."""
+    return subgroups.levels_for(path, extra, institution_salt=salt)
+
+
+def _examine_all(
+    bundle: str | os.PathLike[str],
+    items: list[tuple[str, dict[str, str]]],
+    desc: str,
+    *,
+    backend: str = "auto",
+    trust: Any = None,
+    ray: RayPlan | None = None,
+    facts: Facts | None = None,
+) -> tuple[np.ndarray, list[Any], list[dict[str, Any]], float]:
+    """Logits (every readable film, in scope or not), what each film came to
+    (:class:`~edgevcf.runtime.Examined`), the facts, and the bundle's threshold: in this process
+    or on Ray (:mod:`edgevcf.scale`), cut into the same engine batches."""
+    from edgevcf.score import examine_here
+
+    n = len(items)
+    if ray is None:
+        from edgevcf.runtime import Predictor
+
+        pred = Predictor.from_bundle(bundle, backend=backend, trust=trust)
+        pred.warm()
+        threshold = pred.threshold
+        batches = examine_here(pred, items, batch_size=CHUNK, gated=False, facts=facts,
+                               desc=desc)  # fmt: skip
+    else:
+        from edgevcf.bundle import Bundle
+        from edgevcf.scale import examine_on_ray
+
+        b = Bundle.load(bundle, trust=trust)
+        threshold = b.threshold
+        batches = examine_on_ray(bundle, b.id, items, plan=ray, batch_size=CHUNK, gated=False,
+                                 backend=backend, facts=facts, desc=desc)  # fmt: skip
     logits = np.full(n, np.nan)
-    verdicts: list[Any] = [None] * n
-
-    def one(path: str) -> tuple[np.ndarray, Any] | EdgeVCFError:
-        try:
-            return pred.examine(path)
-        except EdgeVCFError as exc:
-            return exc
-
-    workers = max(1, min(os.cpu_count() or 1, 4))
-    with ThreadPoolExecutor(workers, thread_name_prefix="edgevcf-site") as pool:
-        for start in progress.track(
-            range(0, n, CHUNK), desc=desc, unit="batch", total=(n + CHUNK - 1) // CHUNK
-        ):
-            idx = list(range(start, min(n, start + CHUNK)))
-            got = list(pool.map(one, [paths[i] for i in idx]))
-            ok = [(i, g) for i, g in zip(idx, got, strict=True) if not isinstance(g, EdgeVCFError)]
-            for i, g in zip(idx, got, strict=True):
-                verdicts[i] = g if isinstance(g, EdgeVCFError) else g[1]
-            if ok:
-                x = np.concatenate([g[0] for _, g in ok])
-                z = pred.logits(x)
-                for (i, _), v in zip(ok, z, strict=True):
-                    logits[i] = float(v)
-    return logits, verdicts
+    done: list[Any] = [None] * n
+    fact: list[dict[str, Any]] = [{}] * n
+    for batch in batches:
+        for i, e, f in batch:
+            done[i], fact[i] = e, f
+            if e.logit is not None:
+                logits[i] = e.logit
+    return logits, done, fact, threshold
 
 
 def score_site(
@@ -136,39 +158,34 @@ def score_site(
     backend: str = "auto",
     trust: Any = None,
     institution_salt: str | None = None,
+    ray: RayPlan | None = None,
 ) -> SiteFilms:
     """Score every film of ``manifest`` with ``bundle`` (and ``baseline``), reading each film's
-    subgroup levels from its header or the manifest's columns."""
-    from edgevcf.runtime import Predictor
-
+    subgroup levels from its header or the manifest's columns; on a Ray cluster with ``ray``
+    (the statistics stay with the caller)."""
     studies = list(manifest.studies)
     if not studies:
         raise DataError("the site manifest lists no films")
     paths = [str(s.resolve(manifest.root)) for s in studies]
-    pred = Predictor.from_bundle(bundle, backend=backend, trust=trust)
-    pred.warm()
-    logits, verdicts = _examine_all(pred, paths, "score site films")
+    items = [(p, dict(s.extra)) for p, s in zip(paths, studies, strict=True)]
+    levels_of = functools.partial(_site_levels, salt=institution_salt)
+    logits, done, levels, _ = _examine_all(bundle, items, "score site films", backend=backend,
+                                           trust=trust, ray=ray, facts=levels_of)  # fmt: skip
     status, reasons, stages, gate = [], [], [], np.full(len(paths), np.nan)
-    for i, v in enumerate(verdicts):
-        if isinstance(v, EdgeVCFError):
-            status.append("refused")
-            reasons.append(v.message)
-            stages.append("read")
-        else:
-            status.append("ok" if v.assessable else "not_assessable")
-            reasons.append(v.reason)
-            stages.append(v.stage)
-            if v.score is not None:
-                gate[i] = v.score
+    for i, e in enumerate(done):
+        v = e.verdict
+        status.append("ok" if e.status == "ok" else "not_assessable"
+                      if e.status == "not_assessable" else "refused")  # fmt: skip
+        reasons.append(e.reason)
+        stages.append(v.stage if v is not None else "read" if e.status == "refused" else "engine")
+        if v is not None and v.score is not None:
+            gate[i] = v.score
     films = SiteFilms(
         paths=paths,
         patients=[s.patient_id for s in studies],
         labels=np.array([int(s.label) for s in studies], dtype=np.int64),
         splits=[s.split or "" for s in studies],
-        levels=[
-            subgroups.levels_for(p, s.extra, institution_salt=institution_salt)
-            for p, s in zip(paths, studies, strict=True)
-        ],
+        levels=levels,
         status=np.array(status),
         reasons=reasons,
         logits=logits,
@@ -177,22 +194,26 @@ def score_site(
     )
     if baseline is not None:
         films.base_logits, films.base_name, films.base_threshold = _baseline(
-            Path(baseline), paths, films.readable, backend
+            Path(baseline), items, films.readable, backend, ray
         )
     return films
 
 
 def _baseline(
-    path: Path, paths: list[str], readable: np.ndarray, backend: str
+    path: Path,
+    items: list[tuple[str, dict[str, str]]],
+    readable: np.ndarray,
+    backend: str,
+    ray: RayPlan | None,
 ) -> tuple[np.ndarray, str, float]:
-    """The FP32 baseline's logits on the same films: a bundle (its engine), or any reference
-    ``import-model`` accepts (its own runtime), as ``bench --baseline`` takes them."""
+    """The FP32 baseline's logits on the same films: a bundle (its engine; on Ray with ``ray``),
+    or any reference ``import-model`` accepts (its own runtime, in this process), as
+    ``bench --baseline`` takes them."""
+    paths = [p for p, _ in items]
     if path.is_dir():
-        from edgevcf.runtime import Predictor
-
-        pred = Predictor.from_bundle(path, backend=backend)
-        logits, _ = _examine_all(pred, paths, "score baseline")
-        return logits, f"bundle {path.name}", pred.threshold
+        logits, _, _, threshold = _examine_all(path, items, "score baseline", backend=backend,
+                                               ray=ray)  # fmt: skip
+        return logits, f"bundle {path.name}", threshold
     from edgevcf.intake.reference import load_reference, reference_probs
 
     model, meta, ref_onnx = load_reference(path)

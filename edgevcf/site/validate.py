@@ -59,6 +59,7 @@ class ValidateOptions:
     min_positives: int | None = None
     figures: bool = True
     force: bool = False
+    ray: Any = None  # an edgevcf.scale.RayPlan: score on a Ray cluster (statistics stay here)
 
 
 def validate(
@@ -91,6 +92,7 @@ def validate(
         backend=opts.backend,
         trust=opts.trust,
         institution_salt=opts.institution_salt,
+        ray=opts.ray,
     )
     head = proto.head if proto else None
     settings = analysis.Settings(

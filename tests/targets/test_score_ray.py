@@ -88,10 +88,10 @@ def _scorer_pids() -> list[int]:
 def test_a_killed_actor_loses_no_film_and_scores_none_twice(
     ray_local: Any, export_bundle: Any, films: Path
 ) -> None:
+    from ray import cloudpickle
+
     from edgevcf.runtime import Predictor
     from edgevcf.scale import RayPlan, examine_on_ray
-
-    from ray import cloudpickle
 
     cloudpickle.register_pickle_by_value(sys.modules[__name__])  # _slow_facts, for the workers
     _, bundle = export_bundle("onnx-cpu")
@@ -125,8 +125,8 @@ def _slow_facts(path: str, extra: dict[str, str]) -> dict[str, Any]:
 
 
 def test_score_cli_on_a_two_node_cluster(export_bundle: Any, films: Path, tmp_path: Path) -> None:
-    """Two local nodes (two CPUs each: an actor and a reader) of a real cluster, reached by address from the CLI in a
-    process of its own; the rows are the one-process rows."""
+    """Two local nodes (two CPUs each: an actor and a reader) of a real cluster, reached by
+    address from the CLI in a process of its own; the rows are the one-process rows."""
     if not _has_ray():
         pytest.skip("needs ray: pip install 'edgevcf[ray]'")
     from ray.cluster_utils import Cluster
@@ -156,3 +156,27 @@ def _has_ray() -> bool:
     from edgevcf import deps
 
     return deps.available("ray")
+
+
+def test_validate_scores_on_ray_and_keeps_its_statistics_here(
+    ray_local: Any, export_bundle: Any, films: Path, tmp_path: Path
+) -> None:
+    import numpy as np
+
+    from edgevcf.data.manifest import Manifest
+    from edgevcf.scale import RayPlan
+    from edgevcf.site.score import score_site
+    from edgevcf.site.validate import ValidateOptions, validate
+
+    _, bundle = export_bundle("onnx-cpu")
+    manifest = Manifest.load(films / "manifest.csv")
+    here = score_site(bundle.path, manifest)
+    plan = RayPlan(actors=1, threads=2)
+    there = score_site(bundle.path, manifest, ray=plan)
+    assert list(there.status) == list(here.status) and there.levels == here.levels
+    ok = here.readable
+    assert np.allclose(there.logits[ok], here.logits[ok], rtol=0, atol=1e-5)
+    opts = ValidateOptions(ray=plan, figures=False, min_films=1, min_positives=1)
+    r = validate(bundle.path, films / "manifest.csv", tmp_path / "v", opts)
+    assert r["site"]["films"] == len(manifest.studies)
+    assert (tmp_path / "v" / "validation.md").is_file()
