@@ -280,6 +280,7 @@ class BenchConfig:
     rounds: int = 1  # > 1: batch-1 latency in interleaved rounds across the rows' live workers
     isolate: bool = True  # False: every row's worker runs in this process (tests)
     trust: Any = None  # an edgevcf.signing.Trust: only bundles signed by it are benched
+    ray: Any = None  # an edgevcf.scale.RayPlan: the accuracy's scoring on a Ray cluster
     notes: list[str] = field(default_factory=list)
 
 
@@ -374,18 +375,27 @@ def accuracy(
 
     scores: list[Scores] = []
     gates: list[dict[str, Any]] = []
-    for t in progress.track(targets, desc="accuracy", unit="bundle"):
-        probs = _bundle_probs(t.bundle, units_by_spec, t.backend)
-        scores.append(Scores(t.label, probs, t.bundle.threshold))
-        gates.append(_gate_refusals(t.bundle, units_by_spec))
-    if len({tuple(k) for k in kept}) > 1:
-        raise DataError("bundles with different preprocessing skipped different images")
-    split = next(iter(cache.values()))
-    labels = split.labels
+    if cfg.ray is not None:
+        labels, skipped, on_ray = _accuracy_on_ray(targets, manifest, sub, baseline, cfg)
+        for t, (probs, gate) in zip(targets, on_ray[: len(targets)], strict=True):
+            scores.append(Scores(t.label, probs, t.bundle.threshold))
+            gates.append(gate)
+    else:
+        for t in progress.track(targets, desc="accuracy", unit="bundle"):
+            probs = _bundle_probs(t.bundle, units_by_spec, t.backend)
+            scores.append(Scores(t.label, probs, t.bundle.threshold))
+            gates.append(_gate_refusals(t.bundle, units_by_spec))
+        if len({tuple(k) for k in kept}) > 1:
+            raise DataError("bundles with different preprocessing skipped different images")
+        split = next(iter(cache.values()))
+        labels, skipped = split.labels, split.skipped
     if not 0 < int(labels.sum()) < len(labels):
         raise DataError(f"split {cfg.split!r} needs both classes to measure AUC")
     base: Scores | None = None
-    if baseline is not None:
+    if baseline is not None and cfg.ray is not None and Path(baseline).is_dir():
+        b = Bundle.load(baseline)
+        base = Scores(f"baseline {baseline}", on_ray[-1][0], b.threshold)
+    elif baseline is not None:
         base = _baseline_scores(Path(baseline), units_by_spec, cfg)
     rows = []
     for t, s, gate in zip(targets, scores, gates, strict=True):
@@ -412,7 +422,7 @@ def accuracy(
         "n": len(labels),
         "n_pos": int(labels.sum()),
         "patients": len(patients),
-        "skipped": [{"file": Path(p).name, "reason": r} for p, r in split.skipped],
+        "skipped": [{"file": Path(p).name, "reason": r} for p, r in skipped],
         "bundles": rows,
         "roc": {
             s.name: [a.tolist() for a in metrics.roc_curve(labels, s.probs)[:2]] for s in scores
@@ -426,6 +436,58 @@ def accuracy(
         }
         out["roc"]["baseline"] = [a.tolist() for a in metrics.roc_curve(labels, base.probs)[:2]]
     return out
+
+
+def _accuracy_on_ray(
+    targets: list[BenchItem], manifest: Any, sub: Any, baseline: Any, cfg: BenchConfig
+) -> tuple[np.ndarray, list[tuple[str, str]], list[tuple[np.ndarray, dict[str, Any]]]]:
+    """The split scored on a Ray cluster (:mod:`edgevcf.scale`): every bundle's (and a bundle
+    baseline's) P(positive) on the films every one of them could read, and what its quality gate
+    (all its stages, from the files) would refuse; the labels; the films skipped as unreadable."""
+    from edgevcf.scale import examine_on_ray
+    from edgevcf.site.score import CHUNK
+
+    paths = [str(s.resolve(manifest.root)) for s in sub.studies]
+    items = [(p, dict(s.extra)) for p, s in zip(paths, sub.studies, strict=True)]
+    runs = [(t.bundle, t.backend) for t in targets]
+    if baseline is not None and Path(baseline).is_dir():
+        runs.append((Bundle.load(baseline), cfg.backend))
+    done = []
+    for b, backend in runs:
+        got: list[Any] = [None] * len(items)
+        for batch in examine_on_ray(
+            b.path,
+            b.id,
+            items,
+            plan=cfg.ray,
+            batch_size=CHUNK,
+            gated=False,
+            backend=backend,
+            desc=f"score {b.path.name}",
+        ):
+            for i, e, _ in batch:
+                got[i] = e
+        done.append(got)
+    keep = [i for i in range(len(items)) if all(d[i].logit is not None for d in done)]
+    skipped = [(paths[i], next(d[i].reason for d in done if d[i].logit is None))
+               for i in range(len(items)) if i not in set(keep)]  # fmt: skip
+    out = []
+    for d in done:
+        probs = metrics.sigmoid(np.array([d[i].logit for i in keep]))
+        refused = sum(1 for i in keep if d[i].status == "not_assessable")
+        out.append(
+            (
+                probs,
+                {
+                    "learned": True,
+                    "n": len(keep),
+                    "n_refused": refused,
+                    "stages": "header, image and learned (from the files, on Ray)",
+                },
+            )
+        )
+    labels = np.array([int(sub.studies[i].label) for i in keep], dtype=np.int64)
+    return labels, skipped, out
 
 
 def _gate_refusals(bundle: Bundle, units_by_spec: Any) -> dict[str, Any]:

@@ -208,6 +208,7 @@ def verify(
     help="Folder for bench.json, bench.md and bench.png.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the JSON report on stdout.")
+@ray_options
 @trust_options
 def bench(
     bundles: tuple[str, ...],
@@ -223,6 +224,10 @@ def bench(
     no_latency: bool,
     out: Path | None,
     as_json: bool,
+    ray_address: str | None,
+    ray_actors: int | None,
+    ray_threads: int,
+    ray_actor_cpus: float,
     trust: tuple[Path, ...],
     revoked: tuple[str, ...],
 ) -> None:
@@ -259,6 +264,7 @@ def bench(
         dicom=dicom,
         latency=not no_latency,
         trust=load_trust(trust, revoked),
+        ray=ray_plan(ray_address, ray_actors, ray_threads, ray_actor_cpus),
     )
     report = run(list(bundles), data=data, baseline=baseline, cfg=cfg)
     if out is not None:

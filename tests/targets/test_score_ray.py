@@ -180,3 +180,20 @@ def test_validate_scores_on_ray_and_keeps_its_statistics_here(
     r = validate(bundle.path, films / "manifest.csv", tmp_path / "v", opts)
     assert r["site"]["films"] == len(manifest.studies)
     assert (tmp_path / "v" / "validation.md").is_file()
+
+
+def test_bench_accuracy_on_ray(ray_local: Any, export_bundle: Any, tiny_export: Any) -> None:
+    """bench --data --ray: the same films, the same AUC as in one process (the engine batches
+    differ from bench's one batch: equal to float noise)."""
+    from edgevcf.bench import BenchConfig, bench
+    from edgevcf.scale import RayPlan
+
+    _, fp32 = export_bundle("onnx-cpu")
+    here = bench([fp32.path], data=tiny_export.manifest,
+                 cfg=BenchConfig(latency=False))["accuracy"]  # fmt: skip
+    there = bench([fp32.path], data=tiny_export.manifest,
+                  cfg=BenchConfig(latency=False, ray=RayPlan(actors=1)))["accuracy"]  # fmt: skip
+    assert (there["n"], there["n_pos"]) == (here["n"], here["n_pos"])
+    a, b = here["bundles"][0], there["bundles"][0]
+    assert abs(a["auc"]["auc"] - b["auc"]["auc"]) < 1e-9
+    assert b["at_threshold"] == a["at_threshold"] and b["quality_gate"]["n"] == here["n"]
