@@ -8,6 +8,14 @@ export time. Accuracy on the untouched test split is `edgevcf bench`'s job.
     .venv/bin/python benchmarks/train_reference.py            # the checkpoints (once)
     .venv/bin/python benchmarks/export_reference.py           # all backbones with a checkpoint
     .venv/bin/python benchmarks/export_reference.py --archs mobilenet_v3_large --targets jetson
+    .venv/bin/python benchmarks/export_reference.py --ray --cell-cpus 2   # cells as Ray tasks
+
+With ``--ray [auto|ADDRESS]`` each (backbone, target) cell is a Ray task holding ``--cell-cpus``
+CPUs (nodes must see the checkpoints, data and ``--root`` at the same paths); a cell that fails is
+reported and the others finish. ``--compare ROOT_A ROOT_B`` says, cell by cell, whether two runs'
+bundles are the same: the same model id, or (where the manifest records something measured, such
+as a latency) the same model files. ``--checkpoint``/``--data`` export another model than the
+reference ones (e.g. the demo's).
 
 Bundles go to ``~/.cache/edgevcf/reference/bundles/`` (not to git); results to
 ``benchmarks/results/<machine>-export.{md,json}`` (rows of earlier runs are kept unless re-run).
@@ -110,44 +118,147 @@ def main() -> None:
         action="store_true",
         help="re-tabulate the bundles already exported (no export)",
     )
+    ap.add_argument(
+        "--ray",
+        nargs="?",
+        const="auto",
+        default=None,
+        metavar="ADDRESS",
+        help="run the cells as Ray tasks (auto: a running cluster, else local)",
+    )
+    ap.add_argument("--cell-cpus", type=float, default=2, help="CPUs per cell on Ray")
+    ap.add_argument(
+        "--checkpoint",
+        type=Path,
+        default=None,
+        help="export this checkpoint instead (with --data; --archs names its row)",
+    )
+    ap.add_argument("--data", type=Path, default=None, help="the checkpoint's data manifest")
+    ap.add_argument(
+        "--compare",
+        nargs=2,
+        type=Path,
+        metavar=("ROOT_A", "ROOT_B"),
+        help="compare two runs' bundles (their --root folders) and stop",
+    )
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s")
-
-    data = next((args.root).glob("synth-*/manifest.csv"), None)
+    if args.compare:
+        print("\n".join(compare(*args.compare)))
+        return
+    data = args.data or next((args.root).glob("synth-*/manifest.csv"), None)
     if data is None:
         raise SystemExit(f"no reference dataset under {args.root}: run train_reference.py")
     archs = args.archs or [
         a for a in STUDY_BACKBONES if (args.root / "runs" / a / "model.safetensors").is_file()
     ]
-    rows = []
+    cells = []
     for arch in archs:
-        ckpt = args.root / "runs" / arch / "model.safetensors"
+        ckpt = args.checkpoint or args.root / "runs" / arch / "model.safetensors"
         for label in args.targets:
-            name, precision = TARGETS[label]
-            prof = load_profile(name).with_overrides(
-                precision=precision, input_size=args.input_size
-            )
-            if args.no_fallback:
-                prof = dataclasses.replace(
-                    prof, quantize=dataclasses.replace(prof.quantize, accuracy_fallback=False)
-                )
             row_arch = f"{arch}@{args.input_size}" if args.input_size else arch
-            out = args.root / "bundles" / row_arch / label
-            seconds = None
+            cells.append((arch, row_arch, label, ckpt, args.root / "bundles" / row_arch / label))
+    if args.ray is not None and not args.from_bundles:
+        rows = _on_ray(cells, data, args)
+    else:
+        rows = []
+        for _arch, row_arch, label, ckpt, out in cells:
             if not args.from_bundles:
-                t = time.perf_counter()
-                res = export_bundle(get_target(prof.target), ckpt, prof, data, out, force=True)
-                print(
-                    f"{row_arch} {label}: {res.size_bytes / 1e6:.2f} MB, AUC {res.fp32_auc} -> "
-                    f"{res.auc}, flips {res.flip_rate:.3f}, gate {res.gate_passed}, "
-                    f"{time.perf_counter() - t:.0f} s",
-                    flush=True,
-                )
-                seconds = round(res.seconds, 1)
+                seconds: float | None = export_cell(ckpt, label, data, out, args.input_size,
+                                                    args.no_fallback, row_arch)  # fmt: skip
             elif not (out / "manifest.json").is_file():
                 continue
+            else:
+                seconds = None
             rows.append(_row(row_arch, label, Bundle.load(out), seconds))
             write([rows[-1]], args)  # after each row: a crash later loses nothing
+
+
+def export_cell(
+    ckpt: Path,
+    label: str,
+    data: Path,
+    out: Path,
+    input_size: int | None,
+    no_fallback: bool,
+    row_arch: str,
+) -> float:
+    """Export one (backbone, target) cell; the export's seconds."""
+    name, precision = TARGETS[label]
+    prof = load_profile(name).with_overrides(precision=precision, input_size=input_size)
+    if no_fallback:
+        prof = dataclasses.replace(
+            prof, quantize=dataclasses.replace(prof.quantize, accuracy_fallback=False)
+        )
+    t = time.perf_counter()
+    res = export_bundle(get_target(prof.target), ckpt, prof, data, out, force=True)
+    print(
+        f"{row_arch} {label}: {res.size_bytes / 1e6:.2f} MB, AUC {res.fp32_auc} -> "
+        f"{res.auc}, flips {res.flip_rate:.3f}, gate {res.gate_passed}, "
+        f"{time.perf_counter() - t:.0f} s",
+        flush=True,
+    )
+    return round(res.seconds, 1)
+
+
+def _on_ray(cells: list[tuple[Any, ...]], data: Path, args: argparse.Namespace) -> list[Any]:
+    """Every cell as a Ray task with ``--cell-cpus`` CPUs (its engines and torch get as many
+    threads); rows as cells finish; a failed cell is reported, the others go on."""
+    from edgevcf.scale import connect
+
+    ray = connect(args.ray)
+
+    def cell(*a: Any) -> float:
+        import torch
+
+        torch.set_num_threads(max(1, int(args.cell_cpus)))
+        return export_cell(*a)
+
+    task = ray.remote(num_cpus=args.cell_cpus, max_retries=0)(cell)
+    t0 = time.perf_counter()
+    pending = {
+        task.remote(ckpt, label, data, out, args.input_size, args.no_fallback, row_arch): (
+            row_arch, label, out)
+        for _, row_arch, label, ckpt, out in cells
+    }  # fmt: skip
+    rows, failed = [], []
+    while pending:
+        done, _ = ray.wait(list(pending), num_returns=1)
+        row_arch, label, out = pending.pop(done[0])
+        try:
+            seconds = ray.get(done[0])
+        except Exception as exc:  # a failed cell: reported, the others finish
+            failed.append(f"{row_arch} {label}: {type(exc).__name__}: {str(exc)[-300:]}")
+            print(f"FAILED {failed[-1]}", flush=True)
+            continue
+        rows.append(_row(row_arch, label, Bundle.load(out), seconds))
+        write([rows[-1]], args)
+    print(f"{len(rows)} cell(s) in {time.perf_counter() - t0:.0f} s on Ray"
+          + (f"; {len(failed)} failed" if failed else ""), flush=True)  # fmt: skip
+    return rows
+
+
+def compare(a: Path, b: Path) -> list[str]:
+    """Cell by cell: the same model id, else the same model files (a manifest that records a
+    measured latency differs in that alone), else different."""
+    from edgevcf.hashing import sha256_file
+
+    lines = ["| cell | model id | model files |", "|---|---|---|"]
+    for man in sorted(a.glob("bundles/*/*/manifest.json")):
+        rel = man.parent.relative_to(a)
+        other = b / rel
+        if not (other / "manifest.json").is_file():
+            lines.append(f"| {rel} | missing in {b} | |")
+            continue
+        x, y = Bundle.load(man.parent), Bundle.load(other)
+        files = sorted({f for art in x.artifacts.values() for f in art.files()})
+        same_files = all(
+            (other / f).is_file() and sha256_file(man.parent / f) == sha256_file(other / f)
+            for f in files
+        )
+        lines.append(f"| {rel.parent.name} {rel.name} | {'same' if x.id == y.id else 'differs'} "
+                     f"| {'same' if same_files else 'DIFFER'} ({len(files)}) |")  # fmt: skip
+    return lines
 
 
 def _merge(rows: list[dict[str, Any]], path: Path) -> list[dict[str, Any]]:
