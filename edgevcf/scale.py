@@ -75,7 +75,7 @@ def connect(address: str = "auto", *, debug: bool = False) -> Any:
     if ray.is_initialized():
         return ray
     quiet: dict[str, Any] = (
-        {} if debug else {"logging_level": logging.WARNING, "log_to_driver": False}
+        {} if debug else {"logging_level": logging.ERROR, "log_to_driver": False}
     )
     try:
         if address == "auto":

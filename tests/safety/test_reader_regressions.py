@@ -327,10 +327,12 @@ def test_the_readers_fast_paths_give_what_the_general_path_gives(
     fast = [read_image(p) for p in films]
     for p in films:
         ds = pydicom.dcmread(p)
-        native = io_mod._decode_native(ds, ds.file_meta.TransferSyntaxUID)
-        assert native is not None, p.name
+        decoded = io_mod._decode_native(ds, ds.file_meta.TransferSyntaxUID)
+        assert decoded is not None, p.name
+        native, peak = decoded
         np.testing.assert_array_equal(native, ds.pixel_array, err_msg=p.name)
         assert native.dtype == ds.pixel_array.dtype
+        assert int(np.abs(native.astype(np.int32)).max()) <= peak, p.name  # the bound holds
     monkeypatch.setattr(io_mod, "_decode_native", lambda ds, ts: None)
     monkeypatch.setattr(io_mod, "_LUT_MIN_PIXELS", 1 << 40)  # pixel by pixel, pydicom decodes
     for p, (img, meta) in zip(films, fast, strict=True):

@@ -197,3 +197,15 @@ def test_bench_accuracy_on_ray(ray_local: Any, export_bundle: Any, tiny_export: 
     a, b = here["bundles"][0], there["bundles"][0]
     assert abs(a["auc"]["auc"] - b["auc"]["auc"]) < 1e-9
     assert b["at_threshold"] == a["at_threshold"] and b["quality_gate"]["n"] == here["n"]
+
+
+def test_a_plan_that_starves_the_readers_is_refused(ray_local: Any, export_bundle: Any) -> None:
+    """All CPUs to actors would leave the read tasks none (ray#44687): a clear error instead of
+    a run that waits forever."""
+    from edgevcf.errors import ConfigError
+    from edgevcf.scale import RayPlan, examine_on_ray
+
+    _, bundle = export_bundle("onnx-cpu")
+    plan = RayPlan(actors=2, threads=1, actor_cpus=1.0)
+    with pytest.raises(ConfigError, match="starve"):
+        next(iter(examine_on_ray(bundle.path, bundle.id, [("x.dcm", {})], plan=plan)))

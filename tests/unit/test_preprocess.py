@@ -603,3 +603,110 @@ def test_version_2_on_a_png_is_the_resize_s_own_first_step(tmp_path: Path) -> No
     assert meta2.reduced_by == 3 and img2.shape == (500, 400)
     u1, u2 = v1.to_unit(v1.read(tmp_path / "film.png")[0]), v2.to_unit(img2)
     np.testing.assert_allclose(u1, u2, atol=2e-3)
+
+
+# ------------------------------------------------- version 2: the reduced film looked up by sums
+def test_block_sums_give_pillow_s_reduce_bit_for_bit() -> None:
+    """The reader's box reduction of integer pixels (exact block sums, then Pillow's rounding of
+    the mean) is Pillow's ``Image.reduce`` exactly, partial edge blocks included."""
+    from PIL import Image
+
+    from edgevcf.data.io import block_sums, box_reduce
+
+    rng = np.random.default_rng(9)
+    cases = [("<u2", (61, 47), 2), ("<u2", (97, 130), 3), ("<i2", (50, 77), 4),
+             ("<i2", (64, 48), 8), ("u1", (33, 35), 5), ("<u2", (400, 370), 190)]  # fmt: skip
+    for dtype, (h, w), k in cases:
+        info = np.iinfo(dtype)
+        img = rng.integers(info.min, int(info.max) + 1, (h, w)).astype(dtype)
+        pil = Image.fromarray(img.astype(np.float32), mode="F").reduce(k)
+        np.testing.assert_array_equal(box_reduce(img, k), np.asarray(pil))
+    assert block_sums(img, 190).dtype == np.int64  # 190**2 values of 16 bits: beyond int32
+
+
+def _lut(n: int, first: int, bits: int, gamma: float) -> object:
+    from pydicom.dataset import Dataset
+
+    item = Dataset()
+    item.LUTDescriptor = [n, first, bits]
+    item.LUTData = (((1 << bits) - 1) * (np.arange(n) / (n - 1)) ** gamma).astype("<u2").tobytes()
+    item["LUTData"].VR = "OW"
+    return item
+
+
+def _pixels(shape: tuple[int, int], lo: int, hi: int, dtype: str = "<u2") -> np.ndarray:
+    rng = np.random.default_rng(3)
+    yy, xx = np.mgrid[0 : shape[0], 0 : shape[1]]
+    px = (lo + hi) / 2 + (hi - lo) / 2.2 * np.sin(xx / 9.0) * np.cos(yy / 13.0)
+    return np.clip(px + rng.normal(0, (hi - lo) / 40, shape), lo, hi).astype(dtype)
+
+
+_MONO1 = {"PhotometricInterpretation": "MONOCHROME1"}
+_SIGNED = {"PixelRepresentation": 1, "RescaleSlope": "1", "RescaleIntercept": "-1024",
+           "WindowCenter": "0", "WindowWidth": "3000"}  # fmt: skip
+_FILMS: dict[str, tuple[tuple[int, int], dict[str, object]]] = {
+    "mono2-window": ((151, 100), {}),
+    "mono1-rescale-window": ((151, 101), {**_MONO1, "RescaleSlope": "0.5",
+                                          "RescaleIntercept": "-20", "WindowCenter": "1000"}),
+    "linear-exact": ((100, 149), {"WindowCenter": "2000", "WindowWidth": "2400",
+                                  "VOILUTFunction": "LINEAR_EXACT"}),
+    "sigmoid": ((98, 145), {"VOILUTFunction": "SIGMOID", "WindowWidth": "1500"}),
+    "full-range": ((147, 98), {"WindowCenter": "", "WindowWidth": ""}),
+    "inverse-shape": ((146, 99), {"PresentationLUTShape": "INVERSE", "RescaleSlope": "0.25",
+                                  "RescaleIntercept": "100", "WindowCenter": "600"}),
+    "signed-12": ((150, 97), _SIGNED),
+    "signed-16-mono1": ((151, 98), {**_SIGNED, **_MONO1, "BitsStored": 16, "HighBit": 15}),
+    "high-bits-set": ((149, 100), {}),
+    "bright-by-4": ((193, 150), {}),  # 16-bit block sums up to 65,520, and edge blocks beyond
+    "modality-lut": ((151, 100), {"ModalityLUTSequence": [_lut(4096, 0, 12, 0.8)]}),
+    "voi-lut": ((148, 100), {**_MONO1, "VOILUTSequence": [_lut(2048, 900, 16, 1.3)]}),
+    "not-reduced": ((40, 30), {}),
+    "32-bit": ((150, 100), {"WindowCenter": "2000000", "WindowWidth": "3000000"}),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("kind", sorted(_FILMS))
+def test_version_2_lookup_by_block_sums_gives_the_straightforward_input(
+    tmp_path: Path, kind: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Read -> to_unit -> prepare of version 2 is bit for bit what the straightforward reader
+    gives: Pillow's reduce of the stored values, then the grey-scale pipeline pixel by pixel
+    (the reader before the lookup by block sums). Small odd-sized films (partial edge blocks),
+    with the lookup forced on at their size."""
+    from dicom_files import small_dicom
+
+    from edgevcf.data import io as io_mod
+    from edgevcf.data.io import ImageMeta
+    from edgevcf.data.preprocess import InputSpec
+
+    shape, attrs = _FILMS[kind]
+    signed = kind.startswith("signed")
+    px = _pixels(shape, *((-2048, 2047) if signed else (0, 4095)), "<i2" if signed else "<u2")
+    if kind == "signed-16-mono1":
+        px = _pixels(shape, -30000, 30000, "<i2")
+    elif kind == "bright-by-4":
+        px = _pixels(shape, 3000, 4095)
+        px[:4, :4] = 4095
+    elif kind == "high-bits-set":
+        px[::7, ::5] |= 0xF000  # outside Bits Stored: ignored
+    elif kind == "32-bit":
+        px = px.astype("<u4") * 1000
+    path = small_dicom(tmp_path / f"{kind}.dcm", px.astype("<u4" if kind == "32-bit" else "<u2"),
+                       **attrs)  # fmt: skip
+    spec = Preprocess(input_size=16)
+    graph = InputSpec((1, 3, 16, 16))
+
+    def network_input() -> tuple[np.ndarray, np.ndarray, ImageMeta]:
+        img, meta = spec.read(path)
+        return img, graph.prepare(spec.to_unit(img), spec), meta
+
+    monkeypatch.setattr(io_mod, "_LUT_MIN_PIXELS", 0)
+    img, x, meta = network_input()
+    assert meta.reduced_by == (1 if kind == "not-reduced" else max(shape) // 48)
+    with monkeypatch.context() as straight:
+        straight.setattr(io_mod, "_table_codes", lambda image, k, shape: None)
+        straight.setattr(io_mod, "_sums_exact", lambda image: False)
+        img_ref, x_ref, meta_ref = network_input()
+    assert meta == meta_ref
+    np.testing.assert_array_equal(img, img_ref)
+    np.testing.assert_array_equal(x, x_ref)
