@@ -47,14 +47,19 @@ class RayPlan:
         threads: Engine threads per actor (the engine's intra-op threads).
         actor_cpus: CPUs Ray reserves per actor. Less than ``threads`` leaves the read tasks
             CPUs to be scheduled on (all CPUs to actors starves the readers: ray#44687).
+            Reservations place work, they do not cap it: on 2 cores, one actor of 2 threads
+            with half a CPU reserved and readers of half a CPU scored as fast as one process,
+            and 30 % faster than whole CPUs (``benchmarks/results/*-scale.md``).
         read_cpus: CPUs Ray reserves per read task.
+        debug: Ray's own console output (logs, progress per operator) on.
     """
 
     address: str = "auto"
     actors: int | None = None
     threads: int = 2
-    actor_cpus: float = 1.0
-    read_cpus: float = 1.0
+    actor_cpus: float = 0.5
+    read_cpus: float = 0.5
+    debug: bool = False
 
     def __post_init__(self) -> None:
         if self.threads < 1 or (self.actors is not None and self.actors < 1):
@@ -72,8 +77,17 @@ def connect(address: str = "auto", *, debug: bool = False) -> Any:
     require("ray")
     import ray
 
-    if ray.is_initialized():
-        return ray
+    if not ray.is_initialized():
+        _init(ray, address, debug)
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = debug  # ours counts films; Ray's count blocks per operator
+    ctx.print_on_execution_start = debug
+    if not debug:
+        logging.getLogger("ray.data").setLevel(logging.ERROR)  # its progress log, when no tty
+    return ray
+
+
+def _init(ray: Any, address: str, debug: bool) -> None:
     quiet: dict[str, Any] = (
         {} if debug else {"logging_level": logging.ERROR, "log_to_driver": False}
     )
@@ -90,10 +104,6 @@ def connect(address: str = "auto", *, debug: bool = False) -> Any:
             f"no Ray cluster at {address}: {exc}",
             hint="start one (ray start --head) or use --ray auto for a local Ray",
         ) from None
-    ctx = ray.data.DataContext.get_current()
-    ctx.enable_progress_bars = debug  # ours counts films; Ray's count blocks per operator
-    ctx.print_on_execution_start = debug
-    return ray
 
 
 # ---- what runs on the workers (module level: Ray pickles them by reference) ----------------
@@ -171,7 +181,7 @@ def examine_on_ray(
     :meth:`~edgevcf.runtime.Predictor.predict_many` cuts them; ``bundle`` must be the one the
     driver verified (``model_id``), at the same path on every node.
     """
-    ray = connect(plan.address)
+    ray = connect(plan.address, debug=plan.debug)
     bs = max(1, batch_size)
     batches = [
         {"films": pickle.dumps([(i, films[i][0], films[i][1])

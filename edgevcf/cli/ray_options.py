@@ -27,7 +27,7 @@ def ray_options(f: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--ray-threads", type=click.IntRange(min=1), default=2, show_default=True,
                      help="Engine threads per actor."),
         click.option("--ray-actor-cpus", type=click.FloatRange(min=0, min_open=True),
-                     default=1.0, show_default=True,
+                     default=0.5, show_default=True,
                      help="CPUs Ray reserves per actor; below --ray-threads leaves the read "
                      "tasks CPUs to run on."),
     ]):  # fmt: skip
@@ -43,5 +43,6 @@ def ray_plan(
         return None
     from edgevcf.scale import RayPlan
 
+    debug = bool(click.get_current_context().find_root().params.get("debug"))
     return RayPlan(address=ray_address, actors=ray_actors, threads=ray_threads,
-                   actor_cpus=ray_actor_cpus)  # fmt: skip
+                   actor_cpus=ray_actor_cpus, debug=debug)  # fmt: skip

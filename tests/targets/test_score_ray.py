@@ -56,7 +56,7 @@ def test_ray_gives_the_one_process_rows_and_resumes(
     _, bundle = export_bundle("onnx-cpu")
     one, on_ray = tmp_path / "one", tmp_path / "ray"
     r1 = score(bundle.path, films, one, batch_size=BATCH, threads=2)
-    plan = RayPlan(actors=1, threads=2, actor_cpus=1.0)
+    plan = RayPlan(actors=1, threads=2)
     r2 = score(bundle.path, films, on_ray, batch_size=BATCH, part_films=8, ray=plan)
     n = len(films_of(films))
     assert r2["engine"] == "ray" and r2["scored_now"] == r1["scored_now"] == n
