@@ -252,12 +252,13 @@ def compare(a: Path, b: Path) -> list[str]:
             continue
         x, y = Bundle.load(man.parent), Bundle.load(other)
         files = sorted({f for art in x.artifacts.values() for f in art.files()})
-        same_files = all(
-            (other / f).is_file() and sha256_file(man.parent / f) == sha256_file(other / f)
-            for f in files
-        )
+        differ = [
+            f for f in files
+            if not (other / f).is_file() or sha256_file(man.parent / f) != sha256_file(other / f)
+        ]  # fmt: skip
         lines.append(f"| {rel.parent.name} {rel.name} | {'same' if x.id == y.id else 'differs'} "
-                     f"| {'same' if same_files else 'DIFFER'} ({len(files)}) |")  # fmt: skip
+                     f"| {'differ: ' + ', '.join(differ) if differ else 'same'} "
+                     f"({len(files)}) |")  # fmt: skip
     return lines
 
 
