@@ -228,7 +228,8 @@ def _on_ray(cells: list[tuple[Any, ...]], data: Path, args: argparse.Namespace) 
         try:
             seconds = ray.get(done[0])
         except Exception as exc:  # a failed cell: reported, the others finish
-            failed.append(f"{row_arch} {label}: {type(exc).__name__}: {str(exc)[-300:]}")
+            cause = getattr(exc, "cause", None) or exc  # a RayTaskError wraps the cell's own
+            failed.append(f"{row_arch} {label}: {type(cause).__name__}: {str(cause)[:300]}")
             print(f"FAILED {failed[-1]}", flush=True)
             continue
         rows.append(_row(row_arch, label, Bundle.load(out), seconds))
