@@ -469,8 +469,9 @@ def _accuracy_on_ray(
                 got[i] = e
         done.append(got)
     keep = [i for i in range(len(items)) if all(d[i].logit is not None for d in done)]
+    kept = set(keep)
     skipped = [(paths[i], next(d[i].reason for d in done if d[i].logit is None))
-               for i in range(len(items)) if i not in set(keep)]  # fmt: skip
+               for i in range(len(items)) if i not in kept]  # fmt: skip
     out = []
     for d in done:
         probs = metrics.sigmoid(np.array([d[i].logit for i in keep]))
