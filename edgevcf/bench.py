@@ -444,27 +444,22 @@ def _accuracy_on_ray(
     """The split scored on a Ray cluster (:mod:`edgevcf.scale`): every bundle's (and a bundle
     baseline's) P(positive) on the films every one of them could read, and what its quality gate
     (all its stages, from the files) would refuse; the labels; the films skipped as unreadable."""
-    from edgevcf.scale import examine_on_ray
+    from edgevcf.score import examine_films
     from edgevcf.site.score import CHUNK
 
     paths = [str(s.resolve(manifest.root)) for s in sub.studies]
     items = [(p, dict(s.extra)) for p, s in zip(paths, sub.studies, strict=True)]
-    runs = [(t.bundle, t.backend) for t in targets]
+    runs = [(t.bundle.path, t.backend) for t in targets]
     if baseline is not None and Path(baseline).is_dir():
-        runs.append((Bundle.load(baseline), cfg.backend))
+        runs.append((Path(baseline), cfg.backend))
     done = []
-    for b, backend in runs:
+    for path, backend in runs:
         got: list[Any] = [None] * len(items)
-        for batch in examine_on_ray(
-            b.path,
-            b.id,
-            items,
-            plan=cfg.ray,
-            batch_size=CHUNK,
-            gated=False,
-            backend=backend,
-            desc=f"score {b.path.name}",
-        ):
+        _, _, batches = examine_films(
+            path, items, batch_size=CHUNK, gated=False, backend=backend, ray=cfg.ray,
+            desc=f"score {path.name}",
+        )  # fmt: skip
+        for batch in batches:
             for i, e, _ in batch:
                 got[i] = e
         done.append(got)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from edgevcf import console
 
@@ -36,17 +36,14 @@ def track(
     if not _enabled:
         yield from iterable
         return
+    yield from _bar(iterable, total=total, desc=desc, unit=unit)
+
+
+def _bar(iterable: Iterable[T] | None = None, **kw: object) -> Any:
+    """A tqdm bar on the console's stderr, gone when done."""
     from tqdm import tqdm
 
-    yield from tqdm(
-        iterable,
-        total=total,
-        desc=desc,
-        unit=unit,
-        file=console.stderr(),
-        dynamic_ncols=True,
-        leave=False,
-    )
+    return tqdm(iterable, file=console.stderr(), dynamic_ncols=True, leave=False, **kw)
 
 
 def track_batches(
@@ -56,10 +53,7 @@ def track_batches(
     if not _enabled:
         yield from batches
         return
-    from tqdm import tqdm
-
-    with tqdm(total=total, desc=desc, unit=unit, file=console.stderr(), dynamic_ncols=True,
-              leave=False) as bar:  # fmt: skip
+    with _bar(total=total, desc=desc, unit=unit) as bar:
         for b in batches:
             yield b
             bar.update(len(b))

@@ -154,6 +154,45 @@ def examine_here(
     yield from progress.track_batches(batches(), total=len(films), desc=desc, unit="film")
 
 
+def examine_films(
+    bundle: str | os.PathLike[str],
+    films: Sequence[tuple[str, dict[str, str]]],
+    *,
+    batch_size: int,
+    gated: bool = True,
+    facts: Facts | None = None,
+    backend: str = "auto",
+    trust: Any = None,
+    threads: int | None = None,
+    ray: RayPlan | None = None,
+    chunk: int = PART_FILMS,
+    desc: str = "score",
+) -> tuple[str, float, Iterator[Batch]]:
+    """The bundle's model id and threshold, and its engine batches over ``films``: in this
+    process (:func:`examine_here`) or, with ``ray``, on a Ray cluster
+    (:func:`edgevcf.scale.examine_on_ray`, the driver checking the bundle's signer), cut alike."""
+    if ray is None:
+        from edgevcf.runtime import Predictor
+
+        pred = Predictor.from_bundle(bundle, backend=backend, trust=trust, threads=threads)
+        pred.warm()
+        return (
+            pred.model_id,
+            pred.threshold,
+            examine_here(
+                pred, films, batch_size=batch_size, gated=gated, facts=facts, chunk=chunk, desc=desc
+            ),
+        )
+    from edgevcf.bundle import Bundle
+    from edgevcf.scale import examine_on_ray
+
+    b = Bundle.load(bundle, trust=trust)  # the driver checks the signer; workers the files
+    return b.id, b.threshold, examine_on_ray(
+        bundle, b.id, films, plan=ray, batch_size=batch_size, gated=gated, backend=backend,
+        facts=facts, desc=desc,
+    )  # fmt: skip
+
+
 def score(
     bundle: str | os.PathLike[str],
     data: str | os.PathLike[str],
@@ -174,20 +213,17 @@ def score(
     whole engine batches (``part_films`` rounded up to them), so a resumed run cuts the films
     left into the batches they would have had.
     """
-    from edgevcf.bundle import Bundle
     from edgevcf.metrics import sigmoid
 
     films = films_of(data)
     dest = Path(out)
     dest.mkdir(parents=True, exist_ok=True)
-    if ray is None:
-        from edgevcf.runtime import Predictor
-
-        pred = Predictor.from_bundle(bundle, backend=backend, trust=trust, threads=threads)
-        model_id, threshold = pred.model_id, pred.threshold
-    else:
-        b = Bundle.load(bundle, trust=trust)  # the driver checks the signer; workers the files
-        model_id, threshold = b.id, b.threshold
+    done = {str(r["file_hash"]) for r in read_rows(dest)}
+    todo = [f for f in films if f.file_hash not in done]
+    model_id, threshold, results = examine_films(
+        bundle, [(f.path, f.extra) for f in todo], batch_size=batch_size, facts=film_facts,
+        backend=backend, trust=trust, threads=threads, ray=ray, chunk=part_films,
+    )  # fmt: skip
     info = dest / "score.json"
     if info.is_file():
         was = json.loads(info.read_text(encoding="utf-8"))
@@ -200,17 +236,6 @@ def score(
     else:
         info.write_text(json.dumps({"model_id": model_id, "threshold": threshold,
                                     "columns": list(COLUMNS)}, indent=2) + "\n")  # fmt: skip
-    done = {str(r["file_hash"]) for r in read_rows(dest)}
-    todo = [f for f in films if f.file_hash not in done]
-    items = [(f.path, f.extra) for f in todo]
-    if ray is None:
-        results = examine_here(pred, items, batch_size=batch_size, facts=film_facts,
-                               chunk=part_films)  # fmt: skip
-    else:
-        from edgevcf.scale import examine_on_ray
-
-        results = examine_on_ray(bundle, model_id, items, plan=ray, batch_size=batch_size,
-                                 backend=backend, facts=film_facts)  # fmt: skip
     kind = _writer()
     have = [int(p.name.split("-")[1].split(".")[0]) for p in parts(dest)]
     number = max(have) + 1 if have else 0  # never a number in use: parts are never overwritten

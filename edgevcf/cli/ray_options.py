@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -12,7 +13,16 @@ if TYPE_CHECKING:
 
 
 def ray_options(f: Callable[..., Any]) -> Callable[..., Any]:
-    """``--ray [auto|ADDRESS]``, ``--ray-actors``, ``--ray-threads``, ``--ray-actor-cpus``."""
+    """``--ray [auto|ADDRESS]``, ``--ray-actors``, ``--ray-threads``, ``--ray-actor-cpus``,
+    given to the command as one ``ray`` argument: a :class:`~edgevcf.scale.RayPlan`, or None."""
+
+    @functools.wraps(f)
+    def with_plan(*args: Any, **kw: Any) -> Any:
+        plan = ray_plan(kw.pop("ray_address"), kw.pop("ray_actors"), kw.pop("ray_threads"),
+                        kw.pop("ray_actor_cpus"))  # fmt: skip
+        return f(*args, ray=plan, **kw)
+
+    g: Callable[..., Any] = with_plan
     for opt in reversed([
         click.option(
             "--ray", "ray_address", is_flag=False, flag_value="auto", default=None,
@@ -31,8 +41,8 @@ def ray_options(f: Callable[..., Any]) -> Callable[..., Any]:
                      help="CPUs Ray reserves per actor; below --ray-threads leaves the read "
                      "tasks CPUs to run on."),
     ]):  # fmt: skip
-        f = opt(f)
-    return f
+        g = opt(g)
+    return g
 
 
 def ray_plan(

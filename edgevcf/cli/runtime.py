@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from edgevcf import console
 from edgevcf.cli import echo
 from edgevcf.cli.keys import load_trust, trust_options
-from edgevcf.cli.ray_options import ray_options, ray_plan
+from edgevcf.cli.ray_options import ray_options
 from edgevcf.errors import BundleError, DataError
+
+if TYPE_CHECKING:
+    from edgevcf.scale import RayPlan
 
 _BACKEND_HELP = (
     "Engine: auto (the bundle's default artefact if its engine is installed), onnxruntime, "
@@ -224,10 +228,7 @@ def bench(
     no_latency: bool,
     out: Path | None,
     as_json: bool,
-    ray_address: str | None,
-    ray_actors: int | None,
-    ray_threads: int,
-    ray_actor_cpus: float,
+    ray: RayPlan | None,
     trust: tuple[Path, ...],
     revoked: tuple[str, ...],
 ) -> None:
@@ -264,7 +265,7 @@ def bench(
         dicom=dicom,
         latency=not no_latency,
         trust=load_trust(trust, revoked),
-        ray=ray_plan(ray_address, ray_actors, ray_threads, ray_actor_cpus),
+        ray=ray,
     )
     report = run(list(bundles), data=data, baseline=baseline, cfg=cfg)
     if out is not None:
@@ -400,10 +401,7 @@ def score_cmd(
     batch_size: int,
     threads: int | None,
     backend: str,
-    ray_address: str | None,
-    ray_actors: int | None,
-    ray_threads: int,
-    ray_actor_cpus: float,
+    ray: RayPlan | None,
     trust: tuple[Path, ...],
     revoked: tuple[str, ...],
 ) -> None:
@@ -419,9 +417,8 @@ def score_cmd(
     """
     from edgevcf.score import score
 
-    plan = ray_plan(ray_address, ray_actors, ray_threads, ray_actor_cpus)
     r = score(bundle, data, out, batch_size=batch_size, backend=backend, threads=threads,
-              trust=load_trust(trust, revoked), ray=plan)  # fmt: skip
+              trust=load_trust(trust, revoked), ray=ray)  # fmt: skip
     st = ", ".join(f"{k} {v}" for k, v in sorted(r["statuses"].items())) or "nothing new"
     echo(
         f"{r['films']} films: {r['already_scored']} already scored, {r['scored_now']} now ({st}); "

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from edgevcf.cli import echo
 from edgevcf.cli.keys import load_trust, trust_options
-from edgevcf.cli.ray_options import ray_options, ray_plan
+from edgevcf.cli.ray_options import ray_options
+
+if TYPE_CHECKING:
+    from edgevcf.scale import RayPlan
 
 
 class _DefaultToBundle(click.Group):
@@ -253,10 +256,7 @@ def run_cmd(
     min_positives: int | None,
     no_figures: bool,
     force: bool,
-    ray_address: str | None,
-    ray_actors: int | None,
-    ray_threads: int,
-    ray_actor_cpus: float,
+    ray: RayPlan | None,
     trust: tuple[Path, ...],
     revoked: tuple[str, ...],
 ) -> None:
@@ -288,7 +288,7 @@ def run_cmd(
         min_positives=min_positives,
         figures=not no_figures,
         force=force,
-        ray=ray_plan(ray_address, ray_actors, ray_threads, ray_actor_cpus),
+        ray=ray,
     )
     r = run(bundle, data, out, opts)
     for line in summary(r):

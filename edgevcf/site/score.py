@@ -120,25 +120,12 @@ def _examine_all(
     """Logits (every readable film, in scope or not), what each film came to
     (:class:`~edgevcf.runtime.Examined`), the facts, and the bundle's threshold: in this process
     or on Ray (:mod:`edgevcf.scale`), cut into the same engine batches."""
-    from edgevcf.score import examine_here
+    from edgevcf.score import examine_films
 
     n = len(items)
-    if ray is None:
-        from edgevcf.runtime import Predictor
-
-        pred = Predictor.from_bundle(bundle, backend=backend, trust=trust)
-        pred.warm()
-        threshold = pred.threshold
-        batches = examine_here(pred, items, batch_size=CHUNK, gated=False, facts=facts,
-                               desc=desc)  # fmt: skip
-    else:
-        from edgevcf.bundle import Bundle
-        from edgevcf.scale import examine_on_ray
-
-        b = Bundle.load(bundle, trust=trust)
-        threshold = b.threshold
-        batches = examine_on_ray(bundle, b.id, items, plan=ray, batch_size=CHUNK, gated=False,
-                                 backend=backend, facts=facts, desc=desc)  # fmt: skip
+    _, threshold, batches = examine_films(bundle, items, batch_size=CHUNK, gated=False,
+                                          facts=facts, backend=backend, trust=trust, ray=ray,
+                                          desc=desc)  # fmt: skip
     logits = np.full(n, np.nan)
     done: list[Any] = [None] * n
     fact: list[dict[str, Any]] = [{}] * n
@@ -174,8 +161,7 @@ def score_site(
     status, reasons, stages, gate = [], [], [], np.full(len(paths), np.nan)
     for i, e in enumerate(done):
         v = e.verdict
-        status.append("ok" if e.status == "ok" else "not_assessable"
-                      if e.status == "not_assessable" else "refused")  # fmt: skip
+        status.append(e.status if e.status in ("ok", "not_assessable") else "refused")
         reasons.append(e.reason)
         stages.append(v.stage if v is not None else "read" if e.status == "refused" else "engine")
         if v is not None and v.score is not None:

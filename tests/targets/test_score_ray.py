@@ -127,8 +127,6 @@ def _slow_facts(path: str, extra: dict[str, str]) -> dict[str, Any]:
 def test_score_cli_on_a_two_node_cluster(export_bundle: Any, films: Path, tmp_path: Path) -> None:
     """Two local nodes (two CPUs each: an actor and a reader) of a real cluster, reached by
     address from the CLI in a process of its own; the rows are the one-process rows."""
-    if not _has_ray():
-        pytest.skip("needs ray: pip install 'edgevcf[ray]'")
     from ray.cluster_utils import Cluster
 
     _, bundle = export_bundle("onnx-cpu")
@@ -150,12 +148,6 @@ def test_score_cli_on_a_two_node_cluster(export_bundle: Any, films: Path, tmp_pa
     one = tmp_path / "one"
     score(bundle.path, films, one, batch_size=BATCH, threads=1)
     _same(_by_hash(one), _by_hash(out))
-
-
-def _has_ray() -> bool:
-    from edgevcf import deps
-
-    return deps.available("ray")
 
 
 def test_validate_scores_on_ray_and_keeps_its_statistics_here(
