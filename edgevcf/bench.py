@@ -475,7 +475,7 @@ def _accuracy_on_ray(
             (
                 probs,
                 {
-                    "learned": True,
+                    "learned": any(d[i].verdict is not None and d[i].verdict.learned for i in keep),
                     "n": len(keep),
                     "n_refused": refused,
                     "stages": "header, image and learned (from the files, on Ray)",
